@@ -1,0 +1,30 @@
+# One task runner. Each target creates .venv on first use and installs the package with pinned versions.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all bench lint docs clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,fast,imagenet]"
+	touch $(STAMP)
+
+demo: $(STAMP)  ## refine the bundled example; writes outputs/demo/demo.png
+	$(VENV)/bin/segfix demo --output outputs/demo
+
+test: $(STAMP)  ## the default suite (CI runs this)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)  ## also the slow tests
+	$(PY) -m pytest -q --runslow
+
+bench: $(STAMP)  ## speed and memory tables
+	$(PY) benchmarks/bench_core.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

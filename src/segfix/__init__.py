@@ -1,0 +1,34 @@
+"""segfix: model-agnostic boundary refinement for semantic and instance segmentation (SegFix, ECCV 2020).
+
+The model-free half works on any label map: :func:`boundary_targets` builds SegFix's training targets from a
+ground-truth map, :func:`direction_to_offset` turns boundary and direction maps into an offset field, and
+:func:`shift_labels` / :func:`refine_semantic` / :func:`refine_instances` apply it as an exact integer gather.
+:mod:`segfix.metrics` measures the result the way the paper does.
+"""
+
+from __future__ import annotations
+
+from . import metrics
+from .directions import DIRECTION_VECTORS, angle_to_direction, direction_to_offset, direction_vectors, flip_direction
+from .refine import refine_instances, refine_semantic
+from .shift import shift_labels
+from .targets import BoundaryTargets, boundary_targets, gradient_kernels, instance_targets
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DIRECTION_VECTORS",
+    "BoundaryTargets",
+    "__version__",
+    "angle_to_direction",
+    "boundary_targets",
+    "direction_to_offset",
+    "direction_vectors",
+    "flip_direction",
+    "gradient_kernels",
+    "instance_targets",
+    "metrics",
+    "refine_instances",
+    "refine_semantic",
+    "shift_labels",
+]

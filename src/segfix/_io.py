@@ -1,0 +1,63 @@
+"""File helpers for the command line: atomic writes and image/label reading with clear errors."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["atomic_write", "read_image", "read_label", "write_png"]
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    A reader (or a re-run after a kill) sees either the old file or the complete new one, never a half-written
+    file. ``tmp`` keeps ``path``'s suffix so that format-sniffing writers (Pillow, numpy) behave.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the user's usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write a uint8/uint16 label map or an RGB uint8 image as PNG, atomically."""
+    atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Read a label-id PNG as an integer ``(H, W)`` array; refuses colour images, which hold no ids."""
+    with Image.open(path) as img:
+        if img.mode in ("RGB", "RGBA"):
+            raise ValueError(
+                f"{path}: expected a single-channel label-id image (mode L, P, I or I;16), "
+                f"got mode {img.mode}; colour-coded maps must be converted to ids first"
+            )
+        array = np.asarray(img)
+    if array.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D label map, got shape {array.shape}")
+    return array

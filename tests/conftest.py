@@ -1,0 +1,68 @@
+"""Shared fixtures: devices, random label maps, the optional CamVid data, and the --runslow switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return torch.device(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_rng():
+    state = torch.random.get_rng_state()
+    yield
+    torch.random.set_rng_state(state)
+
+
+def voronoi_labels(shape, num_regions, num_classes, seed, dtype=np.uint8) -> np.ndarray:
+    """A label map of random Voronoi cells with random classes: blobby regions like a real scene."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    ys, xs = rng.integers(0, h, num_regions), rng.integers(0, w, num_regions)
+    seeds = np.ones(shape, bool)
+    seeds[ys, xs] = False
+    iy, ix = ndimage.distance_transform_edt(seeds, return_distances=False, return_indices=True)
+    classes = np.zeros(shape, np.int64)
+    classes[ys, xs] = rng.integers(0, num_classes, num_regions)
+    return classes[iy, ix].astype(dtype)
+
+
+@pytest.fixture
+def camvid() -> Path:
+    if not (CAMVID / "valannot").is_dir():
+        pytest.skip(f"CamVid data not found at {CAMVID}")
+    return CAMVID
+
+
+def read_label(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.array(Image.open(path))

@@ -1,0 +1,197 @@
+"""Metrics against hand-computed values and against straightforward independent implementations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from skimage.morphology import disk
+
+from segfix.metrics import BoundaryStatistics, SegmentationMetrics, confusion_matrix, mask_boundary
+
+from conftest import read_label, voronoi_labels
+
+
+def seg2bmap_reference(seg):
+    """DAVIS seg2bmap, written as in the original (zero-filled neighbours, then the last row/column fixed)."""
+    seg = seg.astype(bool)
+    e = np.zeros_like(seg)
+    s = np.zeros_like(seg)
+    se = np.zeros_like(seg)
+    e[:, :-1] = seg[:, 1:]
+    s[:-1, :] = seg[1:, :]
+    se[:-1, :-1] = seg[1:, 1:]
+    b = seg ^ e | seg ^ s | seg ^ se
+    b[-1, :] = seg[-1, :] ^ e[-1, :]
+    b[:, -1] = seg[:, -1] ^ s[:, -1]
+    b[-1, -1] = 0
+    return b
+
+
+def reference_scores(preds, gts, num_classes, ignore, tolerances, ratio):
+    inter = np.zeros(num_classes)
+    union = np.zeros(num_classes)
+    bcounts = np.zeros((num_classes, len(tolerances), 4))
+    biou = np.zeros((num_classes, 2))
+    for p, g in zip(preds, gts):
+        valid = g != ignore
+        d = max(1, int(round(ratio * np.hypot(*g.shape))))
+        for c in range(num_classes):
+            pc, gc = (p == c) & valid, (g == c) & valid
+            inter[c] += (pc & gc).sum()
+            union[c] += (pc | gc).sum()
+            pb, gb = seg2bmap_reference(pc), seg2bmap_reference(gc)
+            for i, t in enumerate(tolerances):
+                bcounts[c, i] += [
+                    (pb & ndimage.binary_dilation(gb, structure=disk(t))).sum(),
+                    pb.sum(),
+                    (gb & ndimage.binary_dilation(pb, structure=disk(t))).sum(),
+                    gb.sum(),
+                ]
+            bands = []
+            for m in (p == c, g == c):
+                padded = np.pad(m, 1)
+                eroded = ndimage.binary_erosion(padded, np.ones((3, 3)), iterations=d)[1:-1, 1:-1]
+                bands.append(m & ~eroded & valid)
+            biou[c] += [(bands[0] & bands[1]).sum(), (bands[0] | bands[1]).sum()]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, np.nan)
+        f = {}
+        for i, t in enumerate(tolerances):
+            mp, npred, mg, ngt = bcounts[:, i].T
+            prec = np.where(npred > 0, mp / np.maximum(npred, 1), 0.0)
+            rec = np.where(ngt > 0, mg / np.maximum(ngt, 1), 0.0)
+            fs = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-300), 0.0)
+            f[t] = np.where(npred + ngt > 0, fs, np.nan)
+        b = np.where(biou[:, 1] > 0, biou[:, 0] / np.maximum(biou[:, 1], 1), np.nan)
+    return iou, f, b
+
+
+def test_hand_computed_tiny_map():
+    gt = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = np.array([[0, 1, 1, 1], [0, 0, 1, 3], [2, 0, 1, 1]])
+    m = SegmentationMetrics(4, tolerances=(1,))
+    m.update(pred, gt)
+    r = m.compute()
+    # class 0: TP 3, FN 1 (pixel (0,1)), FP 1 (pixel (2,1)) -> 3/5; class 1: TP 3, FN 1 (pixel (1,3)),
+    # FP 1 (pixel (0,1)); its predictions on ignore pixels don't count -> 3/5; class 2: TP 1, FN 1 -> 1/2;
+    # class 3: predicted once on a class-1 pixel -> 0/1.
+    np.testing.assert_allclose(r.iou, [3 / 5, 3 / 5, 1 / 2, 0.0])
+    assert r.miou == pytest.approx((3 / 5 + 3 / 5 + 1 / 2 + 0) / 4)
+    assert r.pixel_accuracy == pytest.approx(7 / 10)
+    cm = confusion_matrix(pred, gt, 4)
+    assert cm.shape == (4, 5) and cm.sum() == 10 and cm[1, 3] == 1
+
+
+def test_absent_classes_do_not_count():
+    gt = np.zeros((6, 6), np.int64)
+    gt[:, 3:] = 1
+    m = SegmentationMetrics(5)
+    m.update(gt, gt)
+    r = m.compute()
+    np.testing.assert_array_equal(r.iou[:2], [1.0, 1.0])
+    assert np.isnan(r.iou[2:]).all() and r.miou == 1.0
+    assert r.mean_boundary_f[1] == 1.0 and np.isnan(r.boundary_f[1][2:]).all()
+    assert r.mean_boundary_iou == 1.0
+
+
+def test_boundary_fscore_hand_computed():
+    gt = np.zeros((10, 10), np.int64)
+    gt[:, 5:] = 1
+    pred = np.zeros_like(gt)
+    pred[:, 7:] = 1  # edge 2 px to the right
+    for tol, expected in ((1, 0.0), (2, 1.0), (3, 1.0)):
+        m = SegmentationMetrics(2, tolerances=(tol,))
+        m.update(pred, gt)
+        f = m.compute().boundary_f[tol]
+        np.testing.assert_allclose(f, [expected, expected])
+
+
+def test_mask_boundary_matches_seg2bmap():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        mask = rng.random((17, 23)) < 0.5
+        np.testing.assert_array_equal(mask_boundary(mask), seg2bmap_reference(mask))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_maps_match_reference(seed):
+    rng = np.random.default_rng(seed)
+    gts = [voronoi_labels((40, 56), 14, 6, seed=seed * 10 + i) for i in range(3)]
+    preds = []
+    for g in gts:
+        p = g.copy()
+        noise = rng.random(g.shape) < 0.05
+        p[noise] = rng.integers(0, 6, noise.sum())
+        p[:, 2:] = p[:, :-2]
+        preds.append(p)
+    gts[0][:5] = 255
+    m = SegmentationMetrics(6, tolerances=(1, 2, 3), boundary_iou_dilation=0.05)
+    for p, g in zip(preds, gts):
+        m.update(torch.from_numpy(p), torch.from_numpy(g))  # torch input works too
+    r = m.compute()
+    iou, f, biou = reference_scores(preds, gts, 6, 255, (1, 2, 3), 0.05)
+    np.testing.assert_allclose(r.iou, iou)
+    for t in (1, 2, 3):
+        np.testing.assert_allclose(r.boundary_f[t], f[t])
+    np.testing.assert_allclose(r.boundary_iou, biou)
+    # Batched update gives the same totals.
+    m2 = SegmentationMetrics(6, tolerances=(1, 2, 3), boundary_iou_dilation=0.05)
+    m2.update(np.stack(preds), np.stack(gts))
+    np.testing.assert_array_equal(m2.compute().boundary_iou, r.boundary_iou)
+
+
+def test_boundary_statistics():
+    gt = np.zeros((20, 20), np.uint8)
+    gt[:, 10:] = 1
+    gt[:, :2] = 255
+    stats = BoundaryStatistics(3, widths=(1, 2, 5))
+    stats.update(gt)
+    share = stats.compute()
+    # Class 0 spans columns 2..9: distances to class 1 / ignore are min(col - 1, 10 - col).
+    d0 = np.minimum(np.arange(2, 10) - 1, 10 - np.arange(2, 10))
+    d1 = np.arange(10, 20) - 9
+    np.testing.assert_allclose(share[0], [(d0 <= w).mean() for w in (1, 2, 5)])
+    np.testing.assert_allclose(share[1], [(d1 <= w).mean() for w in (1, 2, 5)])
+    assert np.isnan(share[2]).all()
+
+
+def test_tables_and_dict():
+    gt = np.zeros((8, 8), np.int64)
+    gt[4:] = 1
+    m = SegmentationMetrics(2, class_names=["road", "car"])
+    m.update(gt, gt)
+    r = m.compute()
+    table = r.to_markdown()
+    assert "| road |" in table and "| **mean** |" in table and "F@2px" in table
+    d = r.as_dict()
+    assert d["mean"]["IoU"] == 100.0 and d["per_class"]["car"]["F@1px"] == 100.0
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="expected the target's shape"):
+        SegmentationMetrics(3).update(np.zeros((4, 4), int), np.zeros((4, 5), int))
+    with pytest.raises(TypeError, match="integer dtype"):
+        SegmentationMetrics(3).update(np.zeros((4, 4)), np.zeros((4, 4), int))
+    with pytest.raises(ValueError, match="class_names"):
+        SegmentationMetrics(3, class_names=["a"])
+    with pytest.raises(ValueError, match="tolerances"):
+        SegmentationMetrics(3, tolerances=(0,))
+    with pytest.raises(ValueError, match="num_classes"):
+        SegmentationMetrics(0)
+
+
+@pytest.mark.data
+def test_camvid_espnet_matches_reference(camvid):
+    names = sorted(p.name for p in (camvid / "valannot").glob("*.png"))[:2]
+    gts = [read_label(camvid / "valannot" / n) for n in names]
+    preds = [read_label(camvid / "val_espnet" / n) for n in names]
+    m = SegmentationMetrics(11, ignore_index=11)
+    for p, g in zip(preds, gts):
+        m.update(p, g)
+    r = m.compute()
+    iou, f, biou = reference_scores(preds, gts, 11, 11, (1, 2, 3), 0.02)
+    np.testing.assert_allclose(r.iou, iou)
+    np.testing.assert_allclose(r.boundary_f[1], f[1])
+    np.testing.assert_allclose(r.boundary_iou, biou)

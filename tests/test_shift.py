@@ -1,0 +1,177 @@
+"""shift_labels: identity, closure, clamping, exact equality of every implementation, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import segfix
+from segfix import _kernels
+from segfix.shift import _shift_numpy, _shift_torch
+
+DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.int64, np.bool_]
+
+
+def loop_reference(labels, offsets, scale=1, iterations=1):
+    """Pixel-by-pixel Python loop: the specification."""
+    h, w = labels.shape
+    out = np.empty_like(labels)
+    for i in range(h):
+        for j in range(w):
+            y, x = i, j
+            for _ in range(iterations):
+                y, x = (
+                    min(max(y + scale * int(offsets[0, y, x]), 0), h - 1),
+                    min(max(x + scale * int(offsets[1, y, x]), 0), w - 1),
+                )
+            out[i, j] = labels[y, x]
+    return out
+
+
+def random_case(rng, shape=(13, 17), dtype=np.uint8, reach=3, share=0.3, offset_dtype=np.int8):
+    labels = rng.integers(0, 2 if dtype == np.bool_ else 100, shape).astype(dtype)
+    offsets = rng.integers(-reach, reach + 1, (2, *shape)).astype(offset_dtype)
+    offsets *= (rng.random(shape) < share).astype(offset_dtype)
+    return labels, offsets
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale,iterations", [(1, 1), (2, 1), (1, 3), (3, 2)])
+def test_every_implementation_matches_the_loop(dtype, scale, iterations):
+    rng = np.random.default_rng([DTYPES.index(dtype), scale, iterations])
+    labels, offsets = random_case(rng, dtype=dtype)
+    expected = loop_reference(labels, offsets, scale, iterations)
+    public = segfix.shift_labels(labels, offsets, scale=scale, iterations=iterations)
+    assert public.dtype == labels.dtype and public.shape == labels.shape
+    np.testing.assert_array_equal(public, expected)
+    np.testing.assert_array_equal(_shift_numpy(labels, offsets, scale, iterations, use_numba=False), expected)
+    if _kernels.HAVE_NUMBA:
+        np.testing.assert_array_equal(_shift_numpy(labels, offsets, scale, iterations, use_numba=True), expected)
+    torch_out = segfix.shift_labels(
+        torch.from_numpy(labels), torch.from_numpy(offsets), scale=scale, iterations=iterations
+    )
+    assert torch_out.dtype == torch.from_numpy(labels).dtype
+    np.testing.assert_array_equal(torch_out.numpy(), expected)
+
+
+@pytest.mark.parametrize("offset_dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8])
+def test_offset_dtypes(offset_dtype):
+    rng = np.random.default_rng(1)
+    labels, offsets = random_case(rng, reach=1 if offset_dtype == np.uint8 else 3)
+    offsets = np.abs(offsets).astype(offset_dtype)
+    np.testing.assert_array_equal(segfix.shift_labels(labels, offsets), loop_reference(labels, offsets))
+
+
+def test_zero_offsets_are_identity_and_input_untouched(device):
+    labels = torch.randint(0, 19, (3, 31, 29), dtype=torch.int32).to(device)
+    before = labels.clone()
+    out = segfix.shift_labels(labels, torch.zeros(3, 2, 31, 29, dtype=torch.int8, device=device), scale=2)
+    assert torch.equal(out, labels) and torch.equal(labels, before) and out.device == labels.device
+    np_labels = labels.cpu().numpy()
+    out_np = segfix.shift_labels(np_labels, np.zeros((2, 31, 29), np.int8), scale=2, iterations=4)
+    np.testing.assert_array_equal(out_np, np_labels)
+    assert out_np is not np_labels
+
+
+def test_output_labels_are_a_subset_of_input_labels():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        labels, offsets = random_case(rng, shape=(20, 20), reach=6, share=0.8)
+        out = segfix.shift_labels(labels, offsets, scale=2, iterations=2)
+        assert set(np.unique(out)) <= set(np.unique(labels))
+
+
+def test_clamping_at_the_border():
+    labels = np.arange(12, dtype=np.int64).reshape(3, 4)
+    offsets = np.zeros((2, 3, 4), np.int16)
+    offsets[0, 0, 0], offsets[1, 0, 0] = -5, -5  # far above-left -> (0, 0)
+    offsets[0, 2, 3], offsets[1, 2, 3] = 9, 9  # far below-right -> (2, 3)
+    offsets[0, 1, 1], offsets[1, 1, 1] = 0, 100  # far right -> (1, 3)
+    offsets[0, 2, 0] = -100  # far up -> (0, 0)
+    out = segfix.shift_labels(labels, offsets)
+    assert out[0, 0] == 0 and out[2, 3] == 11 and out[1, 1] == 7 and out[2, 0] == 0
+
+
+def test_channel_order_is_dy_dx():
+    labels = np.arange(25, dtype=np.uint8).reshape(5, 5)
+    offsets = np.zeros((2, 5, 5), np.int8)
+    offsets[0, 2, 2] = 1  # dy = +1: take from the row below
+    offsets[1, 1, 1] = 2  # dx = +2: take from two columns right
+    out = segfix.shift_labels(labels, offsets)
+    assert out[2, 2] == labels[3, 2] and out[1, 1] == labels[1, 3]
+
+
+def test_iterations_follow_the_field():
+    labels = np.array([[0, 1, 2, 3, 4]], np.uint8)
+    offsets = np.zeros((2, 1, 5), np.int8)
+    offsets[1, 0, :3] = 1  # pixels 0..2 point right; pixel 3 is a sink
+    out = segfix.shift_labels(labels, offsets, iterations=5)
+    np.testing.assert_array_equal(out, [[3, 3, 3, 3, 4]])
+
+
+def test_batch_and_shared_field(device):
+    rng = np.random.default_rng(9)
+    labels = rng.integers(0, 5, (4, 11, 12)).astype(np.uint8)
+    fields = rng.integers(-2, 3, (4, 2, 11, 12)).astype(np.int8)
+    per_map = np.stack([loop_reference(labels[i], fields[i], 2) for i in range(4)])
+    np.testing.assert_array_equal(segfix.shift_labels(labels, fields, scale=2), per_map)
+    shared = np.stack([loop_reference(labels[i], fields[0], 2) for i in range(4)])
+    np.testing.assert_array_equal(segfix.shift_labels(labels, fields[0], scale=2), shared)
+    out = segfix.shift_labels(torch.from_numpy(labels).to(device), torch.from_numpy(fields).to(device), scale=2)
+    assert out.device.type == device.type
+    np.testing.assert_array_equal(out.cpu().numpy(), per_map)
+
+
+def test_torch_dense_path_on_device_matches_numpy(device):
+    rng = np.random.default_rng(2)
+    labels, offsets = random_case(rng, shape=(64, 96), dtype=np.int64, reach=4, share=0.2)
+    expected = _shift_numpy(labels, offsets, 2, 3, use_numba=False)
+    got = _shift_torch(torch.from_numpy(labels).to(device), torch.from_numpy(offsets).to(device), 2, 3)
+    np.testing.assert_array_equal(got.cpu().numpy(), expected)
+
+
+def test_empty_batch():
+    out = segfix.shift_labels(np.zeros((0, 4, 5), np.uint8), np.zeros((2, 4, 5), np.int8))
+    assert out.shape == (0, 4, 5)
+    out_t = segfix.shift_labels(torch.zeros(0, 4, 5, dtype=torch.uint8), torch.zeros(2, 4, 5, dtype=torch.int8))
+    assert out_t.shape == (0, 4, 5)
+
+
+def test_errors():
+    labels = np.zeros((4, 5), np.uint8)
+    offsets = np.zeros((2, 4, 5), np.int8)
+    with pytest.raises(TypeError, match="integer or bool dtype"):
+        segfix.shift_labels(labels.astype(np.float32), offsets)
+    with pytest.raises(TypeError, match="offsets: expected an integer dtype"):
+        segfix.shift_labels(labels, offsets.astype(np.float32))
+    with pytest.raises(ValueError, match=r"expected shape \(H, W\) or \(N, H, W\)"):
+        segfix.shift_labels(labels[None, None], offsets)
+    with pytest.raises(ValueError, match=r"expected shape \(2, H, W\) = \(2, 4, 5\)"):
+        segfix.shift_labels(labels, np.zeros((2, 4, 6), np.int8))
+    with pytest.raises(ValueError, match=r"\(N, 2, H, W\)"):
+        segfix.shift_labels(labels[None].repeat(3, 0), np.zeros((2, 2, 4, 5), np.int8))
+    with pytest.raises(TypeError, match="must both be numpy or both torch"):
+        segfix.shift_labels(labels, torch.zeros(2, 4, 5, dtype=torch.int8))
+    with pytest.raises(ValueError, match="scale"):
+        segfix.shift_labels(labels, offsets, scale=1.5)
+    with pytest.raises(ValueError, match="scale"):
+        segfix.shift_labels(labels, offsets, scale=0)
+    with pytest.raises(ValueError, match="iterations"):
+        segfix.shift_labels(labels, offsets, iterations=0)
+    with pytest.raises(TypeError, match="numpy.ndarray or torch.Tensor"):
+        segfix.shift_labels(labels.tolist(), offsets)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_bit_for_bit():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    rng = np.random.default_rng(4)
+    for dtype in DTYPES:
+        labels, offsets = random_case(rng, shape=(257, 513), dtype=dtype, reach=5)
+        cpu = segfix.shift_labels(labels, offsets, scale=2, iterations=2)
+        gpu = segfix.shift_labels(
+            torch.from_numpy(labels).cuda(), torch.from_numpy(offsets).cuda(), scale=2, iterations=2
+        )
+        np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
