@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from . import metrics
 from .directions import DIRECTION_VECTORS, angle_to_direction, direction_to_offset, direction_vectors, flip_direction
+from .model import ModelLoadError, Prediction, SegFix
+from .network import SegFixNet
+from .pretrained import list_models, load_imagenet_backbone
 from .refine import refine_instances, refine_semantic
 from .shift import shift_labels
 from .targets import BoundaryTargets, boundary_targets, gradient_kernels, instance_targets
@@ -19,6 +22,12 @@ __version__ = "0.1.0"
 __all__ = [
     "DIRECTION_VECTORS",
     "BoundaryTargets",
+    "ModelLoadError",
+    "Prediction",
+    "SegFix",
+    "SegFixNet",
+    "list_models",
+    "load_imagenet_backbone",
     "__version__",
     "angle_to_direction",
     "boundary_targets",

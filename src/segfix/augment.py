@@ -1,0 +1,136 @@
+"""Training augmentation as plain numpy functions, and the per-sample training example builder.
+
+The paper's recipe: random scale, random crop (padding is ignore), horizontal flip, photometric jitter.
+Targets are computed *after* scaling, so the boundary band stays ``max_distance`` pixels wide at the scale the
+network sees (the original resized stored distance maps, which widened or narrowed the band).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .directions import flip_direction
+from .targets import boundary_targets, instance_targets
+
+__all__ = ["TrainingExample", "TrainTransform", "hflip", "photometric_jitter", "random_crop", "resize"]
+
+
+@dataclass
+class TrainingExample:
+    """Arrays for one crop: image ``(3, S, S)`` float32 in [0, 1]; label, boundary ``(S, S)`` int64 with -1 =
+    ignore; direction ``(S, S)`` int64 with -1 = no target."""
+
+    image: np.ndarray
+    boundary: np.ndarray
+    direction: np.ndarray
+    label: np.ndarray
+
+
+def resize(image: np.ndarray, label: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear for the image ``(H, W, 3)``, nearest for the label ``(H, W)``."""
+    h, w = label.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    img = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    lbl = np.asarray(Image.fromarray(label.astype(np.int32)).resize(size, Image.NEAREST)).astype(label.dtype)
+    return img, lbl
+
+
+def hflip(image: np.ndarray, boundary: np.ndarray, direction: np.ndarray, num_directions: int = 8):
+    """Flip an image and its precomputed targets left-right; directions are remapped (dx -> -dx)."""
+    return (image[:, ::-1].copy(), boundary[:, ::-1].copy(), flip_direction(direction[:, ::-1].copy(), num_directions))
+
+
+def random_crop(arrays: list[np.ndarray], fills: list[int], size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random ``size`` x ``size`` crop of every ``(H, W, ...)`` array; pads with ``fills`` when smaller."""
+    h, w = arrays[0].shape[:2]
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    out = []
+    y = int(rng.integers(0, max(h - size, 0) + 1))
+    x = int(rng.integers(0, max(w - size, 0) + 1))
+    for array, fill in zip(arrays, fills):
+        if ph or pw:
+            pad = [(0, ph), (0, pw)] + [(0, 0)] * (array.ndim - 2)
+            array = np.pad(array, pad, constant_values=fill)
+        out.append(array[y : y + size, x : x + size])
+    return out
+
+
+def photometric_jitter(image: np.ndarray, rng: np.random.Generator, strength: float = 0.2) -> np.ndarray:
+    """Random brightness, contrast and saturation, each by up to ``strength``; returns float32 in [0, 1]."""
+    x = image.astype(np.float32) / 255.0
+    x = x * (1 + rng.uniform(-strength, strength))
+    mean = x.mean()
+    x = (x - mean) * (1 + rng.uniform(-strength, strength)) + mean
+    grey = x.mean(axis=2, keepdims=True)
+    x = (x - grey) * (1 + rng.uniform(-strength, strength)) + grey
+    return np.clip(x, 0.0, 1.0)
+
+
+class TrainTransform:
+    """Sample -> :class:`TrainingExample`: flip, scale, targets on the scaled map, crop, jitter.
+
+    Args:
+        crop_size: square crop side.
+        scale_range: uniform random scale factor range.
+        ignore_index: label of ignored pixels in the input.
+        max_distance, num_directions: target settings (see :func:`segfix.boundary_targets`).
+        instance: build instance targets from ``sample.instance_ids`` instead of semantic ones.
+        jitter: photometric jitter strength (0 disables).
+    """
+
+    def __init__(
+        self,
+        crop_size: int = 512,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        *,
+        ignore_index: int = 255,
+        max_distance: float = 5,
+        num_directions: int = 8,
+        instance: bool = False,
+        jitter: float = 0.2,
+        min_pixels: int = 100,
+    ) -> None:
+        self.crop_size = crop_size
+        self.scale_range = scale_range
+        self.ignore_index = ignore_index
+        self.max_distance = max_distance
+        self.num_directions = num_directions
+        self.instance = instance
+        self.jitter = jitter
+        self.min_pixels = min_pixels
+
+    def __call__(self, sample, rng: np.random.Generator) -> TrainingExample:
+        image = sample.image
+        label = sample.instance_ids if self.instance else sample.label
+        if rng.random() < 0.5:  # flipping before the targets keeps them exact; hflip() serves cached targets
+            image, label = image[:, ::-1], label[:, ::-1]
+        scale = float(rng.uniform(*self.scale_range))
+        image, label = resize(np.ascontiguousarray(image), np.ascontiguousarray(label), scale)
+        make = instance_targets if self.instance else boundary_targets
+        kwargs = {} if self.instance else {"min_pixels": self.min_pixels}
+        targets = make(
+            label,
+            ignore_index=self.ignore_index,
+            max_distance=self.max_distance,
+            num_directions=self.num_directions,
+            border="replicate",
+            zero_gradient="no_direction",
+            **kwargs,
+        )
+        ignore = label == self.ignore_index
+        boundary = np.where(ignore, -1, targets.boundary.astype(np.int64))
+        direction = np.where(targets.boundary & ~ignore, targets.direction, -1)
+        seg = np.where(ignore, -1, label.astype(np.int64)) if not self.instance else np.where(ignore, -1, 0)
+        image, boundary, direction, seg = random_crop(
+            [image, boundary, direction, seg], [0, -1, -1, -1], self.crop_size, rng
+        )
+        if self.jitter:
+            pixels = photometric_jitter(image, rng, self.jitter)
+        else:
+            pixels = image.astype(np.float32) / 255.0
+        return TrainingExample(
+            image=np.ascontiguousarray(pixels.transpose(2, 0, 1)), boundary=boundary, direction=direction, label=seg
+        )

@@ -1,0 +1,594 @@
+"""``SegFix``: the user-facing model. Load it, hand it an image and any model's label map, get the refined map.
+
+>>> from segfix import SegFix                                      # doctest: +SKIP
+>>> model = SegFix.from_pretrained("camvid-lite0")                 # doctest: +SKIP
+>>> refined = model.refine(image, label_map)                       # doctest: +SKIP
+
+Images are ``(H, W, 3)`` uint8 numpy arrays or PIL images (RGB), lists or ``(N, H, W, 3)`` stacks of them,
+or torch tensors ``(3, H, W)`` / ``(N, 3, H, W)`` (float in [0, 1], or uint8), on any device. Normalisation
+(channel order, mean, std) is part of the model's config. Outputs follow the input: numpy in, numpy out;
+tensors in, tensors out on the input's device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from PIL import Image
+from torch import nn
+
+from ._checks import describe
+from .directions import direction_to_offset
+from .inference import predict_sliding, predict_whole
+from .network import SegFixNet
+from .pretrained import BUNDLED_MODELS, bundled_model_dir, list_models
+from .refine import refine_instances, refine_semantic
+
+__all__ = ["ModelLoadError", "Prediction", "SegFix"]
+
+_logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+_MODEL_CARD = """---
+{{ card_data }}
+---
+
+# SegFix offset predictor
+
+A [SegFix](https://arxiv.org/abs/2007.04269) boundary/direction network saved with the
+[`segfix-pytorch`](https://pypi.org/project/segfix-pytorch/) library. Load it and refine any segmentation:
+
+```python
+from segfix import SegFix
+model = SegFix.from_pretrained("{{ repo_id | default('path/to/model', true) }}")
+refined = model.refine(image, label_map)
+```
+"""
+
+
+class ModelLoadError(ValueError):
+    """A model folder, cache entry or file could not be loaded; the message says why and how to fix it."""
+
+
+@dataclass
+class Prediction:
+    """Dense SegFix predictions at image resolution.
+
+    Attributes:
+        boundary_prob: float32 ``(H, W)`` or ``(N, H, W)``, probability that a pixel is on a boundary.
+        direction: int64 ``(H, W)`` or ``(N, H, W)``, argmax direction class.
+        boundary: bool, the pixels that move: ``boundary_prob > boundary_threshold`` (and, with a
+            ``direction_threshold``, a confident direction).
+    """
+
+    boundary_prob: Any
+    direction: Any
+    boundary: Any
+
+
+class SegFix(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="segfix",
+    license="mit",
+    tags=["segfix", "boundary-refinement", "image-segmentation"],
+    repo_url="https://github.com/segfix-pytorch/segfix-pytorch",
+    docs_url="https://github.com/segfix-pytorch/segfix-pytorch/tree/main/docs",
+    model_card_template=_MODEL_CARD,
+):
+    """SegFix network plus its preprocessing and inference settings (everything in ``config.json``).
+
+    Network arguments are those of :class:`segfix.network.SegFixNet`. The rest:
+
+    Args:
+        mean, std: per-channel normalisation of images scaled to [0, 1], in ``channel_order``.
+        channel_order: ``'RGB'``, or ``'BGR'`` for the original's checkpoints (images are flipped to BGR, then
+            normalised with ``mean``/``std`` in that order).
+        boundary_threshold: a pixel is boundary when its boundary probability exceeds this.
+        direction_threshold: confidence-aware offsets: a boundary pixel moves only when the softmax probability
+            of its predicted direction exceeds this (0 = always, as the original).
+        semantic_scale: offset scale for :meth:`refine` (2 in the paper).
+        instance_scale: offset scale for :meth:`refine_instances` (1 in the paper).
+        iterations: steps along the offset field (see :func:`segfix.shift_labels`).
+        inference: ``'whole'``, ``'sliding'`` or ``'auto'`` (whole image up to ``max_whole_pixels``).
+        window_size: sliding-window size (h, w) or one int.
+        window_stride: sliding-window stride; default two thirds of the window.
+        max_whole_pixels: larger images use sliding windows under ``'auto'`` (bounds memory).
+        input_scale: resize images by this factor before the network (predictions return to full size).
+        precision: ``'auto'`` (bf16 autocast on CUDA, fp32 elsewhere), ``'fp32'``, ``'bf16'`` or ``'fp16'``.
+        ignore_index: label never moved or created by :meth:`refine`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "tf_efficientnet_lite0",
+        out_indices: Sequence[int] | None = (1, 2, 3, 4),
+        decoder: str = "fpn",
+        decoder_channels: int = 64,
+        head_channels: int = 64,
+        head_kernel_size: int = 1,
+        head_activation: str = "relu",
+        num_directions: int = 8,
+        align_corners: bool = False,
+        backbone_kwargs: dict | None = None,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        channel_order: str = "RGB",
+        boundary_threshold: float = 0.5,
+        direction_threshold: float = 0.0,
+        semantic_scale: int = 2,
+        instance_scale: int = 1,
+        iterations: int = 1,
+        inference: str = "auto",
+        window_size: int | Sequence[int] = 1024,
+        window_stride: int | Sequence[int] | None = None,
+        max_whole_pixels: int = 4 * 1024 * 1024,
+        input_scale: float = 1.0,
+        precision: str = "auto",
+        ignore_index: int | None = 255,
+    ) -> None:
+        super().__init__()
+        if channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order: expected 'RGB' or 'BGR', got {channel_order!r}")
+        if inference not in ("auto", "whole", "sliding"):
+            raise ValueError(f"inference: expected 'auto', 'whole' or 'sliding', got {inference!r}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean/std: expected 3 values each (std > 0), got mean={mean!r}, std={std!r}")
+        if not 0 < input_scale <= 4:
+            raise ValueError(f"input_scale: expected a factor in (0, 4], got {input_scale!r}")
+        self.net = SegFixNet(
+            backbone=backbone,
+            out_indices=out_indices,
+            decoder=decoder,
+            decoder_channels=decoder_channels,
+            head_channels=head_channels,
+            head_kernel_size=head_kernel_size,
+            head_activation=head_activation,
+            num_directions=num_directions,
+            align_corners=align_corners,
+            backbone_kwargs=backbone_kwargs,
+        )
+        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.channel_order = channel_order
+        self.num_directions = num_directions
+        self.align_corners = align_corners
+        self.boundary_threshold = boundary_threshold
+        self.direction_threshold = direction_threshold
+        self.semantic_scale = semantic_scale
+        self.instance_scale = instance_scale
+        self.iterations = iterations
+        self.inference = inference
+        self.window_size = _pair(window_size)
+        self.window_stride = (
+            _pair(window_stride) if window_stride is not None else tuple(max(1, 2 * w // 3) for w in self.window_size)
+        )
+        self.max_whole_pixels = max_whole_pixels
+        self.input_scale = input_scale
+        self.precision = precision
+        self.ignore_index = ignore_index
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def config(self) -> dict:
+        """The constructor arguments, as written to ``config.json``."""
+        return dict(self._hub_mixin_config or {})
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images ``(N, 3, H, W)`` -> (boundary logits, direction logits) at the network's stride."""
+        return self.net(images)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Float RGB images in [0, 1] ``(N, 3, H, W)`` -> the network's input (channel order, mean, std)."""
+        if self.channel_order == "BGR":
+            images = images.flip(1)
+        return (images - self.pixel_mean) / self.pixel_std
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.inference_mode()
+    def predict(self, image, *, inference: str | None = None) -> Prediction:
+        """Boundary probability and direction class per pixel, at image resolution.
+
+        Args:
+            image: one image or a batch (see the module docstring).
+            inference: override the config's ``'auto'`` / ``'whole'`` / ``'sliding'``.
+
+        Returns:
+            A :class:`Prediction`: ``(H, W)`` maps for one image, ``(N, H, W)`` for a batch; numpy for numpy/PIL
+            input, torch tensors on the input's device for tensor input.
+        """
+        batch, single, as_numpy, out_device = self._to_batch(image)
+        probs, directions, boundaries = [], [], []
+        for group in batch:
+            prob, direction, moving = self._decide(*self._dense(group, inference or self.inference))
+            probs.append(prob)
+            directions.append(direction)
+            boundaries.append(moving)
+        return Prediction(
+            *(_finish(_stack_or_list(x), single, as_numpy, out_device) for x in (probs, directions, boundaries))
+        )
+
+    def _decide(self, prob: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(boundary prob, direction class, pixels that move) from the dense outputs."""
+        direction = logits.argmax(1)
+        moving = prob > self.boundary_threshold
+        if self.direction_threshold > 0:
+            moving &= logits.softmax(1).amax(1) > self.direction_threshold
+        return prob, direction, moving
+
+    @torch.inference_mode()
+    def predict_offsets(self, image, *, inference: str | None = None):
+        """Integer offsets ``(2, H, W)`` (or ``(N, 2, H, W)``), int8, channel order ``(dy, dx)``, unscaled,
+        zero off the predicted boundary."""
+        batch, single, as_numpy, out_device = self._to_batch(image)
+        offsets = []
+        for group in batch:
+            _, direction, moving = self._decide(*self._dense(group, inference or self.inference))
+            offsets.append(direction_to_offset(direction, moving, num_directions=self.num_directions))
+        return _finish(_stack_or_list(offsets), single, as_numpy, out_device)
+
+    def refine(
+        self, image, label_map, *, scale: int | None = None, iterations: int | None = None, inference: str | None = None
+    ):
+        """Refine a semantic label map predicted by any model for ``image``.
+
+        Args:
+            image: the RGB image the label map was predicted from (or a batch).
+            label_map: integer ``(H, W)`` (or ``(N, H, W)`` for a batch), numpy or torch, same size as the image.
+            scale: offset scale; default ``semantic_scale`` from the config (2).
+            iterations: steps along the field; default from the config (1).
+
+        Returns:
+            The refined label map: same type, dtype, shape (and device) as ``label_map``.
+        """
+        offsets = self._offsets_for(image, label_map, inference)
+        return refine_semantic(
+            label_map,
+            offsets,
+            scale=scale or self.semantic_scale,
+            iterations=iterations or self.iterations,
+            ignore_index=self.ignore_index,
+        )
+
+    def refine_instances(
+        self,
+        image,
+        masks,
+        *,
+        scores=None,
+        resolve_overlaps: bool = False,
+        scale: int | None = None,
+        iterations: int | None = None,
+        inference: str | None = None,
+    ):
+        """Refine instance masks ``(K, H, W)`` predicted for one ``image`` with one offset field."""
+        offsets = self._offsets_for(image, masks, inference, instance=True)
+        return refine_instances(
+            masks,
+            offsets,
+            scale=scale or self.instance_scale,
+            iterations=iterations or self.iterations,
+            scores=scores,
+            resolve_overlaps=resolve_overlaps,
+        )
+
+    def _offsets_for(self, image, labels, inference, *, instance: bool = False):
+        if not isinstance(labels, (np.ndarray, torch.Tensor)):
+            raise TypeError(
+                f"{'masks' if instance else 'label_map'}: expected a numpy.ndarray or torch.Tensor, "
+                f"got {describe(labels)}"
+            )
+        offsets = self.predict_offsets(image, inference=inference)
+        if isinstance(offsets, list):
+            raise ValueError("refine: images of different sizes need one call each (or one batch of equal sizes)")
+        if instance and offsets.ndim == 4:
+            raise ValueError("refine_instances: expected one image for a stack of masks, got a batch")
+        if tuple(offsets.shape[-2:]) != tuple(labels.shape[-2:]):
+            raise ValueError(
+                f"label map size {tuple(labels.shape[-2:])} does not match the image size "
+                f"{tuple(offsets.shape[-2:])}; resize the label map to the image (nearest neighbour)"
+            )
+        if not instance and labels.ndim == 3 and offsets.ndim == 3 and labels.shape[0] != 1:
+            raise ValueError(f"label_map: got {labels.shape[0]} maps for one image; pass a batch of images")
+        if not instance and labels.ndim == 2 and offsets.ndim == 4:
+            raise ValueError(f"label_map: got one map {tuple(labels.shape)} for a batch of {offsets.shape[0]} images")
+        if isinstance(labels, torch.Tensor):
+            offsets = (
+                offsets.to(labels.device)
+                if isinstance(offsets, torch.Tensor)
+                else torch.from_numpy(offsets).to(labels.device)
+            )
+        elif isinstance(offsets, torch.Tensor):
+            offsets = offsets.cpu().numpy()
+        if not instance and labels.ndim == 3 and offsets.ndim == 3:
+            offsets = offsets[None]
+        return offsets
+
+    def _dense(self, images: torch.Tensor, inference: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised batch ``(N, 3, H, W)`` -> (boundary prob ``(N, H, W)``, direction logits ``(N, D, H, W)``)."""
+        if inference not in ("auto", "whole", "sliding"):
+            raise ValueError(f"inference: expected 'auto', 'whole' or 'sliding', got {inference!r}")
+        size = tuple(images.shape[-2:])
+        if self.input_scale != 1.0:
+            scaled = tuple(max(1, round(s * self.input_scale)) for s in size)
+            images = torch.nn.functional.interpolate(images, size=scaled, mode="bilinear", align_corners=False)
+        height, width = images.shape[-2:]
+        sliding = inference == "sliding" or (inference == "auto" and height * width > self.max_whole_pixels)
+        if sliding:
+            prob, logits = predict_sliding(
+                self.net,
+                images,
+                window=self.window_size,
+                stride=self.window_stride,
+                align_corners=self.align_corners,
+                precision=self.precision,
+            )
+        else:
+            prob, logits = predict_whole(self.net, images, align_corners=self.align_corners, precision=self.precision)
+        if self.input_scale != 1.0:
+            prob = torch.nn.functional.interpolate(prob[:, None], size=size, mode="bilinear")[:, 0]
+            logits = torch.nn.functional.interpolate(logits, size=size, mode="bilinear")
+        return prob, logits
+
+    def _to_batch(self, image) -> tuple[list[torch.Tensor], bool, bool, torch.device | None]:
+        """-> (normalised batches grouped by size, single image?, numpy output?, output device)."""
+        if isinstance(image, torch.Tensor):
+            if image.ndim == 3:
+                image, single = image[None], True
+            else:
+                single = False
+            if image.ndim != 4 or image.shape[1] != 3:
+                raise ValueError(f"image: expected a tensor (3, H, W) or (N, 3, H, W), got {describe(image)}")
+            if image.dtype == torch.uint8:
+                x = image.to(self.device).float() / 255.0
+            elif image.dtype.is_floating_point:
+                x = image.to(self.device, torch.float32)
+            else:
+                raise TypeError(f"image: expected a float tensor in [0, 1] or uint8, got {describe(image)}")
+            return [self.normalize(x)], single, False, image.device
+        if isinstance(image, (Image.Image, np.ndarray)) and not (isinstance(image, np.ndarray) and image.ndim == 4):
+            arrays, single = [_as_rgb_array(image)], True
+        elif isinstance(image, np.ndarray):
+            arrays, single = [_as_rgb_array(a) for a in image], False
+        elif isinstance(image, (list, tuple)) and image:
+            arrays, single = [_as_rgb_array(a) for a in image], False
+        else:
+            raise TypeError(
+                f"image: expected an (H, W, 3) uint8 array, a PIL image, a list of them, or a tensor; "
+                f"got {describe(image)}"
+            )
+        if len({a.shape[:2] for a in arrays}) == 1:
+            stacks = [np.stack(arrays)]
+        else:  # different sizes cannot share a forward pass: one image at a time, in the caller's order
+            stacks = [a[None] for a in arrays]
+        groups = [
+            self.normalize(torch.from_numpy(stack).to(self.device).permute(0, 3, 1, 2).float().contiguous() / 255.0)
+            for stack in stacks
+        ]
+        return groups, single, True, None
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        device: str | torch.device | None = None,
+        strict: bool = True,
+        **overrides,
+    ) -> SegFix:
+        """Load a model from a bundled short name, a local folder, or a HuggingFace Hub repo id.
+
+        Args:
+            pretrained_model_name_or_path: a name from :func:`segfix.list_models`, a folder written by
+                :meth:`save_pretrained`, or a Hub repo id (``"org/name"``).
+            revision, cache_dir, force_download, local_files_only, token: passed to every Hub download.
+            device: where to put the model (default CPU).
+            strict: refuse missing or unexpected weights (default True).
+            overrides: config values to change, e.g. ``inference="sliding"`` or ``semantic_scale=1``.
+
+        Returns:
+            The model in eval mode. The backbone is built from the saved weights; nothing else is downloaded.
+
+        Raises:
+            ModelLoadError: missing or invalid ``config.json``, unreadable or mismatched weights, or a Hub model
+                that is not cached while offline; the message says how to fix it.
+            FileNotFoundError: a path that does not exist.
+        """
+        name = str(pretrained_model_name_or_path)
+        folder = bundled_model_dir(name)
+        if folder is not None:
+            config_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        elif name in BUNDLED_MODELS:
+            raise ModelLoadError(
+                f"the bundled model {name!r} is not part of this installation (files missing); reinstall segfix-pytorch"
+            )
+        elif os.path.isdir(name):
+            config_file, weights_file = Path(name) / CONFIG_NAME, Path(name) / WEIGHTS_NAME
+        elif _looks_like_path(name):
+            raise FileNotFoundError(
+                f"{name!r}: no such folder. Expected a folder written by SegFix.save_pretrained, "
+                f"a bundled model {list_models()}, or a Hub repo id 'org/name'"
+            )
+        else:
+            kwargs = dict(
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                local_files_only=local_files_only,
+                token=token,
+            )
+            config_file = _hub_file(name, CONFIG_NAME, kwargs)
+            weights_file = _hub_file(name, WEIGHTS_NAME, kwargs)
+        model = cls._build(config_file, overrides)
+        model._load_weights(weights_file, strict=strict)
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+    @classmethod
+    def _build(cls, config_file: Path, overrides: dict) -> SegFix:
+        if not config_file.is_file():
+            raise ModelLoadError(
+                f"{config_file}: config.json is missing; a SegFix model folder holds config.json "
+                "and model.safetensors (write one with SegFix.save_pretrained)"
+            )
+        try:
+            config = json.loads(config_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ModelLoadError(f"{config_file}: not a readable JSON config ({error})") from error
+        if not isinstance(config, dict):
+            raise ModelLoadError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+        known = set(cls._hub_mixin_init_parameters) - {"self"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ModelLoadError(
+                f"{config_file}: unknown config key(s) {unknown}; this segfix version knows {sorted(known)}"
+            )
+        bad_overrides = sorted(set(overrides) - known)
+        if bad_overrides:
+            raise TypeError(f"from_pretrained: unknown override(s) {bad_overrides}; config keys are {sorted(known)}")
+        try:
+            return cls(**{**config, **overrides})
+        except (TypeError, ValueError) as error:
+            raise ModelLoadError(f"{config_file}: invalid config ({error})") from error
+
+    def _load_weights(self, weights_file: Path, *, strict: bool) -> None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not Path(weights_file).is_file():
+            raise ModelLoadError(f"{weights_file}: model.safetensors is missing")
+        try:
+            state = load_file(str(weights_file), device="cpu")
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ModelLoadError(
+                f"{weights_file}: not a valid safetensors file ({error}); it may be truncated or "
+                "corrupt: download it again (force_download=True) or re-save the model"
+            ) from error
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if strict and (missing or unexpected):
+            raise ModelLoadError(
+                f"{weights_file}: weights do not match the config; missing keys {missing[:10]}"
+                f"{' ...' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}"
+                f"{' ...' if len(unexpected) > 10 else ''}"
+            )
+        wrong = [
+            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in state
+            if k in own and state[k].shape != own[k].shape
+        ]
+        if wrong:
+            raise ModelLoadError(f"{weights_file}: tensor shapes do not match the config: {wrong[:5]}")
+        if missing or unexpected:
+            _logger.warning("non-strict load of %s: missing %s, unexpected %s", weights_file, missing, unexpected)
+        self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        target = Path(save_directory) / WEIGHTS_NAME
+        tmp = target.with_name(f".{WEIGHTS_NAME}.partial")
+        save_file(state, str(tmp), metadata={"format": "pt", "library": "segfix"})
+        os.replace(tmp, target)
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"expected one int or (h, w), got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _looks_like_path(name: str) -> bool:
+    """True unless ``name`` has the form of a Hub repo id (``name`` or ``org/name``)."""
+    return _REPO_ID.match(name) is None or name.endswith((".json", ".safetensors"))
+
+
+def _hub_file(repo_id: str, filename: str, kwargs: dict) -> Path:
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, **kwargs))
+    except LocalEntryNotFoundError as error:
+        raise ModelLoadError(
+            f"{repo_id}/{filename} is not in the local Hugging Face cache and the Hub cannot be reached "
+            f"(offline, HF_HUB_OFFLINE=1 or local_files_only=True). Run once with network access to cache it, pass "
+            f"cache_dir= where it is cached, load a folder written by save_pretrained, or use a bundled model "
+            f"{list_models()}"
+        ) from error
+    except EntryNotFoundError as error:
+        what = "config.json" if filename == CONFIG_NAME else filename
+        raise ModelLoadError(
+            f"{repo_id}: the repo has no {what}; is it a SegFix model saved with save_pretrained?"
+        ) from error
+    except RevisionNotFoundError as error:
+        raise ModelLoadError(f"{repo_id}: revision {kwargs.get('revision')!r} does not exist") from error
+    except RepositoryNotFoundError as error:
+        raise ModelLoadError(
+            f"{repo_id}: no such model on the Hub (or it is private: pass token=). Bundled models: {list_models()}"
+        ) from error
+
+
+def _as_rgb_array(image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image: expected an (H, W, 3) uint8 array or a PIL image, got {describe(image)}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image: expected shape (H, W, 3) (RGB), got {describe(image)}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"image: expected dtype uint8 (0..255), got {describe(image)}; for floats pass a tensor")
+    return np.ascontiguousarray(image)
+
+
+def _stack_or_list(parts: list[torch.Tensor]):
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _finish(x, single: bool, as_numpy: bool, device: torch.device | None):
+    if isinstance(x, list):  # images of different sizes: one result per image
+        return [
+            _finish(p, True, as_numpy, device) if p.shape[0] == 1 else _finish(p, False, as_numpy, device) for p in x
+        ]
+    if single:
+        x = x[0]
+    if as_numpy:
+        return x.cpu().numpy()
+    return x.to(device) if device is not None else x

