@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import voronoi_labels
 
 import segfix
 from segfix.augment import TrainTransform, hflip
 from segfix.data import Sample
 from segfix.losses import segfix_loss
 from segfix.train import MixedBatchSampler, coarse_proxy, poly_lr, train
+
+from conftest import voronoi_labels
 
 TINY_MODEL = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
