@@ -134,6 +134,232 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+PRESETS = {
+    # dataset -> (num_classes, ignore index as stored, label format, palette)
+    "camvid": (11, 11, "trainid", "camvid"),
+    "cityscapes": (19, 255, "trainid", "cityscapes"),
+    "cityscapes-labelid": (19, 255, "cityscapes-labelid", "cityscapes"),
+    "ade20k": (150, 255, "ade20k", None),
+}
+
+
+def _class_names(dataset: str | None, num_classes: int) -> list[str]:
+    from .data import CAMVID_CLASSES, CITYSCAPES_CLASSES
+
+    if dataset == "camvid":
+        return CAMVID_CLASSES
+    if dataset and dataset.startswith("cityscapes"):
+        return CITYSCAPES_CLASSES
+    return [str(i) for i in range(num_classes)]
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, dynamic_ncols=True, disable=total == 0)
+    return bar, bar.update
+
+
+def _load_model(name: str, device: str | None):
+    from .model import SegFix
+
+    return SegFix.from_pretrained(name, device=device)
+
+
+def _refine(args: argparse.Namespace) -> int:
+    from .folders import refine_folder
+
+    if (args.model is None) == (args.offsets is None):
+        raise SystemExit("segfix refine: pass exactly one of --model or --offsets")
+    model = _load_model(args.model, args.device) if args.model else None
+    num_classes, ignore, label_format, _ = PRESETS.get(args.dataset, (None, 255, "trainid", None))
+    label_format = args.label_format or label_format
+    ignore = args.ignore_index if args.ignore_index is not None else ignore
+    labels = Path(args.predictions)
+    count = 1 if args.kind == "coco" else len(list(labels.rglob("*.png" if args.kind == "semantic" else "*_pred.txt")))
+    bar, update = _progress(count, "segfix refine")
+    report = refine_folder(
+        labels,
+        Path(args.output),
+        images_dir=Path(args.images) if args.images else None,
+        model=model,
+        offsets_dir=Path(args.offsets) if args.offsets else None,
+        kind=args.kind,
+        label_format=label_format,
+        coco_results=Path(args.predictions) if args.kind == "coco" else None,
+        coco_images=Path(args.coco_images) if args.coco_images else None,
+        scale=args.scale,
+        iterations=args.iterations,
+        ignore_index=ignore,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        save_viz=args.save_viz,
+        progress=update,
+    )
+    bar.close()
+    print(f"segfix refine: {report.summary()} -> {args.output}")
+    for name, reason in report.failed:
+        print(f"  FAILED {name}: {reason}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _offsets(args: argparse.Namespace) -> int:
+    from .folders import IMAGE_SUFFIXES, offsets_folder
+
+    model = _load_model(args.model, args.device)
+    count = sum(1 for p in Path(args.images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    bar, update = _progress(count, "segfix offsets")
+    report = offsets_folder(
+        Path(args.images),
+        Path(args.output),
+        model,
+        file_format=args.format,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=update,
+    )
+    bar.close()
+    print(f"segfix offsets: {report.summary()} -> {args.output}")
+    for name, reason in report.failed:
+        print(f"  FAILED {name}: {reason}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
+    from .folders import match_stem
+
+    def index(folder: Path) -> dict[str, Path]:
+        out = {}
+        for p in sorted(folder.rglob("*.png")):
+            stem = match_stem(p.name)
+            out[stem.removesuffix("_leftImg8bit")] = p
+        return out
+
+    preds, gts = index(pred_dir), index(gt_dir)
+    missing = sorted(set(gts) - set(preds))
+    if missing:
+        raise SystemExit(
+            f"segfix eval: {len(missing)} ground-truth maps have no prediction in {pred_dir}, e.g. {missing[:3]}"
+        )
+    return [(preds[k], gts[k]) for k in sorted(gts)]
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from ._io import read_label
+    from .formats import encode_labels
+    from .metrics import SegmentationMetrics
+
+    num_classes, ignore, label_format, _ = PRESETS.get(args.dataset, (args.num_classes, 255, "trainid", None))
+    if args.num_classes:
+        num_classes = args.num_classes
+    if num_classes is None:
+        raise SystemExit("segfix eval: pass --dataset or --num-classes")
+    label_format = args.label_format or label_format
+    names = _class_names(args.dataset, num_classes)
+    folders = [Path(args.pred)] + ([Path(args.compare)] if args.compare else [])
+    results = []
+    for folder in folders:
+        pairs = _pairs(folder, Path(args.gt))
+        metrics = SegmentationMetrics(
+            num_classes, ignore_index=255, tolerances=tuple(args.tolerances), class_names=names
+        )
+        bar, update = _progress(len(pairs), f"segfix eval {folder.name}")
+        for pred_path, gt_path in pairs:
+            gt = encode_labels(read_label(gt_path), label_format)
+            gt[gt == ignore] = 255
+            pred = encode_labels(read_label(pred_path), label_format)
+            metrics.update(pred, gt)
+            update(1)
+        bar.close()
+        results.append(metrics.compute())
+    table = _comparison_markdown(results, folders) if len(results) == 2 else results[0].to_markdown()
+    print(table)
+    payload = {str(f): r.as_dict() for f, r in zip(folders, results)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    if args.csv:
+        _write_csv(Path(args.csv), results, folders)
+    return 0
+
+
+def _comparison_markdown(results, folders) -> str:
+    before, after = results
+    cols_b, cols_a = before.columns(), after.columns()
+    header = "| class | " + " | ".join(f"{c} before | {c} after | Δ" for c in cols_b) + " |"
+    lines = [header, "|---" * (1 + 3 * len(cols_b)) + "|"]
+
+    def cells(values_b, values_a):
+        out = []
+        for b, a in zip(values_b, values_a):
+            fmt = lambda v: "-" if np.isnan(v) else f"{v * 100:.2f}"  # noqa: E731
+            delta = "-" if np.isnan(a) or np.isnan(b) else f"{(a - b) * 100:+.2f}"
+            out += [fmt(b), fmt(a), delta]
+        return " | ".join(out)
+
+    for i, name in enumerate(before.class_names):
+        lines.append(f"| {name} | " + cells([c[i] for c in cols_b.values()], [c[i] for c in cols_a.values()]) + " |")
+    lines.append("| **mean** | " + cells(list(before.means().values()), list(after.means().values())) + " |")
+    return f"before: {folders[0]}, after: {folders[1]}\n\n" + "\n".join(lines)
+
+
+def _write_csv(path: Path, results, folders) -> None:
+    import csv
+
+    from ._io import atomic_write
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["predictions", "class", *results[0].columns()])
+            for folder, r in zip(folders, results):
+                cols = r.columns()
+                for i, name in enumerate(r.class_names):
+                    out.writerow([folder, name, *(f"{c[i] * 100:.4f}" for c in cols.values())])
+                out.writerow([folder, "mean", *(f"{v * 100:.4f}" for v in r.means().values())])
+
+    atomic_write(path, write)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from ._io import read_label
+    from .formats import encode_labels
+    from .metrics import BoundaryStatistics
+
+    num_classes, ignore, label_format, _ = PRESETS.get(args.dataset, (args.num_classes, 255, "trainid", None))
+    num_classes = args.num_classes or num_classes
+    if num_classes is None:
+        raise SystemExit("segfix stats: pass --dataset or --num-classes")
+    names = _class_names(args.dataset, num_classes)
+    stats = BoundaryStatistics(num_classes, widths=tuple(args.widths), class_names=names)
+    files = sorted(Path(args.gt).rglob("*.png"))
+    bar, update = _progress(len(files), "segfix stats")
+    for path in files:
+        gt = encode_labels(read_label(path), args.label_format or label_format)
+        gt[gt == ignore] = 255
+        stats.update(gt)
+        update(1)
+    bar.close()
+    share = stats.compute()
+    print("| class | " + " | ".join(f"{w:g} px" for w in args.widths) + " |")
+    print("|---" * (len(args.widths) + 1) + "|")
+    for name, row in zip(names, share):
+        print(f"| {name} | " + " | ".join("-" if np.isnan(v) else f"{v * 100:.2f}" for v in row) + " |")
+    print("| **all** | " + " | ".join(f"{v * 100:.2f}" for v in stats.within.sum(0) / max(stats.total.sum(), 1)) + " |")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert_official_checkpoint
+
+    convert_official_checkpoint(args.checkpoint, args.output, backbone=args.backbone)
+    print(f"segfix convert-official: wrote {args.output} (load with SegFix.from_pretrained({args.output!r}))")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segfix",
@@ -189,6 +415,86 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     tr.set_defaults(func=_train)
+
+    rf = sub.add_parser(
+        "refine",
+        help="refine a folder of predictions (semantic PNGs or instance results)",
+        description="Refine saved predictions of any model and write them, with the same names and "
+        "format, into --output. Offsets come from a SegFix model (--model, needs "
+        "--images) or from offset files (--offsets: .npz, or the original's .mat). "
+        "Existing outputs are skipped, so a killed run resumes; files that cannot be "
+        "read are reported and the rest processed (exit code 1 if any failed).",
+    )
+    rf.add_argument("predictions", help="folder of label PNGs / *_pred.txt files, or a COCO results JSON")
+    rf.add_argument("--output", required=True, help="folder for the refined predictions (not an input folder)")
+    rf.add_argument("--images", help="folder of the RGB images (matched by file name)")
+    rf.add_argument("--model", help="bundled model name, model folder or Hub repo id")
+    rf.add_argument("--offsets", help="folder of offset files <name>.npz or <name>.mat")
+    rf.add_argument("--kind", choices=["semantic", "cityscapes-instance", "coco"], default="semantic")
+    rf.add_argument("--dataset", choices=sorted(PRESETS), help="sets the label format and ignore index")
+    rf.add_argument("--label-format", choices=["trainid", "cityscapes-labelid", "ade20k"])
+    rf.add_argument("--ignore-index", type=int, help="stored label never moved or created (default 255)")
+    rf.add_argument("--coco-images", help="COCO annotation JSON mapping image ids to file names")
+    rf.add_argument("--scale", type=int, help="offset scale (default 2 semantic, 1 instance)")
+    rf.add_argument("--iterations", type=int, default=1)
+    rf.add_argument("--batch-size", type=int, default=4)
+    rf.add_argument("--workers", type=int, default=2, help="threads reading files")
+    rf.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    rf.add_argument("--save-viz", action="store_true", help="also write pictures into OUTPUT/viz/")
+    rf.set_defaults(func=_refine)
+
+    of = sub.add_parser(
+        "offsets",
+        help="predict and save offsets for a folder of images",
+        description="Write <name>.npz (int8 (2, H, W), key 'offsets') or, with --format mat, the "
+        "original's <name>.mat (key 'mat', H x W x 2, (dy, dx)) for every image.",
+    )
+    of.add_argument("images")
+    of.add_argument("--output", required=True)
+    of.add_argument("--model", required=True)
+    of.add_argument("--format", choices=["npz", "mat"], default="npz")
+    of.add_argument("--batch-size", type=int, default=4)
+    of.add_argument("--workers", type=int, default=2)
+    of.add_argument("--device")
+    of.set_defaults(func=_offsets)
+
+    ev = sub.add_parser(
+        "eval",
+        help="mIoU, boundary F-score and Boundary IoU of predictions against ground truth",
+        description="Per-class and mean mIoU, boundary F-score at --tolerances px and Boundary IoU. "
+        "--compare prints a second folder beside the first (before/after and the "
+        "difference per class).",
+    )
+    ev.add_argument("pred")
+    ev.add_argument("gt")
+    ev.add_argument("--compare", help="a second prediction folder, e.g. the refined one")
+    ev.add_argument("--dataset", choices=sorted(PRESETS))
+    ev.add_argument("--num-classes", type=int)
+    ev.add_argument("--label-format", choices=["trainid", "cityscapes-labelid", "ade20k"])
+    ev.add_argument("--tolerances", type=float, nargs="+", default=[1, 2, 3])
+    ev.add_argument("--json")
+    ev.add_argument("--csv")
+    ev.add_argument("--markdown")
+    ev.set_defaults(func=_eval)
+
+    st = sub.add_parser("stats", help="per-class share of boundary pixels at widths 1..5 (ground truth)")
+    st.add_argument("gt")
+    st.add_argument("--dataset", choices=sorted(PRESETS))
+    st.add_argument("--num-classes", type=int)
+    st.add_argument("--label-format", choices=["trainid", "cityscapes-labelid", "ade20k"])
+    st.add_argument("--widths", type=float, nargs="+", default=[1, 2, 3, 4, 5])
+    st.set_defaults(func=_stats)
+
+    cv = sub.add_parser(
+        "convert-official",
+        help="convert an original openseg.pytorch SegFix checkpoint",
+        description="Read a .pth of the original implementation (weights only, no unpickling of "
+        "code) into a SegFix model folder.",
+    )
+    cv.add_argument("checkpoint")
+    cv.add_argument("--output", required=True)
+    cv.add_argument("--backbone", default="hrnet_w48", help="timm HRNet matching the checkpoint")
+    cv.set_defaults(func=_convert)
     return parser
 
 

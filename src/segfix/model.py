@@ -129,6 +129,7 @@ class SegFix(
         num_directions: int = 8,
         align_corners: bool = False,
         backbone_kwargs: dict | None = None,
+        backbone_upsample: str | None = None,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         channel_order: str = "RGB",
@@ -165,6 +166,7 @@ class SegFix(
             num_directions=num_directions,
             align_corners=align_corners,
             backbone_kwargs=backbone_kwargs,
+            backbone_upsample=backbone_upsample,
         )
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)

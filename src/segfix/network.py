@@ -67,6 +67,26 @@ class BNAct(nn.BatchNorm2d):
         return F.relu(x) if self.activation == "relu" else F.leaky_relu(x, 0.01)
 
 
+class BilinearUpsample(nn.Module):
+    """Bilinear upsampling by a fixed factor with ``align_corners=True`` (no parameters)."""
+
+    def __init__(self, scale_factor: float) -> None:
+        super().__init__()
+        self.scale_factor = scale_factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (round(x.shape[-2] * self.scale_factor), round(x.shape[-1] * self.scale_factor))
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+def _use_bilinear_upsampling(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Upsample) and child.scale_factor is not None:
+            setattr(module, name, BilinearUpsample(float(child.scale_factor)))
+        else:
+            _use_bilinear_upsampling(child)
+
+
 def _head(in_channels: int, hidden: int, out_channels: int, kernel_size: int, activation: str) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, hidden, kernel_size, padding=kernel_size // 2, bias=False),
@@ -138,6 +158,8 @@ class SegFixNet(nn.Module):
         num_directions: 4, 8 or 16.
         align_corners: bilinear upsampling convention inside the decoder (the original used True).
         backbone_kwargs: extra keyword arguments for ``timm.create_model``.
+        backbone_upsample: ``'bilinear'`` replaces the backbone's ``nn.Upsample`` layers (nearest, in timm's HRNet)
+            with bilinear, align_corners=True upsampling, as in the original SegFix HRNet.
     """
 
     def __init__(
@@ -152,6 +174,7 @@ class SegFixNet(nn.Module):
         num_directions: int = 8,
         align_corners: bool = False,
         backbone_kwargs: dict | None = None,
+        backbone_upsample: str | None = None,
     ) -> None:
         super().__init__()
         check_num_directions(num_directions)
@@ -160,6 +183,10 @@ class SegFixNet(nn.Module):
         if head_kernel_size not in (1, 3, 5):
             raise ValueError(f"head_kernel_size: expected 1, 3 or 5, got {head_kernel_size!r}")
         self.backbone = create_backbone(backbone, out_indices, **(backbone_kwargs or {}))
+        if backbone_upsample == "bilinear":
+            _use_bilinear_upsampling(self.backbone)
+        elif backbone_upsample is not None:
+            raise ValueError(f"backbone_upsample: expected None or 'bilinear', got {backbone_upsample!r}")
         channels = self.backbone.feature_info.channels()
         self.strides = self.backbone.feature_info.reduction()
         self.output_stride = self.strides[0]

@@ -1,0 +1,382 @@
+"""Folder-level jobs behind the command line: refine saved predictions, predict offsets, evaluate.
+
+Jobs write every output atomically (a temp file renamed into place), never write into an input folder, skip
+outputs that already exist (so a killed job resumes where it stopped), and report files they could not process
+without stopping the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_write, read_image, read_label, write_png
+from .formats import (
+    InstancePrediction,
+    decode_labels,
+    encode_labels,
+    read_cityscapes_instances,
+    read_offsets,
+    rle_decode,
+    rle_encode,
+    write_cityscapes_instances,
+    write_offsets,
+)
+from .refine import refine_instances, refine_semantic
+
+__all__ = ["JobReport", "find_images", "match_stem", "offsets_folder", "refine_folder"]
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Name endings that differ between an image and its label/prediction files in common datasets.
+_STRIP = ("_gtFine_labelIds", "_gtFine_trainIds", "_gtFine_color", "_pred", "_gtFine_instanceIds")
+
+
+@dataclass
+class JobReport:
+    """What a folder job did: names written, skipped (already done) and failed (with the reason)."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        return f"{len(self.done)} written, {len(self.skipped)} already done, {len(self.failed)} failed"
+
+
+def match_stem(name: str) -> str:
+    """The stem shared by an image and its label/prediction file (dataset suffixes removed)."""
+    stem = Path(name).stem
+    for suffix in _STRIP:
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def find_images(folder: Path) -> dict[str, Path]:
+    """Index the images under ``folder`` (recursively) by :func:`match_stem`; also under the name without a
+    trailing ``_leftImg8bit`` so that Cityscapes labels match their images."""
+    index: dict[str, Path] = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            stem = match_stem(path.name)
+            index.setdefault(stem, path)
+            if stem.endswith("_leftImg8bit"):
+                index.setdefault(stem[: -len("_leftImg8bit")], path)
+    return index
+
+
+def _remove_stale_partials(output: Path) -> None:
+    """Delete temp files left by a killed run (``atomic_write`` names them ``.<stem>.*.partial<suffix>``)."""
+    if Path(output).is_dir():
+        for path in Path(output).rglob(".*.partial*"):
+            path.unlink(missing_ok=True)
+
+
+def _visible(paths: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in paths if p.is_file() and not p.name.startswith("."))
+
+
+def _check_output(output: Path, inputs: Iterable[Path | None]) -> None:
+    out = Path(output).resolve()
+    for folder in inputs:
+        if folder is None:
+            continue
+        folder = Path(folder).resolve()
+        if out == folder or folder in out.parents:
+            raise ValueError(
+                f"output folder {output} lies inside the input folder {folder}; choose another so that "
+                "no input is overwritten"
+            )
+
+
+class _OffsetSource:
+    """Offsets for an item: read from a folder of .npz/.mat files, or predicted by a model from the image."""
+
+    def __init__(self, model=None, offsets_dir: Path | None = None, images_dir: Path | None = None) -> None:
+        if (model is None) == (offsets_dir is None):
+            raise ValueError("expected exactly one of a model or an offsets folder")
+        if model is not None and images_dir is None:
+            raise ValueError("a model needs the images: pass the images folder")
+        self.model = model
+        self.offsets = {}
+        if offsets_dir is not None:
+            for path in sorted(Path(offsets_dir).rglob("*")):
+                if path.suffix in (".npz", ".mat"):
+                    self.offsets.setdefault(match_stem(path.name), path)
+                    if path.stem.endswith("_leftImg8bit"):
+                        self.offsets.setdefault(path.stem[: -len("_leftImg8bit")], path)
+        self.images = find_images(images_dir) if images_dir is not None else {}
+
+    def image_for(self, stem: str) -> Path:
+        if stem not in self.images:
+            raise FileNotFoundError(f"no image named {stem}.* in the images folder")
+        return self.images[stem]
+
+    def load(self, stem: str):
+        """-> (offsets or None, image or None); a model's offsets are computed later, in batches."""
+        if self.model is None:
+            if stem not in self.offsets:
+                raise FileNotFoundError(f"no offsets file {stem}.npz or {stem}.mat in the offsets folder")
+            return read_offsets(self.offsets[stem]), None
+        return None, read_image(self.image_for(stem))
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if not images:
+            return []
+        result = self.model.predict_offsets(list(images))
+        if isinstance(result, list):
+            return result
+        return list(result) if result.ndim == 4 else [result]
+
+
+def refine_folder(
+    labels_dir: Path,
+    output_dir: Path,
+    *,
+    images_dir: Path | None = None,
+    model=None,
+    offsets_dir: Path | None = None,
+    kind: str = "semantic",
+    label_format: str = "trainid",
+    coco_results: Path | None = None,
+    coco_images: Path | None = None,
+    scale: int | None = None,
+    iterations: int = 1,
+    ignore_index: int = 255,
+    batch_size: int = 4,
+    workers: int = 2,
+    save_viz: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> JobReport:
+    """Refine every prediction in ``labels_dir`` and write the result with the same name into ``output_dir``.
+
+    Args:
+        kind: ``'semantic'`` (label PNGs), ``'cityscapes-instance'`` (``*_pred.txt`` + masks) or ``'coco'``
+            (one COCO results JSON, ``coco_results``, mapped to images by ``coco_images`` or by image id = stem).
+        model / offsets_dir: where offsets come from (exactly one).
+        scale: default 2 for semantic, 1 for instances.
+        progress: called with the number of items finished after each batch.
+    """
+    labels_dir, output_dir = Path(labels_dir), Path(output_dir)
+    _check_output(output_dir, [labels_dir, images_dir, offsets_dir, coco_results.parent if coco_results else None])
+    _remove_stale_partials(output_dir)
+    source = _OffsetSource(model, offsets_dir, images_dir)
+    if scale is None:
+        scale = 2 if kind == "semantic" else 1
+    report = JobReport()
+    if kind == "coco":
+        return _refine_coco(coco_results, coco_images, output_dir, source, scale, iterations, report)
+    if kind == "semantic":
+        items = _visible(labels_dir.rglob("*.png"))
+    elif kind == "cityscapes-instance":
+        items = _visible(labels_dir.rglob("*_pred.txt"))
+    else:
+        raise ValueError(f"kind: expected 'semantic', 'cityscapes-instance' or 'coco', got {kind!r}")
+
+    def target(item: Path) -> Path:
+        return output_dir / item.relative_to(labels_dir)
+
+    todo = []
+    for item in items:
+        (report.skipped if target(item).exists() else todo).append(item)
+    report.skipped = [str(p.relative_to(labels_dir)) for p in report.skipped]
+
+    def load(item: Path):
+        stem = match_stem(item.name)
+        if kind == "semantic":
+            stored = read_label(item)
+            return stored, *source.load(stem)
+        prediction = read_cityscapes_instances(item)
+        return prediction, *source.load(stem)
+
+    def finish(item: Path, data, offsets: np.ndarray, image: np.ndarray | None) -> None:
+        if kind == "semantic":
+            stored = data
+            if offsets.shape[-2:] != stored.shape:
+                raise ValueError(f"prediction size {stored.shape} does not match offsets/image {offsets.shape[-2:]}")
+            classes = encode_labels(stored, label_format)
+            refined = refine_semantic(classes, offsets, scale=scale, iterations=iterations, ignore_index=ignore_index)
+            write_png(target(item), decode_labels(refined, stored, label_format))
+            if save_viz:
+                _write_viz(output_dir / "viz" / f"{item.stem}.jpg", image, classes, refined, offsets)
+        else:
+            pred: InstancePrediction = data
+            if len(pred.masks) and offsets.shape[-2:] != pred.masks.shape[-2:]:
+                raise ValueError(f"mask size {pred.masks.shape[-2:]} does not match offsets/image {offsets.shape[-2:]}")
+            masks = (
+                refine_instances(pred.masks, offsets, scale=scale, iterations=iterations)
+                if len(pred.masks)
+                else pred.masks
+            )
+            write_cityscapes_instances(target(item), InstancePrediction(masks, pred.classes, pred.scores, pred.names))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            loaded = list(pool.map(_capture(load), chunk))
+            ready = []
+            for item, (ok, value) in zip(chunk, loaded):
+                if ok:
+                    ready.append((item, *value))
+                else:
+                    report.failed.append((str(item.relative_to(labels_dir)), value))
+            need_images = [(i, img) for i, (_, _, off, img) in enumerate(ready) if off is None]
+            if need_images:
+                try:
+                    predicted = source.predict([img for _, img in need_images])
+                except Exception as error:  # noqa: BLE001 - one bad batch must not stop the job
+                    predicted = [None] * len(need_images)
+                    for i, _ in need_images:
+                        report.failed.append((str(ready[i][0].relative_to(labels_dir)), f"model failed: {error}"))
+                for (i, _), off in zip(need_images, predicted):
+                    item, data, _, img = ready[i]
+                    ready[i] = (item, data, off, img)
+            for item, data, offsets, image in ready:
+                if offsets is None:
+                    continue
+                name = str(item.relative_to(labels_dir))
+                try:
+                    finish(item, data, offsets, image)
+                    report.done.append(name)
+                except Exception as error:  # noqa: BLE001
+                    report.failed.append((name, f"{type(error).__name__}: {error}"))
+            if progress is not None:
+                progress(len(chunk))
+    for name, reason in report.failed:
+        _logger.warning("could not refine %s: %s", name, reason)
+    return report
+
+
+def _capture(fn):
+    def run(arg):
+        try:
+            return True, fn(arg)
+        except Exception as error:  # noqa: BLE001 - reported per file
+            return False, f"{type(error).__name__}: {error}"
+
+    return run
+
+
+def _write_viz(path: Path, image, before, after, offsets) -> None:
+    from . import viz
+
+    num_classes = int(max(before[before != 255].max(initial=0), after[after != 255].max(initial=0))) + 1
+    panels = [
+        viz.colorize(before, num_classes),
+        viz.colorize(after, num_classes),
+        viz.direction_wheel(_offsets_to_direction(offsets), None),
+    ]
+    titles = ["prediction", "refined", "offset directions"]
+    if image is not None:
+        moved = (offsets != 0).any(0)
+        panels.insert(0, viz.overlay_boundary(image, moved))
+        titles.insert(0, "image + moving pixels")
+    sheet = viz.panel(panels, titles, columns=2)
+    atomic_write(path, lambda tmp: sheet.convert("RGB").save(tmp, format="JPEG", quality=88))
+
+
+def _offsets_to_direction(offsets: np.ndarray) -> np.ndarray:
+    from .directions import DIRECTION_VECTORS
+
+    dy, dx = np.sign(offsets[0]), np.sign(offsets[1])
+    direction = np.full(dy.shape, -1, np.int64)
+    for k, (vy, vx) in enumerate(DIRECTION_VECTORS[8]):
+        direction[(dy == vy) & (dx == vx) & ((dy != 0) | (dx != 0))] = k
+    return direction
+
+
+def _refine_coco(
+    results: Path | None,
+    coco_images: Path | None,
+    output_dir: Path,
+    source: _OffsetSource,
+    scale: int,
+    iterations: int,
+    report: JobReport,
+) -> JobReport:
+    if results is None:
+        raise ValueError("kind 'coco' needs the results JSON (coco_results)")
+    records = json.loads(Path(results).read_text())
+    if not isinstance(records, list):
+        raise ValueError(f"{results}: expected a COCO results list [{{image_id, category_id, segmentation, score}}]")
+    names = {}
+    if coco_images is not None:
+        names = {img["id"]: Path(img["file_name"]).stem for img in json.loads(Path(coco_images).read_text())["images"]}
+    target = output_dir / Path(results).name
+    if target.exists():
+        report.skipped.append(target.name)
+        return report
+    by_image: dict = {}
+    for index, record in enumerate(records):
+        by_image.setdefault(record["image_id"], []).append(index)
+    refined_records = [dict(r) for r in records]
+    for image_id, indices in by_image.items():
+        stem = names.get(image_id, str(image_id))
+        try:
+            offsets, image = source.load(stem)
+            if offsets is None:
+                offsets = source.predict([image])[0]
+            masks = np.stack([rle_decode(records[i]["segmentation"]) for i in indices])
+            if masks.shape[-2:] != offsets.shape[-2:]:
+                raise ValueError(f"mask size {masks.shape[-2:]} does not match offsets/image {offsets.shape[-2:]}")
+            out = refine_instances(masks, offsets, scale=scale, iterations=iterations)
+            for i, mask in zip(indices, out):
+                refined_records[i]["segmentation"] = rle_encode(mask)
+            report.done.append(stem)
+        except Exception as error:  # noqa: BLE001
+            report.failed.append((stem, f"{type(error).__name__}: {error}"))
+    atomic_write(target, lambda tmp: tmp.write_text(json.dumps(refined_records)))
+    return report
+
+
+def offsets_folder(
+    images_dir: Path,
+    output_dir: Path,
+    model,
+    *,
+    file_format: str = "npz",
+    batch_size: int = 4,
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> JobReport:
+    """Predict and save offsets for every image under ``images_dir`` (``.npz`` or the original's ``.mat``)."""
+    images_dir, output_dir = Path(images_dir), Path(output_dir)
+    _check_output(output_dir, [images_dir])
+    _remove_stale_partials(output_dir)
+    if file_format not in ("npz", "mat"):
+        raise ValueError(f"file_format: expected 'npz' or 'mat', got {file_format!r}")
+    items = [p for p in _visible(images_dir.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    report = JobReport()
+
+    def target(item: Path) -> Path:
+        return (output_dir / item.relative_to(images_dir)).with_suffix(f".{file_format}")
+
+    todo = [p for p in items if not target(p).exists()]
+    report.skipped = [str(p.relative_to(images_dir)) for p in items if target(p).exists()]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            loaded = list(pool.map(_capture(read_image), chunk))
+            good = [(p, img) for p, (ok, img) in zip(chunk, loaded) if ok]
+            report.failed += [(str(p.relative_to(images_dir)), msg) for p, (ok, msg) in zip(chunk, loaded) if not ok]
+            if good:
+                predicted = model.predict_offsets([img for _, img in good])
+                predicted = predicted if isinstance(predicted, list) else list(predicted)
+                for (path, _), offsets in zip(good, predicted):
+                    write_offsets(target(path), offsets)
+                    report.done.append(str(path.relative_to(images_dir)))
+            if progress is not None:
+                progress(len(chunk))
+    return report

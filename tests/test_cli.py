@@ -1,0 +1,246 @@
+"""The segfix command line, end to end on tiny folders in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import segfix
+from segfix import formats
+from segfix.cli import main
+
+from conftest import read_label, voronoi_labels
+
+TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
+
+
+def scene(i: int):
+    truth = voronoi_labels((40, 56), 8, 5, seed=i)
+    coarse = truth.copy()
+    coarse[:, 2:] = truth[:, :-2]
+    image = np.stack([truth.astype(np.int64) * 50 % 256] * 3, -1).astype(np.uint8)
+    return image, truth, coarse
+
+
+@pytest.fixture
+def folders(tmp_path):
+    for sub in ("images", "preds", "gt", "offsets"):
+        (tmp_path / sub).mkdir()
+    for i in range(3):
+        image, truth, coarse = scene(i)
+        Image.fromarray(image).save(tmp_path / "images" / f"img{i}.png")
+        Image.fromarray(truth).save(tmp_path / "gt" / f"img{i}.png")
+        Image.fromarray(coarse).save(tmp_path / "preds" / f"img{i}.png")
+        offsets = segfix.boundary_targets(truth, min_pixels=0).offsets()
+        formats.write_offsets(tmp_path / "offsets" / f"img{i}.{'mat' if i == 0 else 'npz'}", offsets)
+    return tmp_path
+
+
+def test_refine_with_offsets_then_eval(folders, capsys):
+    out = folders / "refined"
+    assert main(["refine", str(folders / "preds"), "--offsets", str(folders / "offsets"), "--output", str(out)]) == 0
+    for i in range(3):
+        _, truth, coarse = scene(i)
+        expected = segfix.refine_semantic(coarse, segfix.boundary_targets(truth, min_pixels=0).offsets())
+        np.testing.assert_array_equal(read_label(out / f"img{i}.png"), expected)
+    capsys.readouterr()
+    code = main(
+        [
+            "eval",
+            str(folders / "preds"),
+            str(folders / "gt"),
+            "--num-classes",
+            "5",
+            "--compare",
+            str(out),
+            "--json",
+            str(folders / "scores.json"),
+            "--csv",
+            str(folders / "scores.csv"),
+            "--markdown",
+            str(folders / "scores.md"),
+        ]
+    )
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "IoU before" in table and "| **mean** |" in table
+    scores = json.loads((folders / "scores.json").read_text())
+    before, after = scores[str(folders / "preds")], scores[str(out)]
+    assert after["mean"]["IoU"] > before["mean"]["IoU"] and after["mean"]["F@1px"] > before["mean"]["F@1px"]
+    assert (folders / "scores.csv").read_text().startswith("predictions,class,IoU")
+
+
+def test_refine_with_a_model_resumes_and_reports_bad_files(folders, tmp_path):
+    model_dir = tmp_path / "model"
+    segfix.SegFix(**TINY).save_pretrained(model_dir)
+    out = folders / "refined"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(folders / "preds" / "img9.png")  # no such image
+    (folders / "preds" / "broken.png").write_bytes(b"not a png")
+    args = [
+        "refine",
+        str(folders / "preds"),
+        "--model",
+        str(model_dir),
+        "--images",
+        str(folders / "images"),
+        "--output",
+        str(out),
+        "--save-viz",
+        "--batch-size",
+        "2",
+    ]
+    assert main(args) == 1  # two inputs could not be processed
+    written = sorted(p.name for p in out.glob("*.png"))
+    assert written == ["img0.png", "img1.png", "img2.png"]
+    assert (out / "viz" / "img0.jpg").is_file()
+    mtime = (out / "img0.png").stat().st_mtime_ns
+    (out / "img1.png").unlink()  # as if killed before writing it
+    assert main(args) == 1
+    assert (out / "img0.png").stat().st_mtime_ns == mtime  # finished outputs are not redone
+    assert (out / "img1.png").is_file()
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temp files left
+    with pytest.raises(ValueError, match="inside the input folder"):
+        main(
+            [
+                "refine",
+                str(folders / "preds"),
+                "--offsets",
+                str(folders / "offsets"),
+                "--output",
+                str(folders / "preds" / "out"),
+            ]
+        )
+
+
+def test_killed_refine_leaves_no_half_written_file(folders):
+    """Kill a refine process mid-run, re-run, and check every output."""
+    out = folders / "refined"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    code = (
+        "import sys, segfix._io as io, os\n"
+        "real = io.atomic_write\n"
+        "count = {'n': 0}\n"
+        "def dying(path, write):\n"
+        "    count['n'] += 1\n"
+        "    if count['n'] == 2:\n"
+        "        def half(tmp):\n"
+        "            write(tmp); os._exit(9)\n"
+        "        return real(path, half)\n"
+        "    return real(path, write)\n"
+        "io.atomic_write = dying\n"
+        "import segfix.folders as f; f.write_png = lambda p, a: io.atomic_write(p, lambda t: "
+        "__import__('PIL.Image', fromlist=['x']).fromarray(a).save(t, format='PNG'))\n"
+        "from segfix.cli import main\n"
+        f"main(['refine', {str(folders / 'preds')!r}, '--offsets', {str(folders / 'offsets')!r}, '--output', "
+        f"{str(out)!r}, '--batch-size', '1'])\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", code], env=env)
+    assert killed.returncode == 9
+    assert [p.name for p in out.glob("[!.]*.png")] == ["img0.png"]  # the second file was never renamed into place
+    assert len(list(out.glob(".*.partial*"))) == 1  # only its temp file is left
+    assert main(["refine", str(folders / "preds"), "--offsets", str(folders / "offsets"), "--output", str(out)]) == 0
+    for i in range(3):
+        _, truth, coarse = scene(i)
+        expected = segfix.refine_semantic(coarse, segfix.boundary_targets(truth, min_pixels=0).offsets())
+        np.testing.assert_array_equal(read_label(out / f"img{i}.png"), expected)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_offsets_command_both_formats(folders, tmp_path):
+    model_dir = tmp_path / "model"
+    model = segfix.SegFix(**TINY)
+    model.save_pretrained(model_dir)
+    for fmt in ("npz", "mat"):
+        out = tmp_path / f"off_{fmt}"
+        assert (
+            main(["offsets", str(folders / "images"), "--model", str(model_dir), "--output", str(out), "--format", fmt])
+            == 0
+        )
+        image = np.array(Image.open(folders / "images" / "img1.png"))
+        np.testing.assert_array_equal(
+            formats.read_offsets(out / f"img1.{fmt}"), segfix.SegFix.from_pretrained(model_dir).predict_offsets(image)
+        )
+    # .mat offsets written by the command feed refine, as the original's released files do.
+    assert (
+        main(
+            ["refine", str(folders / "preds"), "--offsets", str(tmp_path / "off_mat"), "--output", str(tmp_path / "r")]
+        )
+        == 0
+    )
+
+
+def test_instances_cityscapes_and_coco(folders, tmp_path):
+    preds = tmp_path / "inst"
+    preds.mkdir()
+    _, truth, _ = scene(0)
+    masks = np.stack([truth == 1, truth == 2])
+    for k, m in enumerate(masks):
+        Image.fromarray(m.astype(np.uint8) * 255).save(preds / f"img0_{k}.png")
+    (preds / "img0_pred.txt").write_text("img0_0.png 26 0.9\nimg0_1.png 24 0.8\n")
+    out = tmp_path / "inst_out"
+    assert (
+        main(
+            [
+                "refine",
+                str(preds),
+                "--kind",
+                "cityscapes-instance",
+                "--offsets",
+                str(folders / "offsets"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    offsets = formats.read_offsets(folders / "offsets" / "img0.mat")
+    expected = segfix.refine_instances(masks, offsets)
+    got = formats.read_cityscapes_instances(out / "img0_pred.txt")
+    np.testing.assert_array_equal(got.masks, expected)
+    assert got.classes == [26, 24]
+
+    records = [
+        {"image_id": "img0", "category_id": 3, "score": 0.7, "segmentation": formats.rle_encode(m)} for m in masks
+    ]
+    (tmp_path / "coco").mkdir()
+    (tmp_path / "coco" / "results.json").write_text(json.dumps(records))
+    assert (
+        main(
+            [
+                "refine",
+                str(tmp_path / "coco" / "results.json"),
+                "--kind",
+                "coco",
+                "--offsets",
+                str(folders / "offsets"),
+                "--output",
+                str(tmp_path / "coco_out"),
+            ]
+        )
+        == 0
+    )
+    refined = json.loads((tmp_path / "coco_out" / "results.json").read_text())
+    for record, mask in zip(refined, expected):
+        np.testing.assert_array_equal(formats.rle_decode(record["segmentation"]), mask)
+        assert record["score"] == 0.7
+
+
+def test_stats_and_help(folders, capsys):
+    assert main(["stats", str(folders / "gt"), "--num-classes", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 px |" in out and "| **all** |" in out
+    with pytest.raises(SystemExit):
+        main(["refine", "--help"])
+    assert "Existing outputs are skipped" in capsys.readouterr().out
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path)]) == 0
+    assert (tmp_path / "demo.png").is_file() and (tmp_path / "refined.png").is_file()
+    assert "mIoU" in capsys.readouterr().out

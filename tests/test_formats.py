@@ -1,0 +1,84 @@
+"""File formats: label encodings, offsets (.npz / the original's .mat), Cityscapes instances, COCO RLE."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segfix import formats
+
+
+def test_label_encodings_round_trip():
+    label_ids = np.array([[7, 26, 0, 33], [3, 24, 7, 7]], np.uint8)
+    train = formats.encode_labels(label_ids, "cityscapes-labelid")
+    np.testing.assert_array_equal(train, [[0, 13, 255, 18], [255, 11, 0, 0]])
+    np.testing.assert_array_equal(formats.decode_labels(train, label_ids, "cityscapes-labelid"), label_ids)
+    ade = np.array([[0, 1, 150]], np.uint8)
+    classes = formats.encode_labels(ade, "ade20k")
+    np.testing.assert_array_equal(classes, [[255, 0, 149]])
+    np.testing.assert_array_equal(formats.decode_labels(classes, ade, "ade20k"), ade)
+    with pytest.raises(ValueError, match="label format"):
+        formats.encode_labels(ade, "voc")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".mat"])
+def test_offsets_round_trip(tmp_path, suffix):
+    offsets = np.random.default_rng(0).integers(-2, 3, (2, 5, 7)).astype(np.int8)
+    formats.write_offsets(tmp_path / f"a{suffix}", offsets)
+    back = formats.read_offsets(tmp_path / f"a{suffix}")
+    assert back.dtype == np.int8
+    np.testing.assert_array_equal(back, offsets)
+
+
+def test_mat_layout_is_the_originals(tmp_path):
+    from scipy.io import loadmat, savemat
+
+    offsets = np.zeros((2, 3, 4), np.int8)
+    offsets[0, 1, 2], offsets[1, 1, 2] = -1, 1
+    formats.write_offsets(tmp_path / "x.mat", offsets)
+    mat = loadmat(tmp_path / "x.mat")["mat"]
+    assert mat.shape == (3, 4, 2) and mat[1, 2, 0] == -1 and mat[1, 2, 1] == 1  # H x W x (dy, dx)
+    # A file written the way the original tester does (int64, compressed) reads back.
+    savemat(tmp_path / "orig.mat", {"mat": np.moveaxis(offsets, 0, -1).astype(np.int64)}, do_compression=True)
+    np.testing.assert_array_equal(formats.read_offsets(tmp_path / "orig.mat"), offsets)
+    savemat(tmp_path / "bad.mat", {"offsets": mat})
+    with pytest.raises(ValueError, match="key 'mat'"):
+        formats.read_offsets(tmp_path / "bad.mat")
+    with pytest.raises(ValueError, match=".npz or .mat"):
+        formats.read_offsets(tmp_path / "x.txt")
+
+
+def test_cityscapes_instances_round_trip(tmp_path):
+    masks = np.zeros((2, 6, 8), bool)
+    masks[0, 1:3, 1:4] = True
+    masks[1, 3:, 5:] = True
+    for i, m in enumerate(masks):
+        Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / f"m{i}.png")
+    (tmp_path / "img_pred.txt").write_text("m0.png 26 0.9\nm1.png 24 0.5\n")
+    pred = formats.read_cityscapes_instances(tmp_path / "img_pred.txt")
+    np.testing.assert_array_equal(pred.masks, masks)
+    assert pred.classes == [26, 24] and pred.scores == [0.9, 0.5]
+    out = tmp_path / "out" / "img_pred.txt"
+    formats.write_cityscapes_instances(out, pred)
+    again = formats.read_cityscapes_instances(out)
+    np.testing.assert_array_equal(again.masks, masks)
+    (tmp_path / "bad_pred.txt").write_text("m0.png 26\n")
+    with pytest.raises(ValueError, match="expected 'mask.png classId score'"):
+        formats.read_cityscapes_instances(tmp_path / "bad_pred.txt")
+
+
+def test_coco_rle_round_trip_and_known_string():
+    rng = np.random.default_rng(0)
+    for shape in [(5, 7), (1, 1), (13, 3)]:
+        for density in (0.0, 0.3, 1.0):
+            mask = rng.random(shape) < density
+            np.testing.assert_array_equal(formats.rle_decode(formats.rle_encode(mask)), mask)
+    # Column-major runs: a 3x2 mask [[0,1],[0,1],[1,1]] has runs 2 zeros, 4 ones.
+    mask = np.array([[0, 1], [0, 1], [1, 1]], bool)
+    assert formats.rle_decode({"size": [3, 2], "counts": [2, 4]}).tolist() == mask.tolist()
+    assert formats._rle_counts_from_string(formats.rle_encode(mask)["counts"]) == [2, 4]
+    big = [5, 300, 70000, 2, 1]
+    assert formats._rle_counts_from_string(formats._rle_counts_to_string(big)) == big
+    with pytest.raises(ValueError, match="cover"):
+        formats.rle_decode({"size": [2, 2], "counts": [1, 1]})
