@@ -289,7 +289,7 @@ class SegmentationMetrics:
         >>> from segfix.metrics import SegmentationMetrics
         >>> m = SegmentationMetrics(2)
         >>> m.update(np.array([[0, 1], [1, 1]]), np.array([[0, 0], [1, 1]]))
-        >>> [round(float(v), 3) for v in m.compute().iou]
+        >>> print([round(float(v), 3) for v in m.compute().iou])
         [0.5, 0.667]
     """
 

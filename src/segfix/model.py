@@ -99,7 +99,8 @@ class SegFix(
     Network arguments are those of :class:`segfix.network.SegFixNet`. The rest:
 
     Args:
-        mean, std: per-channel normalisation of images scaled to [0, 1], in ``channel_order``.
+        mean: per-channel mean of images scaled to [0, 1], in ``channel_order``.
+        std: per-channel standard deviation, likewise.
         channel_order: ``'RGB'``, or ``'BGR'`` for the original's checkpoints (images are flipped to BGR, then
             normalised with ``mean``/``std`` in that order).
         boundary_threshold: a pixel is boundary when its boundary probability exceeds this.
@@ -414,7 +415,11 @@ class SegFix(
         Args:
             pretrained_model_name_or_path: a name from :func:`segfix.list_models`, a folder written by
                 :meth:`save_pretrained`, or a Hub repo id (``"org/name"``).
-            revision, cache_dir, force_download, local_files_only, token: passed to every Hub download.
+            revision: Hub branch, tag or commit (passed to every download, like the next four).
+            cache_dir: Hugging Face cache folder.
+            force_download: download again even if cached.
+            local_files_only: use the cache only, never the network.
+            token: Hub token for private repos.
             device: where to put the model (default CPU).
             strict: refuse missing or unexpected weights (default True).
             overrides: config values to change, e.g. ``inference="sliding"`` or ``semantic_scale=1``.

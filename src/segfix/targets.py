@@ -164,7 +164,10 @@ def instance_targets(
     Args:
         instance_ids: integer map, shape ``(H, W)``, ids ``>= 0`` (or ``ignore_index``).
         ignore_index: id whose pixels are never boundary; ``None`` for none.
-        max_distance, num_directions, border, zero_gradient: as in :func:`boundary_targets`.
+        max_distance: boundary band half-width, as in :func:`boundary_targets`.
+        num_directions: 4, 8 or 16.
+        border: ``'zero'`` (faithful) or ``'replicate'``, as in :func:`boundary_targets`.
+        zero_gradient: ``'angle_zero'`` (faithful) or ``'no_direction'``, as in :func:`boundary_targets`.
         min_pixels: segments with fewer pixels are skipped (default 0: keep all, as the original).
 
     Returns:

@@ -216,8 +216,16 @@ def train(
         model: :class:`SegFix` constructor arguments (backbone, decoder, ...); ``num_directions`` also sets the
             targets.
         imagenet: initialise the backbone from the offline ImageNet weights when available for it.
-        iterations, batch_size (global, over all processes), crop_size, scale_range, max_distance: data.
-        optimizer: ``'sgd'`` (momentum, the original) or ``'adamw'``; lr, momentum, weight_decay, poly_power.
+        iterations: training steps.
+        batch_size: global batch size, over all processes.
+        crop_size: square crop side in pixels.
+        scale_range: random scale factor range.
+        max_distance: boundary band half-width of the targets.
+        optimizer: ``'sgd'`` (momentum, the original) or ``'adamw'``.
+        lr: initial learning rate (poly schedule).
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        poly_power: exponent of the poly schedule.
         workers: data-loading processes per training process.
         resume: continue from ``output/checkpoint.pt`` (same arguments expected).
         validate_every: run :func:`evaluate_offsets` on ``val_dataset`` every so many steps (0: only at the end).
