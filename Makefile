@@ -21,7 +21,13 @@ test-all: $(STAMP)  ## also the slow tests
 	$(PY) -m pytest -q --runslow
 
 bench: $(STAMP)  ## speed and memory tables
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_train.py
+
+docs: $(STAMP)  ## build the documentation into site/
+	$(PY) -m mkdocs build --strict -d site
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples

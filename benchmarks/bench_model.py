@@ -92,6 +92,24 @@ def run_segfix(name: str, shape: tuple[int, int], repeat: int) -> dict:
     return {"total": total, "parts": parts, "peak_mib": peak_mib}
 
 
+def run_batching(repeat: int) -> dict:
+    """Per-image time of refine() on 8 CamVid-sized images (360x480): one call for all vs one call each."""
+    import torch
+
+    from segfix import SegFix
+
+    torch.set_num_threads(2)
+    model = SegFix(**CONFIGS["bundled architecture, fp32"]["model"], precision="fp32").eval()
+    scenes = [scene((360, 480)) for _ in range(8)]
+    images = [s[0] for s in scenes]
+    labels = np.stack([s[1] for s in scenes])
+    batched = median_seconds(lambda: model.refine(images, labels), repeat=repeat, warmup=1) / len(images)
+    single = median_seconds(
+        lambda: [model.refine(img, lbl) for img, lbl in zip(images, labels)], repeat=repeat, warmup=1
+    ) / len(images)
+    return {"batched": batched, "single": single}
+
+
 def run_densecrf(shape: tuple[int, int], repeat: int) -> dict:
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_labels
@@ -118,7 +136,12 @@ def main() -> None:
     shape = (512, 1024) if args.quick else (1024, 2048)
     repeat = 3 if args.quick else 7
     if args.child:
-        result = run_densecrf(shape, repeat) if args.child == "densecrf" else run_segfix(args.child, shape, repeat)
+        if args.child == "densecrf":
+            result = run_densecrf(shape, repeat)
+        elif args.child == "batching":
+            result = run_batching(repeat)
+        else:
+            result = run_segfix(args.child, shape, repeat)
         print(json.dumps(result))
         return
     print(f"# SegFix.refine end to end, {shape[0]}x{shape[1]} image, whole-image inference; {machine()}")
@@ -155,6 +178,11 @@ def main() -> None:
     )
     print_table(
         "where the time goes", ["configuration", "backbone", "decoder + heads", "upsample + offsets", "shift"], shares
+    )
+    b = child("batching")
+    print(
+        f"\nbatching (8 images of 360x480, bundled architecture, fp32): {b['batched'] * 1e3:.0f} ms per image in "
+        f"one call vs {b['single'] * 1e3:.0f} ms one by one ({b['single'] / b['batched']:.2f}x)"
     )
 
 

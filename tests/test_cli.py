@@ -244,3 +244,46 @@ def test_demo(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path)]) == 0
     assert (tmp_path / "demo.png").is_file() and (tmp_path / "refined.png").is_file()
     assert "mIoU" in capsys.readouterr().out
+
+
+def test_refine_reports_mis_sized_and_colour_predictions(folders):
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(folders / "preds" / "img1.png")  # wrong size
+    Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(folders / "preds" / "img2.png")  # colour, not ids
+    out = folders / "refined"
+    assert main(["refine", str(folders / "preds"), "--offsets", str(folders / "offsets"), "--output", str(out)]) == 1
+    assert [p.name for p in out.glob("*.png")] == ["img0.png"]
+
+
+def test_train_command_with_validation(tmp_path, capsys):
+    root = tmp_path / "camvid"
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for i in range(4):
+            image, truth, _ = scene(i)
+            Image.fromarray(image).save(root / split / f"f{i}.png")
+            Image.fromarray(truth).save(root / f"{split}annot" / f"f{i}.png")
+    code = main(
+        [
+            "train",
+            "--dataset",
+            f"camvid={root}",
+            "--output",
+            str(tmp_path / "run"),
+            "--iterations",
+            "2",
+            "--batch-size",
+            "2",
+            "--crop-size",
+            "32",
+            "--workers",
+            "0",
+            "--holdout",
+            "2",
+            "--val-dataset",
+            f"camvid={root}@val",
+        ]
+    )
+    assert code == 0
+    assert (tmp_path / "run" / "settings.json").is_file() and (tmp_path / "run" / "history.jsonl").is_file()
+    assert segfix.SegFix.from_pretrained(tmp_path / "run" / "model") is not None

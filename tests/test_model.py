@@ -269,3 +269,31 @@ def test_imagenet_weights_line_up():
     torch.testing.assert_close(backbone.bn1.running_var, source["_bn0.running_var"])
     with pytest.raises(ValueError, match="no offline ImageNet weights"):
         segfix.load_imagenet_backbone(create_backbone("test_resnet"), "test_resnet")
+
+
+def test_push_to_hub_uploads_a_loadable_folder(model, tmp_path, monkeypatch):
+    """push_to_hub (from PyTorchModelHubMixin) with the Hub replaced by a local recorder."""
+    import huggingface_hub.hub_mixin as hub_mixin
+
+    uploaded = {}
+
+    class FakeApi:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            return type("Repo", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, *, repo_id, folder_path, **kwargs):
+            shutil.copytree(folder_path, tmp_path / "hub" / repo_id)
+            uploaded["repo"] = repo_id
+            return "https://huggingface.co/" + repo_id
+
+    monkeypatch.setattr(hub_mixin, "HfApi", FakeApi)
+    model.push_to_hub("org/segfix-test")
+    folder = tmp_path / "hub" / "org/segfix-test"
+    assert uploaded["repo"] == "org/segfix-test"
+    assert "segfix" in (folder / "README.md").read_text()
+    np.testing.assert_array_equal(
+        SegFix.from_pretrained(folder).predict_offsets(image()), model.predict_offsets(image())
+    )

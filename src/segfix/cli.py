@@ -22,25 +22,35 @@ def _asset(name: str) -> Path:
 
 def _demo(args: argparse.Namespace) -> int:
     from . import boundary_targets, refine_semantic, viz
-    from ._io import read_image, read_label, write_png
+    from ._io import atomic_write, read_image, read_label, write_png
     from .metrics import SegmentationMetrics
+    from .pretrained import list_models
 
     image = read_image(_asset("coffee.jpg"))
     reference = read_label(_asset("coffee_reference.png"))
     coarse = read_label(_asset("coffee_coarse.png"))
     num_classes = int(reference.max()) + 1
-    start = time.perf_counter()
-    targets = boundary_targets(reference, min_pixels=0)
-    offsets = targets.offsets()
-    refined = refine_semantic(coarse, offsets, scale=args.scale)
-    elapsed = time.perf_counter() - start
-    source = "offsets from the reference map (the oracle: SegFix's upper bound)"
+    oracle = refine_semantic(coarse, boundary_targets(reference, min_pixels=0).offsets(), scale=2)
 
-    scores = {}
-    for name, prediction in (("coarse", coarse), ("refined", refined)):
-        m = SegmentationMetrics(num_classes, tolerances=(1, 2, 3))
-        m.update(prediction, reference)
-        scores[name] = m.compute()
+    rows = [("coarse input", coarse)]
+    model_name = None if args.oracle else (args.model or next(iter(list_models()), None))
+    if model_name is not None:
+        from .model import SegFix
+
+        model = SegFix.from_pretrained(model_name, device=args.device)
+        model.refine(image, coarse)  # warm-up: the first call compiles kernels
+        start = time.perf_counter()
+        refined = model.refine(image, coarse)
+        elapsed = time.perf_counter() - start
+        prediction = model.predict(image)
+        rows.append((f"SegFix ({model_name})", refined))
+        what = f"the SegFix model {model_name!r} ({elapsed * 1e3:.0f} ms)"
+        band, band_title = viz.overlay_boundary(image, prediction.boundary), "predicted boundary"
+    else:
+        refined = oracle
+        what = "offsets from the reference labels (the oracle)"
+        band, band_title = viz.overlay_boundary(image, boundary_targets(reference, min_pixels=0).boundary), "boundary"
+    rows.append(("oracle offsets (upper bound)", oracle))
 
     out = Path(args.output)
     sheet = viz.panel(
@@ -48,7 +58,7 @@ def _demo(args: argparse.Namespace) -> int:
             image,
             viz.colorize(reference, num_classes),
             viz.colorize(coarse, num_classes),
-            viz.overlay_boundary(image, targets.boundary),
+            band,
             viz.colorize(refined, num_classes),
             viz.error_map(coarse, refined, reference),
         ],
@@ -56,23 +66,23 @@ def _demo(args: argparse.Namespace) -> int:
             "image (CC0 photo)",
             "reference labels",
             "coarse prediction",
-            "boundary band",
-            f"refined (scale {args.scale})",
+            band_title,
+            "refined",
             "fixed green / broken red / still wrong grey",
         ],
     )
-    from ._io import atomic_write
-
     atomic_write(out / "demo.png", lambda tmp: sheet.save(tmp, format="PNG"))
     write_png(out / "refined.png", refined.astype(np.uint8))
 
-    before, after = scores["coarse"], scores["refined"]
-    print(f"segfix demo: refined a {coarse.shape[1]}x{coarse.shape[0]} coarse label map with {source}")
-    print(f"  boundary pixels moved: {int((refined != coarse).sum())} of {coarse.size}  ({elapsed * 1e3:.0f} ms)")
-    print(f"  {'':10s}{'mIoU':>8s}{'F@1px':>8s}{'F@2px':>8s}{'F@3px':>8s}")
-    for label, r in (("coarse", before), ("refined", after)):
+    print(f"segfix demo: refined a {coarse.shape[1]}x{coarse.shape[0]} coarse label map with {what}")
+    print(f"  {'':30s}{'mIoU':>8s}{'F@1px':>8s}{'F@2px':>8s}{'F@3px':>8s}{'pixels changed':>16s}")
+    for label, prediction_map in rows:
+        m = SegmentationMetrics(num_classes, tolerances=(1, 2, 3))
+        m.update(prediction_map, reference)
+        r = m.compute()
         f = r.mean_boundary_f
-        print(f"  {label:10s}{r.miou * 100:8.2f}{f[1] * 100:8.2f}{f[2] * 100:8.2f}{f[3] * 100:8.2f}")
+        changed = int((prediction_map != coarse).sum())
+        print(f"  {label:30s}{r.miou * 100:8.2f}{f[1] * 100:8.2f}{f[2] * 100:8.2f}{f[3] * 100:8.2f}{changed:16d}")
     print(f"  wrote {out / 'demo.png'} and {out / 'refined.png'}")
     return 0
 
@@ -117,6 +127,11 @@ def _train(args: argparse.Namespace) -> int:
         datasets[0], held_out = datasets[0].split(holdout_every)
     if args.proportions:
         settings["proportions"] = args.proportions
+    if args.val_dataset:
+        kind_root, _, split = args.val_dataset.partition("@")
+        settings["val_dataset"] = _dataset(kind_root, split or "val")
+        settings["val_coarse"] = args.val_coarse
+        settings["validate_every"] = args.validate_every
     output = Path(args.output)
     print(
         f"segfix train: {', '.join(f'{type(d).__name__} ({len(d)} images)' for d in datasets)}"
@@ -375,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
         "write demo.png (panels) and refined.png into --output.",
     )
     demo.add_argument("--output", default="outputs/demo", help="folder for demo.png and refined.png")
-    demo.add_argument("--scale", type=int, default=2, help="offset scale (SegFix uses 2 for semantic maps)")
+    demo.add_argument("--model", help="model to use (default: the bundled model)")
+    demo.add_argument("--oracle", action="store_true", help="use offsets from the reference labels instead")
+    demo.add_argument("--device", help="cpu, cuda, ...")
     demo.set_defaults(func=_demo)
 
     tr = sub.add_parser(
@@ -414,6 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold out every N-th image of the first dataset to choose inference settings (0: none)",
     )
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    tr.add_argument(
+        "--val-dataset",
+        metavar="KIND=ROOT[@SPLIT]",
+        help="validate on this dataset (split 'val' by default): boundary F1, direction accuracy",
+    )
+    tr.add_argument(
+        "--val-coarse",
+        help="folder of coarse predictions <name>.png for --val-dataset: also report "
+        "the mIoU and boundary F-score gain of refining them",
+    )
+    tr.add_argument("--validate-every", type=int, default=0, help="steps between validations (0: at the end)")
     tr.set_defaults(func=_train)
 
     rf = sub.add_parser(

@@ -342,8 +342,9 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"loss became {float(loss.detach())} at step {step}; lower the learning rate")
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower the learning rate")
         state.step += 1
         images_seen += images.shape[0] * world
         tick = time.perf_counter()
@@ -351,7 +352,7 @@ def train(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(
-                loss=f"{float(loss):.3f}",
+                loss=f"{loss_value:.3f}",
                 bnd=f"{parts['boundary']:.3f}",
                 dir=f"{parts['direction']:.3f}",
                 lr=f"{opt.param_groups[0]['lr']:.4f}",

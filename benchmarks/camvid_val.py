@@ -1,0 +1,105 @@
+"""CamVid val: ESPNet's predictions before and after SegFix, and with oracle offsets (the upper bound).
+
+Reads the research-use CamVid copy in ../shared/data/camvid (never shipped). Prints per-class IoU and boundary
+F-score at 1/2/3 px, before and after, and the means for every variant.
+
+Run: ``python benchmarks/camvid_val.py [--model camvid-lite0] [--root ../shared/data/camvid]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import segfix  # noqa: E402
+from segfix._io import read_image, read_label  # noqa: E402
+from segfix.data import CAMVID_CLASSES  # noqa: E402
+from segfix.metrics import SegmentationMetrics  # noqa: E402
+
+from _common import machine, print_table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="camvid-lite0")
+    parser.add_argument("--root", default=str(ROOT))
+    parser.add_argument("--limit", type=int, help="first N images only")
+    args = parser.parse_args()
+    root = Path(args.root)
+    if not (root / "valannot").is_dir():
+        raise SystemExit(f"CamVid not found at {root}")
+    names = sorted(p.name for p in (root / "valannot").glob("*.png"))[: args.limit]
+    model = segfix.SegFix.from_pretrained(args.model)
+    print(f"# CamVid val ({len(names)} images), ESPNet predictions, model {args.model!r}; {machine()}")
+    print(f"# command: python benchmarks/camvid_val.py --model {args.model}")
+    print(
+        f"# model settings: scale {model.semantic_scale}, iterations {model.iterations}, boundary threshold "
+        f"{model.boundary_threshold}, direction threshold {model.direction_threshold}"
+    )
+
+    variants = ["ESPNet", "ESPNet + SegFix", "oracle, scale 1", "oracle, scale 2"]
+    metrics = {v: SegmentationMetrics(11, ignore_index=255, class_names=CAMVID_CLASSES) for v in variants}
+    seconds = 0.0
+    for name in names:
+        gt = read_label(root / "valannot" / name).astype(np.int64)
+        gt[gt == 11] = 255
+        coarse = read_label(root / "val_espnet" / name)
+        image = read_image(root / "val" / name)
+        start = time.perf_counter()
+        refined = model.refine(image, coarse)
+        seconds += time.perf_counter() - start
+        oracle = segfix.boundary_targets(gt).offsets()
+        metrics["ESPNet"].update(coarse, gt)
+        metrics["ESPNet + SegFix"].update(refined, gt)
+        for scale in (1, 2):
+            metrics[f"oracle, scale {scale}"].update(segfix.refine_semantic(coarse, oracle, scale=scale), gt)
+    results = {v: m.compute() for v, m in metrics.items()}
+    base = results["ESPNet"]
+    rows = []
+    for v, r in results.items():
+        f = r.mean_boundary_f
+        rows.append(
+            [
+                v,
+                f"{r.miou * 100:.2f}",
+                f"{(r.miou - base.miou) * 100:+.2f}",
+                f"{f[1] * 100:.2f}",
+                f"{(f[1] - base.mean_boundary_f[1]) * 100:+.2f}",
+                f"{f[2] * 100:.2f}",
+                f"{f[3] * 100:.2f}",
+                f"{r.mean_boundary_iou * 100:.2f}",
+            ]
+        )
+    print_table("means", ["predictions", "mIoU", "Δ", "F@1px", "Δ", "F@2px", "F@3px", "BIoU"], rows)
+    after = results["ESPNet + SegFix"]
+    per_class = []
+    for i, name in enumerate(CAMVID_CLASSES):
+        row = [name]
+        for _column, values in (
+            ("IoU", (base.iou, after.iou)),
+            *((f"F@{t}", (base.boundary_f[t], after.boundary_f[t])) for t in (1, 2, 3)),
+        ):
+            b, a = values[0][i] * 100, values[1][i] * 100
+            row += [f"{b:.2f}", f"{a:.2f} ({a - b:+.2f})"]
+        per_class.append(row)
+    print_table(
+        "per class: ESPNet -> ESPNet + SegFix",
+        ["class", "IoU", "IoU after", "F@1", "F@1 after", "F@2", "F@2 after", "F@3", "F@3 after"],
+        per_class,
+    )
+    worse = [CAMVID_CLASSES[i] for i in range(11) if after.iou[i] < base.iou[i]]
+    print(
+        f"\nclasses whose IoU fell: {worse or 'none'}; SegFix.refine took {seconds / len(names) * 1e3:.0f} ms per "
+        f"480x360 image"
+    )
+
+
+if __name__ == "__main__":
+    main()
