@@ -7,8 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-import numpy as np
-from scipy import ndimage
+from segfix._synthetic import voronoi_labels  # noqa: F401  (re-exported for the benchmarks)
 
 
 def median_seconds(fn: Callable[[], object], *, repeat: int = 15, warmup: int = 2) -> float:
@@ -26,19 +25,6 @@ def machine() -> str:
     import os
 
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-def voronoi_labels(shape, num_regions, num_classes, seed=0) -> np.ndarray:
-    """Blobby random scene: Voronoi cells with random classes."""
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    ys, xs = rng.integers(0, h, num_regions), rng.integers(0, w, num_regions)
-    seeds = np.ones(shape, bool)
-    seeds[ys, xs] = False
-    iy, ix = ndimage.distance_transform_edt(seeds, return_distances=False, return_indices=True)
-    classes = np.zeros(shape, np.int64)
-    classes[ys, xs] = rng.integers(0, num_classes, num_regions)
-    return classes[iy, ix].astype(np.uint8)
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

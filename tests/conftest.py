@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
+
+from segfix._synthetic import voronoi_labels  # noqa: F401  (re-exported for the tests)
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
 
@@ -40,19 +41,6 @@ def _restore_torch_rng():
     state = torch.random.get_rng_state()
     yield
     torch.random.set_rng_state(state)
-
-
-def voronoi_labels(shape, num_regions, num_classes, seed, dtype=np.uint8) -> np.ndarray:
-    """A label map of random Voronoi cells with random classes: blobby regions like a real scene."""
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    ys, xs = rng.integers(0, h, num_regions), rng.integers(0, w, num_regions)
-    seeds = np.ones(shape, bool)
-    seeds[ys, xs] = False
-    iy, ix = ndimage.distance_transform_edt(seeds, return_distances=False, return_indices=True)
-    classes = np.zeros(shape, np.int64)
-    classes[ys, xs] = rng.integers(0, num_classes, num_regions)
-    return classes[iy, ix].astype(dtype)
 
 
 @pytest.fixture

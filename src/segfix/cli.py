@@ -181,6 +181,14 @@ def _load_model(name: str, device: str | None):
     return SegFix.from_pretrained(name, device=device)
 
 
+def _report(command: str, report, output: str) -> int:
+    """Print a folder job's summary and failures; the exit code says whether every file succeeded."""
+    print(f"segfix {command}: {report.summary()} -> {output}")
+    for name, reason in report.failed:
+        print(f"  FAILED {name}: {reason}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 def _refine(args: argparse.Namespace) -> int:
     from .folders import refine_folder
 
@@ -212,10 +220,7 @@ def _refine(args: argparse.Namespace) -> int:
         progress=update,
     )
     bar.close()
-    print(f"segfix refine: {report.summary()} -> {args.output}")
-    for name, reason in report.failed:
-        print(f"  FAILED {name}: {reason}", file=sys.stderr)
-    return 0 if report.ok else 1
+    return _report("refine", report, args.output)
 
 
 def _offsets(args: argparse.Namespace) -> int:
@@ -234,10 +239,7 @@ def _offsets(args: argparse.Namespace) -> int:
         progress=update,
     )
     bar.close()
-    print(f"segfix offsets: {report.summary()} -> {args.output}")
-    for name, reason in report.failed:
-        print(f"  FAILED {name}: {reason}", file=sys.stderr)
-    return 0 if report.ok else 1
+    return _report("offsets", report, args.output)
 
 
 def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
