@@ -8,10 +8,12 @@ network sees (the original resized stored distance maps, which widened or narrow
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ._io import atomic_write
 from .directions import flip_direction
 from .targets import boundary_targets, instance_targets
 
@@ -79,6 +81,8 @@ class TrainTransform:
         max_distance, num_directions: target settings (see :func:`segfix.boundary_targets`).
         instance: build instance targets from ``sample.instance_ids`` instead of semantic ones.
         jitter: photometric jitter strength (0 disables).
+        cache_dir: store the targets of unscaled samples here and reuse them (used whenever the random scale is
+            exactly 1, e.g. with the original Cityscapes recipe's ``scale_range=(1, 1)``).
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class TrainTransform:
         instance: bool = False,
         jitter: float = 0.2,
         min_pixels: int = 100,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.crop_size = crop_size
         self.scale_range = scale_range
@@ -101,14 +106,10 @@ class TrainTransform:
         self.instance = instance
         self.jitter = jitter
         self.min_pixels = min_pixels
+        self.cache_dir = cache_dir
 
-    def __call__(self, sample, rng: np.random.Generator) -> TrainingExample:
-        image = sample.image
-        label = sample.instance_ids if self.instance else sample.label
-        if rng.random() < 0.5:  # flipping before the targets keeps them exact; hflip() serves cached targets
-            image, label = image[:, ::-1], label[:, ::-1]
-        scale = float(rng.uniform(*self.scale_range))
-        image, label = resize(np.ascontiguousarray(image), np.ascontiguousarray(label), scale)
+    def _targets(self, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(boundary with -1 = ignore, direction with -1 = none), int64 ``(H, W)`` each."""
         make = instance_targets if self.instance else boundary_targets
         kwargs = {} if self.instance else {"min_pixels": self.min_pixels}
         targets = make(
@@ -123,6 +124,39 @@ class TrainTransform:
         ignore = label == self.ignore_index
         boundary = np.where(ignore, -1, targets.boundary.astype(np.int64))
         direction = np.where(targets.boundary & ~ignore, targets.direction, -1)
+        return boundary, direction
+
+    def _cached_targets(self, sample, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        path = Path(self.cache_dir) / f"{sample.name}.npz"
+        if path.is_file():
+            with np.load(path) as data:
+                return data["boundary"].astype(np.int64), data["direction"].astype(np.int64)
+        boundary, direction = self._targets(label)
+        atomic_write(
+            path,
+            lambda tmp: np.savez_compressed(
+                tmp, boundary=boundary.astype(np.int8), direction=direction.astype(np.int8)
+            ),
+        )
+        return boundary, direction
+
+    def __call__(self, sample, rng: np.random.Generator) -> TrainingExample:
+        image = sample.image
+        label = sample.instance_ids if self.instance else sample.label
+        flip = rng.random() < 0.5
+        scale = float(rng.uniform(*self.scale_range))
+        if self.cache_dir is not None and scale == 1.0:
+            # Targets of the unscaled map are computed once and reused; a flip then remaps their directions.
+            boundary, direction = self._cached_targets(sample, label)
+            if flip:
+                image, boundary, direction = hflip(image, boundary, direction, self.num_directions)
+                label = label[:, ::-1]
+        else:
+            if flip:  # flipping before the targets keeps them exact
+                image, label = image[:, ::-1], label[:, ::-1]
+            image, label = resize(np.ascontiguousarray(image), np.ascontiguousarray(label), scale)
+            boundary, direction = self._targets(label)
+        ignore = label == self.ignore_index
         seg = np.where(ignore, -1, label.astype(np.int64)) if not self.instance else np.where(ignore, -1, 0)
         image, boundary, direction, seg = random_crop(
             [image, boundary, direction, seg], [0, -1, -1, -1], self.crop_size, rng

@@ -48,6 +48,7 @@ _logger = logging.getLogger(__name__)
 RECIPES: dict[str, dict] = {
     # The original Cityscapes recipe (HRNet, 4 GPUs): 80k iterations, batch 16, crop 512, lr 0.04, wd 5e-4.
     "cityscapes": dict(
+        cache_targets=True,
         iterations=80_000,
         batch_size=16,
         crop_size=512,
@@ -205,6 +206,7 @@ def train(
     channels_last: bool | None = None,
     progress: bool = True,
     instance: bool = False,
+    cache_targets: bool = False,
     on_step_end=None,
 ) -> Path:
     """Train a SegFix model; returns the folder of the final model (loadable by ``SegFix.from_pretrained``).
@@ -233,6 +235,7 @@ def train(
         precision: 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32', 'bf16', 'fp16'.
         channels_last: default True on CUDA.
         instance: train on instance targets (``Sample.instance_ids``).
+        cache_targets: keep the targets of unscaled samples in ``output/targets/<dataset>/`` and reuse them.
         on_step_end: optional ``callback(step, model)`` called on every process after each step (after the
             checkpoint), e.g. for custom logging.
     """
@@ -293,8 +296,9 @@ def train(
             max_distance=max_distance,
             num_directions=num_directions,
             instance=instance,
+            cache_dir=output / "targets" / str(i) if cache_targets else None,
         )
-        for d in datasets
+        for i, d in enumerate(datasets)
     ]
     sampler = MixedBatchSampler(
         [len(d) for d in datasets],
