@@ -39,9 +39,11 @@ CONFIGS = {
 
 
 def scene(shape: tuple[int, int]):
+    """A synthetic street-like scene: 19 classes of Voronoi regions, each with its own colour plus noise."""
     rng = np.random.default_rng(0)
     labels = voronoi_labels(shape, 120, 19, seed=1)
-    image = (rng.integers(0, 40, (*shape, 3)) + np.array([[(37 * labels) % 200]]).transpose(1, 2, 0)).astype(np.uint8)
+    palette = rng.integers(0, 216, (19, 3))
+    image = (palette[labels] + rng.integers(0, 40, (*shape, 3))).astype(np.uint8)
     return image, labels
 
 

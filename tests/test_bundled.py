@@ -37,5 +37,5 @@ def test_refines_the_demo_image(bundled):
     refined = bundled.refine(image, coarse)
     assert refined.shape == coarse.shape and refined.dtype == coarse.dtype
     changed = (refined != coarse).mean()
-    assert 0.001 < changed < 0.2  # it moves boundary pixels, not whole regions
+    assert 0 < changed < 0.2  # it moves some boundary pixels, never whole regions
     assert set(np.unique(refined)) <= set(np.unique(coarse))

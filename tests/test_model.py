@@ -297,3 +297,23 @@ def test_push_to_hub_uploads_a_loadable_folder(model, tmp_path, monkeypatch):
     np.testing.assert_array_equal(
         SegFix.from_pretrained(folder).predict_offsets(image()), model.predict_offsets(image())
     )
+
+
+def test_flip_tta_averages_the_mirrored_pass(model):
+    img = image(48, 64)
+    plain = model.predict(img)
+    mirrored = model.predict(np.ascontiguousarray(img[:, ::-1]))
+    model.flip_tta = True
+    tta = model.predict(img)
+    np.testing.assert_allclose(
+        tta.boundary_prob, (plain.boundary_prob + mirrored.boundary_prob[:, ::-1]) / 2, atol=1e-5
+    )
+    # Direction logits of the mirrored pass come back with their channels remapped (left <-> right, ...).
+    x = model._to_batch(img)[0][0]
+    model.flip_tta = False
+    _, logits = model._dense(x, "whole")
+    _, logits_mirror = model._dense(x.flip(-1), "whole")
+    remap = segfix.flip_direction(np.arange(8), 8)
+    model.flip_tta = True
+    _, logits_tta = model._dense(x, "whole")
+    torch.testing.assert_close(logits_tta, (logits + logits_mirror.flip(-1)[:, remap]) / 2)

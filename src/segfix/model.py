@@ -34,7 +34,7 @@ from PIL import Image
 from torch import nn
 
 from ._checks import describe
-from .directions import direction_to_offset
+from .directions import direction_to_offset, flip_direction
 from .inference import predict_sliding, predict_whole
 from .network import SegFixNet
 from .pretrained import BUNDLED_MODELS, bundled_model_dir, list_models
@@ -115,6 +115,7 @@ class SegFix(
         max_whole_pixels: larger images use sliding windows under ``'auto'`` (bounds memory).
         input_scale: resize images by this factor before the network (predictions return to full size).
         precision: ``'auto'`` (bf16 autocast on CUDA, fp32 elsewhere), ``'fp32'``, ``'bf16'`` or ``'fp16'``.
+        flip_tta: also run the mirrored image and average (directions remapped), at twice the cost.
         ignore_index: label never moved or created by :meth:`refine`.
     """
 
@@ -145,6 +146,7 @@ class SegFix(
         max_whole_pixels: int = 4 * 1024 * 1024,
         input_scale: float = 1.0,
         precision: str = "auto",
+        flip_tta: bool = False,
         ignore_index: int | None = 255,
     ) -> None:
         super().__init__()
@@ -169,6 +171,8 @@ class SegFix(
             backbone_kwargs=backbone_kwargs,
             backbone_upsample=backbone_upsample,
         )
+        # channels-last convolutions were 1.4x faster on the CPU (and are the fast layout on GPUs)
+        self.net.to(memory_format=torch.channels_last)
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.channel_order = channel_order
@@ -187,6 +191,7 @@ class SegFix(
         self.max_whole_pixels = max_whole_pixels
         self.input_scale = input_scale
         self.precision = precision
+        self.flip_tta = flip_tta
         self.ignore_index = ignore_index
 
     # ------------------------------------------------------------------ basics
@@ -339,10 +344,26 @@ class SegFix(
         if self.input_scale != 1.0:
             scaled = tuple(max(1, round(s * self.input_scale)) for s in size)
             images = torch.nn.functional.interpolate(images, size=scaled, mode="bilinear", align_corners=False)
+        prob, logits = self._network_pass(images, inference)
+        if self.flip_tta:
+            # The mirrored image's directions point the mirrored way: remap the logit channels, then average.
+            flipped_prob, flipped_logits = self._network_pass(images.flip(-1), inference)
+            remap = torch.as_tensor(
+                flip_direction(np.arange(self.num_directions), self.num_directions), device=logits.device
+            )
+            prob = (prob + flipped_prob.flip(-1)) / 2
+            logits = (logits + flipped_logits.flip(-1)[:, remap]) / 2
+        if self.input_scale != 1.0:
+            prob = torch.nn.functional.interpolate(prob[:, None], size=size, mode="bilinear")[:, 0]
+            logits = torch.nn.functional.interpolate(logits, size=size, mode="bilinear")
+        return prob, logits
+
+    def _network_pass(self, images: torch.Tensor, inference: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.contiguous(memory_format=torch.channels_last)
         height, width = images.shape[-2:]
         sliding = inference == "sliding" or (inference == "auto" and height * width > self.max_whole_pixels)
         if sliding:
-            prob, logits = predict_sliding(
+            return predict_sliding(
                 self.net,
                 images,
                 window=self.window_size,
@@ -350,12 +371,7 @@ class SegFix(
                 align_corners=self.align_corners,
                 precision=self.precision,
             )
-        else:
-            prob, logits = predict_whole(self.net, images, align_corners=self.align_corners, precision=self.precision)
-        if self.input_scale != 1.0:
-            prob = torch.nn.functional.interpolate(prob[:, None], size=size, mode="bilinear")[:, 0]
-            logits = torch.nn.functional.interpolate(logits, size=size, mode="bilinear")
-        return prob, logits
+        return predict_whole(self.net, images, align_corners=self.align_corners, precision=self.precision)
 
     def _to_batch(self, image) -> tuple[list[torch.Tensor], bool, bool, torch.device | None]:
         """-> (normalised batches grouped by size, single image?, numpy output?, output device)."""
@@ -372,7 +388,7 @@ class SegFix(
                 x = image.to(self.device, torch.float32)
             else:
                 raise TypeError(f"image: expected a float tensor in [0, 1] or uint8, got {describe(image)}")
-            return [self.normalize(x)], single, False, image.device
+            return self._split_on_cpu([self.normalize(x)]), single, False, image.device
         if isinstance(image, (Image.Image, np.ndarray)) and not (isinstance(image, np.ndarray) and image.ndim == 4):
             arrays, single = [_as_rgb_array(image)], True
         elif isinstance(image, np.ndarray):
@@ -392,7 +408,14 @@ class SegFix(
             self.normalize(torch.from_numpy(stack).to(self.device).permute(0, 3, 1, 2).float().contiguous() / 255.0)
             for stack in stacks
         ]
-        return groups, single, True, None
+        return self._split_on_cpu(groups), single, True, None
+
+    def _split_on_cpu(self, groups: list[torch.Tensor]) -> list[torch.Tensor]:
+        """On the CPU, run a batch image by image: measured on a 2-core machine, a batch of 8 CamVid images took
+        2x longer per image in one pass (the activations of the whole batch fall out of cache)."""
+        if self.device.type != "cpu":
+            return groups
+        return [image[None] for group in groups for image in group]
 
     # ------------------------------------------------------------------ loading
 
@@ -586,7 +609,12 @@ def _as_rgb_array(image) -> np.ndarray:
 
 
 def _stack_or_list(parts: list[torch.Tensor]):
-    return parts[0] if len(parts) == 1 else parts
+    """One tensor when every part has the same image size (a batch), else a list (one entry per image)."""
+    if len(parts) == 1:
+        return parts[0]
+    if len({tuple(p.shape[1:]) for p in parts}) == 1:
+        return torch.cat(parts)
+    return parts
 
 
 def _finish(x, single: bool, as_numpy: bool, device: torch.device | None):
