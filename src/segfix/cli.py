@@ -378,6 +378,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .formats import LABEL_FORMATS
+
     parser = argparse.ArgumentParser(
         prog="segfix",
         description="SegFix boundary refinement: fix the boundaries of any segmentation model's output.",
@@ -462,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--offsets", help="folder of offset files <name>.npz or <name>.mat")
     rf.add_argument("--kind", choices=["semantic", "cityscapes-instance", "coco"], default="semantic")
     rf.add_argument("--dataset", choices=sorted(PRESETS), help="sets the label format and ignore index")
-    rf.add_argument("--label-format", choices=["trainid", "cityscapes-labelid", "ade20k"])
+    rf.add_argument("--label-format", choices=LABEL_FORMATS)
     rf.add_argument("--ignore-index", type=int, help="stored label never moved or created (default 255)")
     rf.add_argument("--coco-images", help="COCO annotation JSON mapping image ids to file names")
     rf.add_argument("--scale", type=int, help="offset scale (default 2 semantic, 1 instance)")
@@ -500,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--compare", help="a second prediction folder, e.g. the refined one")
     ev.add_argument("--dataset", choices=sorted(PRESETS))
     ev.add_argument("--num-classes", type=int)
-    ev.add_argument("--label-format", choices=["trainid", "cityscapes-labelid", "ade20k"])
+    ev.add_argument("--label-format", choices=LABEL_FORMATS)
     ev.add_argument("--tolerances", type=float, nargs="+", default=[1, 2, 3])
     ev.add_argument("--json")
     ev.add_argument("--csv")
@@ -511,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("gt")
     st.add_argument("--dataset", choices=sorted(PRESETS))
     st.add_argument("--num-classes", type=int)
-    st.add_argument("--label-format", choices=["trainid", "cityscapes-labelid", "ade20k"])
+    st.add_argument("--label-format", choices=LABEL_FORMATS)
     st.add_argument("--widths", type=float, nargs="+", default=[1, 2, 3, 4, 5])
     st.set_defaults(func=_stats)
 
