@@ -287,3 +287,9 @@ def test_train_command_with_validation(tmp_path, capsys):
     assert code == 0
     assert (tmp_path / "run" / "settings.json").is_file() and (tmp_path / "run" / "history.jsonl").is_file()
     assert segfix.SegFix.from_pretrained(tmp_path / "run" / "model") is not None
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "segfix", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("demo", "refine", "offsets", "eval", "stats", "train", "convert-official"):
+        assert command in out
