@@ -64,30 +64,13 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
 
 def check_labels_nonnegative(labels: np.ndarray | torch.Tensor, name: str, ignore_index: int | None) -> None:
     """Reject negative labels other than ``ignore_index`` (which may itself be negative, e.g. -1)."""
-    if isinstance(labels, torch.Tensor):
-        if labels.dtype == torch.uint8 or labels.numel() == 0:
-            return
-        negative = labels < 0
-        if ignore_index is not None and ignore_index < 0:
-            negative &= labels != ignore_index
-        if bool(negative.any()):
-            bad = int(labels[negative].min())
-            raise ValueError(f"{name}: expected class ids >= 0 or the ignore index {ignore_index}, found {bad}")
-        return
-    if labels.dtype.kind == "u" or labels.size == 0:
+    is_torch = isinstance(labels, torch.Tensor)
+    unsigned = labels.dtype in (torch.uint8, torch.bool) if is_torch else labels.dtype.kind in "ub"
+    if unsigned or (labels.numel() if is_torch else labels.size) == 0:
         return
     negative = labels < 0
     if ignore_index is not None and ignore_index < 0:
         negative &= labels != ignore_index
-    if negative.any():
+    if bool(negative.any()):
         bad = int(labels[negative].min())
         raise ValueError(f"{name}: expected class ids >= 0 or the ignore index {ignore_index}, found {bad}")
-
-
-def check_same_hw(a: np.ndarray | torch.Tensor, a_name: str, b: np.ndarray | torch.Tensor, b_name: str) -> None:
-    """Require the trailing (H, W) of two arrays to match."""
-    if tuple(a.shape[-2:]) != tuple(b.shape[-2:]):
-        raise ValueError(
-            f"{b_name}: expected spatial size (H, W) = {tuple(a.shape[-2:])} to match {a_name}, "
-            f"got {tuple(b.shape[-2:])} ({describe(b)})"
-        )

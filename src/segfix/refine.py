@@ -100,10 +100,9 @@ def refine_semantic(
     refined = shift_labels(label_map, offsets, scale=scale, iterations=iterations)
     if ignore_index is None:
         return refined
-    if isinstance(label_map, torch.Tensor):
-        keep = (refined == ignore_index) | (label_map == ignore_index)
-        return torch.where(keep, label_map, refined)
     keep = (refined == ignore_index) | (label_map == ignore_index)
+    if isinstance(label_map, torch.Tensor):
+        return torch.where(keep, label_map, refined)
     return np.where(keep, label_map, refined)
 
 

@@ -412,6 +412,7 @@ def evaluate_offsets(
     * with ``coarse_dir``: ``miou_gain`` and ``f1px_gain`` of refining the coarse predictions there.
     """
     from ._io import read_label
+    from .directions import direction_to_offset
     from .metrics import SegmentationMetrics
 
     tp = fp = fn = correct = total = 0
@@ -432,7 +433,8 @@ def evaluate_offsets(
         total += int(gt_b.sum())
         if coarse_dir is not None:
             coarse = read_label(Path(coarse_dir) / f"{sample.name}.png")
-            offsets = model.predict_offsets(sample.image)
+            # The prediction above already holds the moving pixels and their directions: no second network pass.
+            offsets = direction_to_offset(pred.direction, pred.boundary, num_directions=model.num_directions)
             from .refine import refine_semantic
 
             refined = refine_semantic(
