@@ -293,3 +293,17 @@ def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "segfix", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("demo", "refine", "offsets", "eval", "stats", "train", "convert-official"):
         assert command in out
+
+
+def test_cityscapes_names_share_one_key():
+    from segfix.folders import match_stem
+
+    key = "frankfurt_000000_000294"
+    for name in (
+        f"{key}_leftImg8bit.png",
+        f"{key}_gtFine_labelIds.png",
+        f"{key}_leftImg8bit.mat",
+        f"{key}_leftImg8bit_pred.txt",
+        f"{key}.png",
+    ):
+        assert match_stem(name) == key

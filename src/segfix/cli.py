@@ -243,22 +243,35 @@ def _offsets(args: argparse.Namespace) -> int:
 
 
 def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
-    from .folders import match_stem
+    from .folders import index_files
 
-    def index(folder: Path) -> dict[str, Path]:
-        out = {}
-        for p in sorted(folder.rglob("*.png")):
-            stem = match_stem(p.name)
-            out[stem.removesuffix("_leftImg8bit")] = p
-        return out
-
-    preds, gts = index(pred_dir), index(gt_dir)
+    preds, gts = index_files(pred_dir, (".png",)), index_files(gt_dir, (".png",))
     missing = sorted(set(gts) - set(preds))
     if missing:
         raise SystemExit(
             f"segfix eval: {len(missing)} ground-truth maps have no prediction in {pred_dir}, e.g. {missing[:3]}"
         )
     return [(preds[k], gts[k]) for k in sorted(gts)]
+
+
+def _label_settings(args: argparse.Namespace, command: str) -> tuple[int, int, str, list[str]]:
+    """(num_classes, stored ignore label, label format, class names) from --dataset / --num-classes /
+    --label-format."""
+    num_classes, ignore, label_format, _ = PRESETS.get(args.dataset, (None, 255, "trainid", None))
+    num_classes = args.num_classes or num_classes
+    if num_classes is None:
+        raise SystemExit(f"segfix {command}: pass --dataset or --num-classes")
+    return num_classes, ignore, args.label_format or label_format, _class_names(args.dataset, num_classes)
+
+
+def _read_ground_truth(path: Path, label_format: str, ignore: int) -> np.ndarray:
+    """Class ids of a ground-truth PNG with the dataset's ignore label mapped to 255."""
+    from ._io import read_label
+    from .formats import encode_labels
+
+    gt = encode_labels(read_label(path), label_format)
+    gt[gt == ignore] = 255
+    return gt
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -268,13 +281,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .formats import encode_labels
     from .metrics import SegmentationMetrics
 
-    num_classes, ignore, label_format, _ = PRESETS.get(args.dataset, (args.num_classes, 255, "trainid", None))
-    if args.num_classes:
-        num_classes = args.num_classes
-    if num_classes is None:
-        raise SystemExit("segfix eval: pass --dataset or --num-classes")
-    label_format = args.label_format or label_format
-    names = _class_names(args.dataset, num_classes)
+    num_classes, ignore, label_format, names = _label_settings(args, "eval")
     folders = [Path(args.pred)] + ([Path(args.compare)] if args.compare else [])
     results = []
     for folder in folders:
@@ -284,8 +291,7 @@ def _eval(args: argparse.Namespace) -> int:
         )
         bar, update = _progress(len(pairs), f"segfix eval {folder.name}")
         for pred_path, gt_path in pairs:
-            gt = encode_labels(read_label(gt_path), label_format)
-            gt[gt == ignore] = 255
+            gt = _read_ground_truth(gt_path, label_format, ignore)
             pred = encode_labels(read_label(pred_path), label_format)
             metrics.update(pred, gt)
             update(1)
@@ -342,22 +348,14 @@ def _write_csv(path: Path, results, folders) -> None:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from ._io import read_label
-    from .formats import encode_labels
     from .metrics import BoundaryStatistics
 
-    num_classes, ignore, label_format, _ = PRESETS.get(args.dataset, (args.num_classes, 255, "trainid", None))
-    num_classes = args.num_classes or num_classes
-    if num_classes is None:
-        raise SystemExit("segfix stats: pass --dataset or --num-classes")
-    names = _class_names(args.dataset, num_classes)
+    num_classes, ignore, label_format, names = _label_settings(args, "stats")
     stats = BoundaryStatistics(num_classes, widths=tuple(args.widths), class_names=names)
     files = sorted(Path(args.gt).rglob("*.png"))
     bar, update = _progress(len(files), "segfix stats")
     for path in files:
-        gt = encode_labels(read_label(path), args.label_format or label_format)
-        gt[gt == ignore] = 255
-        stats.update(gt)
+        stats.update(_read_ground_truth(path, label_format, ignore))
         update(1)
     bar.close()
     share = stats.compute()

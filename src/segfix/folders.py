@@ -30,7 +30,7 @@ from .formats import (
 )
 from .refine import refine_instances, refine_semantic
 
-__all__ = ["JobReport", "find_images", "match_stem", "offsets_folder", "refine_folder"]
+__all__ = ["JobReport", "find_images", "index_files", "match_stem", "offsets_folder", "refine_folder"]
 
 _logger = logging.getLogger(__name__)
 
@@ -56,25 +56,29 @@ class JobReport:
 
 
 def match_stem(name: str) -> str:
-    """The stem shared by an image and its label/prediction file (dataset suffixes removed)."""
+    """The key shared by an image and its label, prediction and offsets files: the file stem without dataset
+    suffixes (``_gtFine_labelIds``, ``_pred``, ...) and without Cityscapes' ``_leftImg8bit``."""
     stem = Path(name).stem
     for suffix in _STRIP:
         if stem.endswith(suffix):
-            return stem[: -len(suffix)]
-    return stem
+            stem = stem[: -len(suffix)]
+            break
+    return stem.removesuffix("_leftImg8bit")
+
+
+def index_files(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
+    """The files under ``folder`` (recursively, hidden ones skipped) with one of ``suffixes``, by
+    :func:`match_stem`; the first in sorted order wins when two share a key."""
+    index: dict[str, Path] = {}
+    for path in _visible(Path(folder).rglob("*")):
+        if path.suffix.lower() in suffixes:
+            index.setdefault(match_stem(path.name), path)
+    return index
 
 
 def find_images(folder: Path) -> dict[str, Path]:
-    """Index the images under ``folder`` (recursively) by :func:`match_stem`; also under the name without a
-    trailing ``_leftImg8bit`` so that Cityscapes labels match their images."""
-    index: dict[str, Path] = {}
-    for path in sorted(Path(folder).rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            stem = match_stem(path.name)
-            index.setdefault(stem, path)
-            if stem.endswith("_leftImg8bit"):
-                index.setdefault(stem[: -len("_leftImg8bit")], path)
-    return index
+    """Index the images under ``folder`` by :func:`match_stem`."""
+    return index_files(folder, IMAGE_SUFFIXES)
 
 
 def _remove_stale_partials(output: Path) -> None:
@@ -110,13 +114,7 @@ class _OffsetSource:
         if model is not None and images_dir is None:
             raise ValueError("a model needs the images: pass the images folder")
         self.model = model
-        self.offsets = {}
-        if offsets_dir is not None:
-            for path in sorted(Path(offsets_dir).rglob("*")):
-                if path.suffix in (".npz", ".mat"):
-                    self.offsets.setdefault(match_stem(path.name), path)
-                    if path.stem.endswith("_leftImg8bit"):
-                        self.offsets.setdefault(path.stem[: -len("_leftImg8bit")], path)
+        self.offsets = index_files(offsets_dir, (".npz", ".mat")) if offsets_dir is not None else {}
         self.images = find_images(images_dir) if images_dir is not None else {}
 
     def image_for(self, stem: str) -> Path:
@@ -313,7 +311,7 @@ def _refine_coco(
         raise ValueError(f"{results}: expected a COCO results list [{{image_id, category_id, segmentation, score}}]")
     names = {}
     if coco_images is not None:
-        names = {img["id"]: Path(img["file_name"]).stem for img in json.loads(Path(coco_images).read_text())["images"]}
+        names = {img["id"]: match_stem(img["file_name"]) for img in json.loads(Path(coco_images).read_text())["images"]}
     target = output_dir / Path(results).name
     if target.exists():
         report.skipped.append(target.name)

@@ -618,10 +618,8 @@ def _stack_or_list(parts: list[torch.Tensor]):
 
 
 def _finish(x, single: bool, as_numpy: bool, device: torch.device | None):
-    if isinstance(x, list):  # images of different sizes: one result per image
-        return [
-            _finish(p, True, as_numpy, device) if p.shape[0] == 1 else _finish(p, False, as_numpy, device) for p in x
-        ]
+    if isinstance(x, list):  # images of different sizes: one single-image result each
+        return [_finish(p, True, as_numpy, device) for p in x]
     if single:
         x = x[0]
     if as_numpy:
