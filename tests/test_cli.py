@@ -307,3 +307,30 @@ def test_cityscapes_names_share_one_key():
         f"{key}.png",
     ):
         assert match_stem(name) == key
+
+
+def test_refine_uses_the_models_settings_and_vote(folders, tmp_path):
+    model = segfix.SegFix(**TINY, direction_vote=True, semantic_scale=1, boundary_threshold=0.3).eval()
+    model.save_pretrained(tmp_path / "model")
+    out = folders / "refined"
+    main(["refine", str(folders / "preds"), "--model", str(tmp_path / "model"), "--images", str(folders / "images"),
+          "--output", str(out)])  # fmt: skip
+    for i in range(3):
+        image, _, coarse = scene(i)
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"img{i}.png")), model.refine(image, coarse))
+
+
+def test_tune_writes_a_tuned_model_and_never_overwrites(folders, tmp_path, capsys):
+    import json
+
+    segfix.SegFix(**TINY).save_pretrained(tmp_path / "model")
+    dataset = f"folder={folders / 'images' / '*.png'},{folders / 'gt' / '*.png'},5"
+    out = tmp_path / "tuned"
+    assert main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)]) == 0
+    chosen = json.loads((out / "settings.json").read_text())["chosen"]
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config[k] for k in chosen} == chosen and set(chosen) >= {"direction_vote", "flip_tta"}
+    tuned = segfix.SegFix.from_pretrained(out)
+    assert tuned.direction_vote == chosen["direction_vote"]
+    with pytest.raises(SystemExit, match="not empty"):
+        main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)])

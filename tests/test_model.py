@@ -317,3 +317,33 @@ def test_flip_tta_averages_the_mirrored_pass(model):
     model.flip_tta = True
     _, logits_tta = model._dense(x, "whole")
     torch.testing.assert_close(logits_tta, (logits + logits_mirror.flip(-1)[:, remap]) / 2)
+
+
+def test_direction_vote_refine_equals_vote_labels(device):
+    torch.manual_seed(0)
+    model = SegFix(**TINY, direction_vote=True, direction_threshold=0.2, boundary_threshold=0.45).eval().to(device)
+    img = image()
+    labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
+    p = model.predict(img, direction_prob=True)
+    assert p.direction_prob.shape == (8, 48, 64) and p.direction_prob.dtype == np.float32
+    np.testing.assert_allclose(p.direction_prob.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(p.boundary, p.boundary_prob > 0.45)  # the vote's min_share replaces the mask
+    expected = segfix.vote_labels(labels, p.direction_prob, p.boundary, scale=2, min_share=0.2)
+    np.testing.assert_array_equal(model.refine(img, labels), expected)
+    out = model.refine(img, torch.from_numpy(labels).to(device), iterations=2)
+    twice = segfix.vote_labels(expected, p.direction_prob, p.boundary, scale=2, min_share=0.2)
+    assert out.device.type == device.type
+    np.testing.assert_array_equal(out.cpu().numpy(), twice)
+    with pytest.raises(ValueError, match="does not match the image size"):
+        model.refine(img, labels[:, :10])
+    with pytest.raises(TypeError, match="label_map: expected a numpy.ndarray"):
+        model.refine(img, labels.tolist())
+
+
+def test_direction_vote_with_a_certain_direction_is_the_argmax_shift():
+    # Constant heads put almost all probability on one direction: the vote then moves like the argmax.
+    model = constant_heads(SegFix(**TINY, direction_vote=True).eval(), direction=5)
+    assert model.predict(image(), direction_prob=True).direction_prob[5].min() > 0.999
+    labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
+    expected = segfix.shift_labels(labels, model.predict_offsets(image()), scale=2)
+    np.testing.assert_array_equal(model.refine(image(), labels), expected)

@@ -55,6 +55,18 @@ def test_every_implementation_matches_the_loop(dtype, scale, iterations):
     np.testing.assert_array_equal(torch_out.numpy(), expected)
 
 
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 7, 8, 9, 15, 16, 17])
+def test_maps_of_any_width(width):
+    # The compiled kernel tests offsets 8 pixels at a time: groups that span two or more rows (maps narrower
+    # than 8) must still gather from the right row.
+    rng = np.random.default_rng(width)
+    labels, offsets = random_case(rng, shape=(11, width), reach=2, share=0.5)
+    for scale in (1, 3):
+        np.testing.assert_array_equal(
+            segfix.shift_labels(labels, offsets, scale=scale), loop_reference(labels, offsets, scale, 1)
+        )
+
+
 @pytest.mark.parametrize("offset_dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8])
 def test_offset_dtypes(offset_dtype):
     rng = np.random.default_rng(1)

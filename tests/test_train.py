@@ -237,3 +237,47 @@ def test_cached_targets_with_flips_equal_recomputed_ones(tmp_path):
         agree = (a.direction == b.direction) | (a.boundary != 1)
         assert agree.mean() > 0.97  # flipping cached targets differs only on exact bin edges
     assert (tmp_path / "s0.npz").is_file()
+
+
+def test_select_settings_searches_the_vote_and_restores_the_model():
+    from segfix.train import select_settings
+
+    model = segfix.SegFix(**TINY_MODEL).eval()
+    before = dict(model.config)
+    best, rows = select_settings(model, TinySet(2), scales=(1, 2), iterations=(1,), thresholds=(0.5,))
+    assert set(best) == {
+        "boundary_threshold", "direction_threshold", "semantic_scale", "iterations", "direction_vote", "flip_tta"
+    }  # fmt: skip
+    assert len(rows) == 2 * 2 * 2 * 2 and {r["direction_vote"] for r in rows} == {False, True}
+    assert {r["flip_tta"] for r in rows} == {False, True}
+    assert (model.direction_vote, model.semantic_scale, model.direction_threshold) == (False, 2, 0.0)
+    assert model.flip_tta is False
+    assert dict(model.config) == before
+    # Each row is what evaluate_offsets-style refinement with those settings gives on the proxies.
+    row = next(
+        r
+        for r in rows
+        if r["direction_vote"] and r["flip_tta"] and r["semantic_scale"] == 1 and r["direction_threshold"] == 0.5
+    )
+    tuned = segfix.SegFix(
+        **TINY_MODEL, direction_vote=True, flip_tta=True, semantic_scale=1, direction_threshold=0.5
+    ).eval()
+    tuned.load_state_dict(model.state_dict())
+    from segfix.metrics import SegmentationMetrics
+
+    b = SegmentationMetrics(4, ignore_index=255, tolerances=(1,))
+    a = SegmentationMetrics(4, ignore_index=255, tolerances=(1,))
+    for s in TinySet(2).samples:
+        coarse = coarse_proxy(s.label, 4, 255)
+        b.update(coarse, s.label)
+        a.update(tuned.refine(s.image, coarse), s.label)
+    assert row["miou_gain"] == pytest.approx((a.compute().miou - b.compute().miou) * 100, abs=1e-9)
+
+
+@pytest.mark.parametrize("capability, expected", [("AVX2", "fp32"), ("DEFAULT", "fp32"), ("AVX512", "bf16")])
+def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch, capability, expected):
+    from segfix.train import training_precision
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert training_precision(torch.device("cpu")) == expected
+    assert training_precision(torch.device("cuda")) == "bf16"

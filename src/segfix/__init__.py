@@ -2,7 +2,8 @@
 
 The model-free half works on any label map: :func:`boundary_targets` builds SegFix's training targets from a
 ground-truth map, :func:`direction_to_offset` turns boundary and direction maps into an offset field, and
-:func:`shift_labels` / :func:`refine_semantic` / :func:`refine_instances` apply it as an exact integer gather.
+:func:`shift_labels` / :func:`refine_semantic` / :func:`refine_instances` apply it as an exact integer gather
+(:func:`vote_labels` pools the direction probabilities instead of taking their argmax).
 :mod:`segfix.metrics` measures the result the way the paper does.
 """
 
@@ -16,6 +17,7 @@ from .pretrained import list_models, load_imagenet_backbone
 from .refine import refine_instances, refine_semantic
 from .shift import shift_labels
 from .targets import BoundaryTargets, boundary_targets, gradient_kernels, instance_targets
+from .vote import vote_labels
 
 __version__ = "0.1.0"
 
@@ -40,4 +42,5 @@ __all__ = [
     "refine_instances",
     "refine_semantic",
     "shift_labels",
+    "vote_labels",
 ]

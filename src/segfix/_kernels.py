@@ -56,24 +56,40 @@ def _shift_once_int8(labels, dy, dx, scale, out):  # pragma: no cover - compiled
     dy_words = dyf[: words * 8].view(np.uint64)
     dx_words = dxf[: words * 8].view(np.uint64)
     blocks = (words + _WORDS_PER_BLOCK - 1) // _WORDS_PER_BLOCK
+    last_row = np.int64(height - 1)
+    last_col = np.int64(width - 1)
     for b in numba.prange(blocks):
         w0 = b * _WORDS_PER_BLOCK
         w1 = min(w0 + _WORDS_PER_BLOCK, words)
         dst[w0 * 8 : w1 * 8] = src[w0 * 8 : w1 * 8]
+        # Row and column of each group's first pixel are carried along: a 64-bit division per group cost
+        # more than the gather itself on CPUs with slow dividers (AMD Zen 2).
+        i0 = np.int64(w0) * 8 // width
+        j0 = np.int64(w0) * 8 - i0 * width
         for k in range(w0, w1):
             if dy_words[k] | dx_words[k]:
-                p0 = k * 8
-                i0 = p0 // width
-                j0 = p0 - i0 * width
-                for q in range(8):
+                p0 = np.int64(k) * 8
+                # Unsigned indices spare numba's negative-index test on every access (both are non-negative).
+                if j0 + 8 <= width:  # the usual case: the group lies in one row
+                    for q in range(8):
+                        y = min(max(i0 + scale * np.int64(dyf[p0 + q]), 0), last_row)
+                        x = min(max(j0 + q + scale * np.int64(dxf[p0 + q]), 0), last_col)
+                        dst[np.uint64(p0 + q)] = src[np.uint64(y * width + x)]
+                else:
                     i = i0
-                    j = j0 + q
-                    if j >= width:  # the group runs into the next row
-                        i += 1
-                        j -= width
-                    y = min(max(i + scale * np.int64(dyf[p0 + q]), 0), height - 1)
-                    x = min(max(j + scale * np.int64(dxf[p0 + q]), 0), width - 1)
-                    dst[p0 + q] = src[y * width + x]
+                    j = j0
+                    for q in range(8):
+                        while j >= width:  # the group runs into the next row (or rows, for maps under 8 wide)
+                            i += 1
+                            j -= width
+                        y = min(max(i + scale * np.int64(dyf[p0 + q]), 0), last_row)
+                        x = min(max(j + scale * np.int64(dxf[p0 + q]), 0), last_col)
+                        dst[np.uint64(p0 + q)] = src[np.uint64(y * width + x)]
+                        j += 1
+            j0 += 8
+            while j0 >= width:
+                i0 += 1
+                j0 -= width
     for p in range(words * 8, n):
         i = p // width
         j = p - i * width

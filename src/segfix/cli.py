@@ -110,10 +110,7 @@ def _dataset(spec: str, split: str | None = None):
 
 
 def _train(args: argparse.Namespace) -> int:
-    import json
-
-    from .model import SegFix
-    from .train import RECIPES, select_settings, train
+    from .train import RECIPES, train
 
     settings = dict(RECIPES[args.recipe]) if args.recipe else {}
     for key in ("iterations", "batch_size", "crop_size", "lr", "workers", "precision", "optimizer", "seed"):
@@ -139,13 +136,36 @@ def _train(args: argparse.Namespace) -> int:
     )
     final = train(datasets, output, resume=args.resume, **settings)
     if held_out is not None:
-        model = SegFix.from_pretrained(final)
-        best, rows = select_settings(model, held_out)
-        (output / "settings.json").write_text(json.dumps({"chosen": best, "candidates": rows}, indent=1))
-        model = SegFix.from_pretrained(final, **best)
-        model.save_pretrained(final)
-        print(f"  settings chosen on the held-out images: {best}")
+        _choose_settings(str(final), held_out, final, output / "settings.json")
     print(f"  model written to {final} (load with SegFix.from_pretrained({str(final)!r}))")
+    return 0
+
+
+def _choose_settings(source: str, held_out, target: Path, settings_file: Path, device: str | None = None) -> dict:
+    """Choose inference settings for the model at ``source`` on ``held_out`` and save it, so tuned, to ``target``."""
+    import json
+
+    from ._io import atomic_write
+    from .model import SegFix
+    from .train import select_settings
+
+    best, rows = select_settings(SegFix.from_pretrained(source, device=device), held_out)
+    SegFix.from_pretrained(source, **best).save_pretrained(target)
+    atomic_write(settings_file, lambda tmp: tmp.write_text(json.dumps({"chosen": best, "candidates": rows}, indent=1)))
+    print(f"  settings chosen on {len(held_out)} held-out images: {best}")
+    return best
+
+
+def _tune(args: argparse.Namespace) -> int:
+    target = Path(args.output)
+    if target.exists() and any(target.iterdir()):
+        raise SystemExit(f"segfix tune: {target} is not empty; choose a new folder (nothing is overwritten)")
+    dataset = _dataset(args.dataset, args.split)
+    if args.holdout:
+        _, dataset = dataset.split(args.holdout)
+    print(f"segfix tune: {args.model} on {type(dataset).__name__} ({len(dataset)} images) -> {target}")
+    _choose_settings(args.model, dataset, target, target / "settings.json", args.device)
+    print(f"  model written to {target} (load with SegFix.from_pretrained({str(target)!r}))")
     return 0
 
 
@@ -446,6 +466,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--validate-every", type=int, default=0, help="steps between validations (0: at the end)")
     tr.set_defaults(func=_train)
 
+    tu = sub.add_parser(
+        "tune",
+        help="choose a model's inference settings on labelled images",
+        description="Choose boundary and direction thresholds, offset scale, iterations, the direction vote "
+        "and flip averaging for a trained model by the gain of refining stand-in coarse predictions "
+        "of labelled images (never the test set), and write the tuned model to --output. Example: segfix "
+        "tune --model runs/camvid/model --dataset camvid=../shared/data/camvid --holdout 10 --output "
+        "runs/camvid/tuned.",
+    )
+    tu.add_argument("--model", required=True, help="bundled model name, model folder or Hub repo id")
+    tu.add_argument("--dataset", required=True, metavar="KIND=ROOT", help="labelled images, as for train")
+    tu.add_argument("--split", help="dataset split (default: train)")
+    tu.add_argument(
+        "--holdout", type=int, help="use only every N-th image: those that 'segfix train --holdout N' kept out"
+    )
+    tu.add_argument("--output", required=True, help="new folder for the tuned model and settings.json")
+    tu.add_argument("--device", help="cpu, cuda, ...")
+    tu.set_defaults(func=_tune)
+
     rf = sub.add_parser(
         "refine",
         help="refine a folder of predictions (semantic PNGs or instance results)",
@@ -465,8 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--label-format", choices=LABEL_FORMATS)
     rf.add_argument("--ignore-index", type=int, help="stored label never moved or created (default 255)")
     rf.add_argument("--coco-images", help="COCO annotation JSON mapping image ids to file names")
-    rf.add_argument("--scale", type=int, help="offset scale (default 2 semantic, 1 instance)")
-    rf.add_argument("--iterations", type=int, default=1)
+    rf.add_argument(
+        "--scale", type=int, help="offset scale (default: the model's; with --offsets 2 semantic, 1 instance)"
+    )
+    rf.add_argument("--iterations", type=int, help="steps along the offsets (default: the model's, else 1)")
     rf.add_argument("--batch-size", type=int, default=4)
     rf.add_argument("--workers", type=int, default=2, help="threads reading files")
     rf.add_argument("--device", help="cpu, cuda, cuda:1, ...")

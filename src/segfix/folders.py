@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_write, read_image, read_label, write_png
+from .directions import direction_to_offset
 from .formats import (
     InstancePrediction,
     decode_labels,
@@ -130,13 +131,23 @@ class _OffsetSource:
             return read_offsets(self.offsets[stem]), None
         return None, read_image(self.image_for(stem))
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict(self, images: Sequence[np.ndarray]) -> list:
+        """Per image: offsets ``(2, H, W)``, or for a model with ``direction_vote`` its :class:`Prediction` (the
+        vote needs the direction probabilities, not one offset)."""
         if not images:
             return []
+        if getattr(self.model, "direction_vote", False):
+            return [self.model.predict(image, direction_prob=True) for image in images]
         result = self.model.predict_offsets(list(images))
         if isinstance(result, list):
             return result
         return list(result) if result.ndim == 4 else [result]
+
+    def offsets_of(self, prediction) -> np.ndarray:
+        """The offsets of what :meth:`predict` or :meth:`load` returned."""
+        if isinstance(prediction, np.ndarray):
+            return prediction
+        return direction_to_offset(prediction.direction, prediction.boundary, num_directions=self.model.num_directions)
 
 
 def refine_folder(
@@ -151,7 +162,7 @@ def refine_folder(
     coco_results: Path | None = None,
     coco_images: Path | None = None,
     scale: int | None = None,
-    iterations: int = 1,
+    iterations: int | None = None,
     ignore_index: int = 255,
     batch_size: int = 4,
     workers: int = 2,
@@ -164,7 +175,9 @@ def refine_folder(
         kind: ``'semantic'`` (label PNGs), ``'cityscapes-instance'`` (``*_pred.txt`` + masks) or ``'coco'``
             (one COCO results JSON, ``coco_results``, mapped to images by ``coco_images`` or by image id = stem).
         model / offsets_dir: where offsets come from (exactly one).
-        scale: default 2 for semantic, 1 for instances.
+        scale: default: the model's ``semantic_scale`` / ``instance_scale``; with offset files 2 for semantic,
+            1 for instances (the paper).
+        iterations: steps along the offsets; default: the model's ``iterations``, else 1.
         progress: called with the number of items finished after each batch.
     """
     labels_dir, output_dir = Path(labels_dir), Path(output_dir)
@@ -172,7 +185,12 @@ def refine_folder(
     _remove_stale_partials(output_dir)
     source = _OffsetSource(model, offsets_dir, images_dir)
     if scale is None:
-        scale = 2 if kind == "semantic" else 1
+        if model is not None:
+            scale = model.semantic_scale if kind == "semantic" else model.instance_scale
+        else:
+            scale = 2 if kind == "semantic" else 1
+    if iterations is None:
+        iterations = model.iterations if model is not None else 1
     report = JobReport()
     if kind == "coco":
         return _refine_coco(coco_results, coco_images, output_dir, source, scale, iterations, report)
@@ -199,13 +217,21 @@ def refine_folder(
         prediction = read_cityscapes_instances(item)
         return prediction, *source.load(stem)
 
-    def finish(item: Path, data, offsets: np.ndarray, image: np.ndarray | None) -> None:
+    def finish(item: Path, data, prediction, image: np.ndarray | None) -> None:
+        offsets = source.offsets_of(prediction)
         if kind == "semantic":
             stored = data
             if offsets.shape[-2:] != stored.shape:
                 raise ValueError(f"prediction size {stored.shape} does not match offsets/image {offsets.shape[-2:]}")
             classes = encode_labels(stored, label_format)
-            refined = refine_semantic(classes, offsets, scale=scale, iterations=iterations, ignore_index=ignore_index)
+            if prediction is offsets:
+                refined = refine_semantic(
+                    classes, offsets, scale=scale, iterations=iterations, ignore_index=ignore_index
+                )
+            else:
+                refined = source.model.refine_prediction(
+                    prediction, classes, scale=scale, iterations=iterations, ignore_index=ignore_index
+                )
             write_png(target(item), decode_labels(refined, stored, label_format))
             if save_viz:
                 _write_viz(output_dir / "viz" / f"{item.stem}.jpg", image, classes, refined, offsets)
@@ -325,7 +351,7 @@ def _refine_coco(
         try:
             offsets, image = source.load(stem)
             if offsets is None:
-                offsets = source.predict([image])[0]
+                offsets = source.offsets_of(source.predict([image])[0])
             masks = np.stack([rle_decode(records[i]["segmentation"]) for i in indices])
             if masks.shape[-2:] != offsets.shape[-2:]:
                 raise ValueError(f"mask size {masks.shape[-2:]} does not match offsets/image {offsets.shape[-2:]}")

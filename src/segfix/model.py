@@ -39,6 +39,7 @@ from .inference import predict_sliding, predict_whole
 from .network import SegFixNet
 from .pretrained import BUNDLED_MODELS, bundled_model_dir, list_models
 from .refine import refine_instances, refine_semantic
+from .vote import vote_labels
 
 __all__ = ["ModelLoadError", "Prediction", "SegFix"]
 
@@ -75,13 +76,16 @@ class Prediction:
     Attributes:
         boundary_prob: float32 ``(H, W)`` or ``(N, H, W)``, probability that a pixel is on a boundary.
         direction: int64 ``(H, W)`` or ``(N, H, W)``, argmax direction class.
-        boundary: bool, the pixels that move: ``boundary_prob > boundary_threshold`` (and, with a
-            ``direction_threshold``, a confident direction).
+        boundary: bool, the pixels that may move: ``boundary_prob > boundary_threshold`` (and, with a
+            ``direction_threshold`` and no ``direction_vote``, a confident direction).
+        direction_prob: float32 ``(D, H, W)`` or ``(N, D, H, W)`` direction probabilities, when asked for
+            (``predict(..., direction_prob=True)``), else None.
     """
 
     boundary_prob: Any
     direction: Any
     boundary: Any
+    direction_prob: Any = None
 
 
 class SegFix(
@@ -104,8 +108,12 @@ class SegFix(
         channel_order: ``'RGB'``, or ``'BGR'`` for the original's checkpoints (images are flipped to BGR, then
             normalised with ``mean``/``std`` in that order).
         boundary_threshold: a pixel is boundary when its boundary probability exceeds this.
-        direction_threshold: confidence-aware offsets: a boundary pixel moves only when the softmax probability
-            of its predicted direction exceeds this (0 = always, as the original).
+        direction_threshold: confidence-aware offsets: a boundary pixel moves only when the probability behind
+            its move exceeds this (0 = always, as the original): that of its argmax direction, or with
+            ``direction_vote`` the pooled probability of the winning label.
+        direction_vote: :meth:`refine` gives each boundary pixel the label that most of its direction probability
+            points at (:func:`segfix.vote_labels`) instead of following the argmax direction; offsets
+            (:meth:`predict_offsets`, instance refinement) stay argmax.
         semantic_scale: offset scale for :meth:`refine` (2 in the paper).
         instance_scale: offset scale for :meth:`refine_instances` (1 in the paper).
         iterations: steps along the offset field (see :func:`segfix.shift_labels`).
@@ -147,6 +155,7 @@ class SegFix(
         input_scale: float = 1.0,
         precision: str = "auto",
         flip_tta: bool = False,
+        direction_vote: bool = False,
         ignore_index: int | None = 255,
     ) -> None:
         super().__init__()
@@ -192,6 +201,7 @@ class SegFix(
         self.input_scale = input_scale
         self.precision = precision
         self.flip_tta = flip_tta
+        self.direction_vote = direction_vote
         self.ignore_index = ignore_index
 
     # ------------------------------------------------------------------ basics
@@ -218,33 +228,33 @@ class SegFix(
     # ------------------------------------------------------------------ inference
 
     @torch.inference_mode()
-    def predict(self, image, *, inference: str | None = None) -> Prediction:
+    def predict(self, image, *, inference: str | None = None, direction_prob: bool = False) -> Prediction:
         """Boundary probability and direction class per pixel, at image resolution.
 
         Args:
             image: one image or a batch (see the module docstring).
             inference: override the config's ``'auto'`` / ``'whole'`` / ``'sliding'``.
+            direction_prob: also return the direction probabilities (D floats per pixel).
 
         Returns:
             A :class:`Prediction`: ``(H, W)`` maps for one image, ``(N, H, W)`` for a batch; numpy for numpy/PIL
             input, torch tensors on the input's device for tensor input.
         """
         batch, single, as_numpy, out_device = self._to_batch(image)
-        probs, directions, boundaries = [], [], []
+        parts: list[list[torch.Tensor]] = [[], [], [], []]
         for group in batch:
-            prob, direction, moving = self._decide(*self._dense(group, inference or self.inference))
-            probs.append(prob)
-            directions.append(direction)
-            boundaries.append(moving)
-        return Prediction(
-            *(_finish(_stack_or_list(x), single, as_numpy, out_device) for x in (probs, directions, boundaries))
-        )
+            prob, logits = self._dense(group, inference or self.inference)
+            for part, x in zip(parts, (*self._decide(prob, logits), logits.softmax(1))):
+                part.append(x)
+        if not direction_prob:
+            parts = parts[:3]
+        return Prediction(*(_finish(_stack_or_list(x), single, as_numpy, out_device) for x in parts))
 
     def _decide(self, prob: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(boundary prob, direction class, pixels that move) from the dense outputs."""
+        """(boundary prob, direction class, pixels that may move) from the dense outputs."""
         direction = logits.argmax(1)
         moving = prob > self.boundary_threshold
-        if self.direction_threshold > 0:
+        if self.direction_threshold > 0 and not self.direction_vote:
             moving &= logits.softmax(1).amax(1) > self.direction_threshold
         return prob, direction, moving
 
@@ -273,6 +283,14 @@ class SegFix(
         Returns:
             The refined label map: same type, dtype, shape (and device) as ``label_map``.
         """
+        if self.direction_vote:
+            _require_array(label_map, "label_map")
+            prediction = self.predict(image, inference=inference, direction_prob=True)
+            if isinstance(prediction.boundary, list):
+                raise ValueError("refine: images of different sizes need one call each (or one batch of equal sizes)")
+            moving = prediction.boundary
+            self._check_labels(label_map, moving.shape[-2:], moving.shape[0] if moving.ndim == 3 else None)
+            return self.refine_prediction(prediction, label_map, scale=scale, iterations=iterations)
         offsets = self._offsets_for(image, label_map, inference)
         return refine_semantic(
             label_map,
@@ -281,6 +299,61 @@ class SegFix(
             iterations=iterations or self.iterations,
             ignore_index=self.ignore_index,
         )
+
+    def refine_prediction(
+        self,
+        prediction: Prediction,
+        label_map,
+        *,
+        scale: int | None = None,
+        iterations: int | None = None,
+        ignore_index: int | None | str = "config",
+    ):
+        """Refine ``label_map`` with an existing :meth:`predict` result (no network pass), by this model's rule.
+
+        ``prediction`` must hold ``direction_prob`` when ``direction_vote`` is set. Shapes as :meth:`refine`;
+        ``ignore_index`` defaults to the config's.
+        """
+        scale = scale or self.semantic_scale
+        steps = iterations or self.iterations
+        if ignore_index == "config":
+            ignore_index = self.ignore_index
+        if self.direction_vote and prediction.direction_prob is None:
+            raise ValueError("refine_prediction: direction_vote needs predict(..., direction_prob=True)")
+        fields = [prediction.boundary, prediction.direction_prob if self.direction_vote else prediction.direction]
+        if isinstance(label_map, torch.Tensor):
+            fields = [torch.as_tensor(f, device=label_map.device) for f in fields]
+        else:
+            fields = [f.cpu().numpy() if isinstance(f, torch.Tensor) else f for f in fields]
+        moving, field = fields
+        if label_map.ndim == 3 and moving.ndim == 2:  # one image, its map given as (1, H, W)
+            moving, field = moving[None], field[None]
+        if not self.direction_vote:
+            offsets = direction_to_offset(field, moving, num_directions=self.num_directions)
+            return refine_semantic(label_map, offsets, scale=scale, iterations=steps, ignore_index=ignore_index)
+        refined = label_map
+        for _ in range(steps):
+            refined = vote_labels(
+                refined, field, moving, scale=scale, min_share=self.direction_threshold, ignore_index=ignore_index
+            )
+        return refined
+
+    @staticmethod
+    def _check_labels(labels, image_size, batch: int | None, *, instance: bool = False) -> None:
+        """``labels`` against the images: same size; one map per image (``batch`` = None for one image)."""
+        if tuple(image_size) != tuple(labels.shape[-2:]):
+            raise ValueError(
+                f"label map size {tuple(labels.shape[-2:])} does not match the image size "
+                f"{tuple(image_size)}; resize the label map to the image (nearest neighbour)"
+            )
+        if instance:
+            if batch is not None:
+                raise ValueError("refine_instances: expected one image for a stack of masks, got a batch")
+            return
+        if labels.ndim == 3 and batch is None and labels.shape[0] != 1:
+            raise ValueError(f"label_map: got {labels.shape[0]} maps for one image; pass a batch of images")
+        if labels.ndim == 2 and batch is not None:
+            raise ValueError(f"label_map: got one map {tuple(labels.shape)} for a batch of {batch} images")
 
     def refine_instances(
         self,
@@ -305,25 +378,13 @@ class SegFix(
         )
 
     def _offsets_for(self, image, labels, inference, *, instance: bool = False):
-        if not isinstance(labels, (np.ndarray, torch.Tensor)):
-            raise TypeError(
-                f"{'masks' if instance else 'label_map'}: expected a numpy.ndarray or torch.Tensor, "
-                f"got {describe(labels)}"
-            )
+        _require_array(labels, "masks" if instance else "label_map")
         offsets = self.predict_offsets(image, inference=inference)
         if isinstance(offsets, list):
             raise ValueError("refine: images of different sizes need one call each (or one batch of equal sizes)")
-        if instance and offsets.ndim == 4:
-            raise ValueError("refine_instances: expected one image for a stack of masks, got a batch")
-        if tuple(offsets.shape[-2:]) != tuple(labels.shape[-2:]):
-            raise ValueError(
-                f"label map size {tuple(labels.shape[-2:])} does not match the image size "
-                f"{tuple(offsets.shape[-2:])}; resize the label map to the image (nearest neighbour)"
-            )
-        if not instance and labels.ndim == 3 and offsets.ndim == 3 and labels.shape[0] != 1:
-            raise ValueError(f"label_map: got {labels.shape[0]} maps for one image; pass a batch of images")
-        if not instance and labels.ndim == 2 and offsets.ndim == 4:
-            raise ValueError(f"label_map: got one map {tuple(labels.shape)} for a batch of {offsets.shape[0]} images")
+        self._check_labels(
+            labels, offsets.shape[-2:], offsets.shape[0] if offsets.ndim == 4 else None, instance=instance
+        )
         if isinstance(labels, torch.Tensor):
             offsets = (
                 offsets.to(labels.device)
@@ -606,6 +667,11 @@ def _as_rgb_array(image) -> np.ndarray:
     if image.dtype != np.uint8:
         raise TypeError(f"image: expected dtype uint8 (0..255), got {describe(image)}; for floats pass a tensor")
     return np.ascontiguousarray(image)
+
+
+def _require_array(labels, name: str) -> None:
+    if not isinstance(labels, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"{name}: expected a numpy.ndarray or torch.Tensor, got {describe(labels)}")
 
 
 def _stack_or_list(parts: list[torch.Tensor]):

@@ -1,0 +1,107 @@
+"""Refinement by a direction vote: each boundary pixel takes the label most of its direction probability points at.
+
+SegFix moves a boundary pixel along its single most likely direction. Where the direction head is unsure (two
+neighbouring directions with similar probability, or a flat distribution on thin structures), that argmax is
+often wrong. The vote keeps the gather but marginalises over the direction:
+
+    score_p(c) = sum_d P(d | p) * [label[clamp(p + scale * v_d)] == c]
+    out[p]     = argmax_c score_p(c)   for the moving pixels p,
+
+so two directions that reach the same segment pool their probability, and a pixel whose directions disagree
+about the label keeps the one with the most support. Like :func:`segfix.shift_labels` it is a pure gather of
+labels already in the map (nothing is interpolated or invented); the ignore label gets no votes and is never
+copied, and an ignore pixel never changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._checks import check_array, check_labels_nonnegative, check_ndim, describe, is_integer_dtype
+from .directions import direction_vectors
+
+__all__ = ["vote_labels"]
+
+
+def vote_labels(
+    label_map,
+    direction_prob,
+    moving,
+    *,
+    scale: int = 1,
+    min_share: float = 0.0,
+    ignore_index: int | None = 255,
+):
+    """Refine a semantic label map by a direction vote at the ``moving`` pixels.
+
+    Args:
+        label_map: integer class ids ``(H, W)`` or ``(N, H, W)``, numpy or torch.
+        direction_prob: direction probabilities ``(D, H, W)`` / ``(N, D, H, W)`` (softmax of the direction
+            logits; D = 4, 8 or 16 in the order of :func:`segfix.direction_vectors`).
+        moving: boolean ``(H, W)`` / ``(N, H, W)``: the pixels that may change (the predicted boundary).
+        scale: distance of the candidate pixels, in steps of the direction vectors.
+        min_share: a pixel changes only when the winning label's probability exceeds this (0: always).
+        ignore_index: label that gets no votes and is never changed; ``None`` if every value is a class.
+
+    Returns:
+        The refined label map: same type, dtype, shape (and device) as ``label_map``.
+
+    Example:
+        >>> import numpy as np, segfix
+        >>> labels = np.array([[0, 0, 1, 1]])
+        >>> prob = np.zeros((8, 1, 4)); prob[0] = 0.4; prob[1] = 0.3; prob[4] = 0.3  # left, up-left, right
+        >>> segfix.vote_labels(labels, prob, np.array([[False, False, True, False]]), scale=1)
+        array([[0, 0, 0, 1]])
+    """
+    check_array(label_map, "label_map")
+    if not is_integer_dtype(label_map):
+        raise TypeError(f"label_map: expected an integer dtype, got {describe(label_map)}")
+    check_ndim(label_map, "label_map", (2, 3), "(H, W) or (N, H, W)")
+    check_labels_nonnegative(label_map, "label_map", ignore_index)
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale: expected a positive integer, got {scale!r}")
+    batched = label_map.ndim == 3
+    labels = _as_tensor(label_map, None) if isinstance(label_map, np.ndarray) else label_map
+    prob = _as_tensor(direction_prob, labels.device)
+    mask = _as_tensor(moving, labels.device)
+    if not batched:
+        labels, prob, mask = labels[None], prob[None], mask[None]
+    n, h, w = labels.shape
+    if prob.ndim != 4 or prob.shape[0] != n or tuple(prob.shape[2:]) != (h, w):
+        raise ValueError(
+            f"direction_prob: expected shape ({'N, ' if batched else ''}D, {h}, {w}) to match label_map "
+            f"{tuple(label_map.shape)}, got {describe(direction_prob)}"
+        )
+    if tuple(mask.shape) != (n, h, w) or mask.dtype != torch.bool:
+        raise ValueError(f"moving: expected a boolean mask of shape {tuple(label_map.shape)}, got {describe(moving)}")
+    vectors = torch.as_tensor(direction_vectors(prob.shape[1]), dtype=torch.int64, device=labels.device) * int(scale)
+
+    out = labels.clone()
+    b, y, x = mask.nonzero(as_tuple=True)
+    if ignore_index is not None:
+        keep = labels[b, y, x] != ignore_index
+        b, y, x = b[keep], y[keep], x[keep]
+    ty = (y[:, None] + vectors[None, :, 0]).clamp_(0, h - 1)
+    tx = (x[:, None] + vectors[None, :, 1]).clamp_(0, w - 1)
+    candidates = labels[b[:, None], ty, tx]  # (K, D)
+    weights = prob[b, :, y, x].float()  # (K, D)
+    if ignore_index is not None:
+        weights = weights.masked_fill(candidates == ignore_index, 0.0)
+    # Each candidate's score is the total probability of the directions that reach the same label.
+    score = ((candidates[:, :, None] == candidates[:, None, :]) * weights[:, None, :]).sum(-1)
+    if score.numel():
+        share, best = score.max(1)
+        winner = candidates.gather(1, best[:, None])[:, 0]
+        change = share > min_share
+        out[b[change], y[change], x[change]] = winner[change]
+    if not batched:
+        out = out[0]
+    return out.numpy() if isinstance(label_map, np.ndarray) else out
+
+
+def _as_tensor(array, device: torch.device | None) -> torch.Tensor:
+    # Read-only numpy arrays (memory-mapped files, decoded images) would make torch warn on sharing.
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        array = array.copy()
+    return torch.as_tensor(array, device=device)

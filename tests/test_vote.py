@@ -1,0 +1,131 @@
+"""vote_labels: the direction vote, against a per-pixel float64 reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import segfix
+
+from conftest import voronoi_labels
+
+
+def reference_vote(labels, prob, moving, scale, min_share, ignore_index):
+    """Pixel by pixel, in float64: the label with the largest summed direction probability among the
+    candidates ``scale * v_d`` away (clamped); ignore candidates get no vote; ties go to the first direction."""
+    h, w = labels.shape
+    vectors = segfix.direction_vectors(prob.shape[0]).astype(np.int64) * scale
+    out = labels.copy()
+    for y, x in zip(*np.nonzero(moving)):
+        if labels[y, x] == ignore_index:
+            continue
+        candidates = [labels[min(max(y + dy, 0), h - 1), min(max(x + dx, 0), w - 1)] for dy, dx in vectors]
+        weights = [0.0 if c == ignore_index else float(p) for c, p in zip(candidates, prob[:, y, x].astype(np.float64))]
+        scores = [sum(wt for c2, wt in zip(candidates, weights) if c2 == c) for c in candidates]
+        best = int(np.argmax(scores))
+        if scores[best] > min_share:
+            out[y, x] = candidates[best]
+    return out
+
+
+def random_inputs(seed: int, shape=(24, 30), num_directions: int = 8):
+    rng = np.random.default_rng(seed)
+    labels = voronoi_labels(shape, 8, 5, seed=seed).astype(np.int64)
+    labels[rng.random(shape) < 0.05] = 255
+    logits = rng.normal(size=(num_directions, *shape)) * 2
+    prob = np.exp(logits) / np.exp(logits).sum(0, keepdims=True)
+    moving = rng.random(shape) < 0.4
+    return labels, prob.astype(np.float32), moving
+
+
+@pytest.mark.parametrize("num_directions", [4, 8, 16])
+@pytest.mark.parametrize("scale", [1, 2, 3])
+@pytest.mark.parametrize("min_share", [0.0, 0.5])
+def test_matches_reference(num_directions, scale, min_share):
+    labels, prob, moving = random_inputs(scale * 10 + num_directions, num_directions=num_directions)
+    out = segfix.vote_labels(labels, prob, moving, scale=scale, min_share=min_share)
+    np.testing.assert_array_equal(out, reference_vote(labels, prob, moving, scale, min_share, 255))
+
+
+def test_pooling_beats_the_argmax():
+    # Left has the single largest probability, but up-right and right (0.35 + 0.3) both reach class 1.
+    labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]])
+    prob = np.zeros((8, 3, 4), np.float32)
+    prob[0], prob[3], prob[4] = 0.35, 0.3, 0.35 - 0.05
+    moving = np.zeros((3, 4), bool)
+    moving[1, 1] = True
+    out = segfix.vote_labels(labels, prob, moving)
+    assert out[1, 1] == 1 and prob[:, 1, 1].argmax() == 0
+    expected = labels.copy()
+    expected[1, 1] = 1
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_only_moving_pixels_change_and_labels_come_from_the_map():
+    labels, prob, moving = random_inputs(1)
+    out = segfix.vote_labels(labels, prob, moving, scale=2)
+    assert not (out != labels)[~moving].any()
+    assert set(np.unique(out)) <= set(np.unique(labels))
+
+
+def test_ignore_is_never_copied_or_changed():
+    labels = np.full((5, 5), 255, np.int64)
+    labels[2, 2] = 3
+    labels[0, 0] = 255
+    prob = np.full((8, 5, 5), 1 / 8, np.float32)
+    out = segfix.vote_labels(labels, prob, np.ones((5, 5), bool))
+    np.testing.assert_array_equal(out, labels)  # every candidate of (2, 2) is ignore: it keeps its label
+
+
+def test_nothing_moving_is_the_identity():
+    labels, prob, _ = random_inputs(2)
+    np.testing.assert_array_equal(segfix.vote_labels(labels, prob, np.zeros(labels.shape, bool)), labels)
+
+
+@pytest.mark.filterwarnings("error")
+def test_read_only_inputs_are_accepted_and_left_alone():
+    labels, prob, moving = random_inputs(5)
+    expected = reference_vote(labels, prob, moving, 1, 0.0, 255)
+    before = labels.copy()
+    for array in (labels, prob, moving):
+        array.flags.writeable = False
+    np.testing.assert_array_equal(segfix.vote_labels(labels, prob, moving), expected)
+    np.testing.assert_array_equal(labels, before)
+
+
+def test_batch_equals_one_by_one():
+    items = [random_inputs(s) for s in (3, 4)]
+    batch = segfix.vote_labels(
+        np.stack([i[0] for i in items]), np.stack([i[1] for i in items]), np.stack([i[2] for i in items]), scale=2
+    )
+    for k, (labels, prob, moving) in enumerate(items):
+        np.testing.assert_array_equal(batch[k], segfix.vote_labels(labels, prob, moving, scale=2))
+
+
+def test_torch_matches_numpy_and_keeps_dtype_and_device(device):
+    labels, prob, moving = random_inputs(5)
+    expected = segfix.vote_labels(labels.astype(np.uint8), prob, moving, scale=2)
+    out = segfix.vote_labels(
+        torch.from_numpy(labels.astype(np.uint8)).to(device),
+        torch.from_numpy(prob).to(device),
+        torch.from_numpy(moving).to(device),
+        scale=2,
+    )
+    assert out.dtype == torch.uint8 and out.device.type == device.type
+    np.testing.assert_array_equal(out.cpu().numpy(), expected)
+    assert expected.dtype == np.uint8
+
+
+def test_errors_name_what_was_expected():
+    labels, prob, moving = random_inputs(6)
+    with pytest.raises(TypeError, match="integer dtype"):
+        segfix.vote_labels(labels.astype(np.float32), prob, moving)
+    with pytest.raises(ValueError, match="direction_prob: expected shape"):
+        segfix.vote_labels(labels, prob[:, :-1], moving)
+    with pytest.raises(ValueError, match="moving: expected a boolean mask"):
+        segfix.vote_labels(labels, prob, moving.astype(np.uint8))
+    with pytest.raises(ValueError, match="scale: expected a positive integer"):
+        segfix.vote_labels(labels, prob, moving, scale=0)
+    with pytest.raises(ValueError, match="label_map"):
+        segfix.vote_labels(labels[None, None], prob, moving)
