@@ -224,7 +224,7 @@ def refine_folder(
             if offsets.shape[-2:] != stored.shape:
                 raise ValueError(f"prediction size {stored.shape} does not match offsets/image {offsets.shape[-2:]}")
             classes = encode_labels(stored, label_format)
-            if prediction is offsets:
+            if isinstance(prediction, np.ndarray):  # offsets, read from a file or predicted by the argmax rule
                 refined = refine_semantic(
                     classes, offsets, scale=scale, iterations=iterations, ignore_index=ignore_index
                 )

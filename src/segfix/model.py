@@ -241,21 +241,26 @@ class SegFix(
             input, torch tensors on the input's device for tensor input.
         """
         batch, single, as_numpy, out_device = self._to_batch(image)
-        parts: list[list[torch.Tensor]] = [[], [], [], []]
+        parts: list[list[torch.Tensor]] = [[], [], [], []] if direction_prob else [[], [], []]
         for group in batch:
             prob, logits = self._dense(group, inference or self.inference)
-            for part, x in zip(parts, (*self._decide(prob, logits), logits.softmax(1))):
+            softmax = logits.softmax(1) if direction_prob else None
+            decided = self._decide(prob, logits, softmax)
+            for part, x in zip(parts, (*decided, softmax)):
                 part.append(x)
-        if not direction_prob:
-            parts = parts[:3]
         return Prediction(*(_finish(_stack_or_list(x), single, as_numpy, out_device) for x in parts))
 
-    def _decide(self, prob: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(boundary prob, direction class, pixels that may move) from the dense outputs."""
+    def _decide(
+        self, prob: torch.Tensor, logits: torch.Tensor, direction_prob: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(boundary prob, direction class, pixels that may move) from the dense outputs; ``direction_prob``
+        is ``logits.softmax(1)`` when the caller already has it."""
         direction = logits.argmax(1)
         moving = prob > self.boundary_threshold
         if self.direction_threshold > 0 and not self.direction_vote:
-            moving &= logits.softmax(1).amax(1) > self.direction_threshold
+            if direction_prob is None:
+                direction_prob = logits.softmax(1)
+            moving &= direction_prob.amax(1) > self.direction_threshold
         return prob, direction, moving
 
     @torch.inference_mode()
@@ -286,10 +291,8 @@ class SegFix(
         if self.direction_vote:
             _require_array(label_map, "label_map")
             prediction = self.predict(image, inference=inference, direction_prob=True)
-            if isinstance(prediction.boundary, list):
-                raise ValueError("refine: images of different sizes need one call each (or one batch of equal sizes)")
             moving = prediction.boundary
-            self._check_labels(label_map, moving.shape[-2:], moving.shape[0] if moving.ndim == 3 else None)
+            self._check_labels(label_map, moving, batched=not isinstance(moving, list) and moving.ndim == 3)
             return self.refine_prediction(prediction, label_map, scale=scale, iterations=iterations)
         offsets = self._offsets_for(image, label_map, inference)
         return refine_semantic(
@@ -339,8 +342,13 @@ class SegFix(
         return refined
 
     @staticmethod
-    def _check_labels(labels, image_size, batch: int | None, *, instance: bool = False) -> None:
-        """``labels`` against the images: same size; one map per image (``batch`` = None for one image)."""
+    def _check_labels(labels, field, *, batched: bool, instance: bool = False) -> None:
+        """``labels`` against a per-pixel ``field`` predicted for the images (a list when their sizes differ):
+        same size; one map per image."""
+        if isinstance(field, list):
+            raise ValueError("refine: images of different sizes need one call each (or one batch of equal sizes)")
+        image_size = field.shape[-2:]
+        batch = field.shape[0] if batched else None
         if tuple(image_size) != tuple(labels.shape[-2:]):
             raise ValueError(
                 f"label map size {tuple(labels.shape[-2:])} does not match the image size "
@@ -380,10 +388,8 @@ class SegFix(
     def _offsets_for(self, image, labels, inference, *, instance: bool = False):
         _require_array(labels, "masks" if instance else "label_map")
         offsets = self.predict_offsets(image, inference=inference)
-        if isinstance(offsets, list):
-            raise ValueError("refine: images of different sizes need one call each (or one batch of equal sizes)")
         self._check_labels(
-            labels, offsets.shape[-2:], offsets.shape[0] if offsets.ndim == 4 else None, instance=instance
+            labels, offsets, batched=not isinstance(offsets, list) and offsets.ndim == 4, instance=instance
         )
         if isinstance(labels, torch.Tensor):
             offsets = (

@@ -449,7 +449,7 @@ def evaluate_offsets(
         if coarse_dir is not None:
             coarse = read_label(Path(coarse_dir) / f"{sample.name}.png")
             # The prediction above already holds what refining needs: no second network pass.
-            refined = model.refine_prediction(pred, coarse)
+            refined = model.refine_prediction(pred, coarse, ignore_index=dataset.ignore_index)
             label = np.where(valid, sample.label, dataset.ignore_index)
             before.update(coarse, label)
             after.update(refined, label)
@@ -506,37 +506,39 @@ def select_settings(
     saved = {k: getattr(model, k) for k in keys}
     samples = [dataset[i] for i in range(len(dataset))]
     coarse = [coarse_proxy(s.label, dataset.num_classes, dataset.ignore_index, stride) for s in samples]
-    dense = {}
-    for flip in flips:
-        model.flip_tta = flip
-        dense[flip] = []
-        for sample in samples:
-            batch, *_ = model._to_batch(sample.image)
-            prob, logits = model._dense(batch[0], model.inference)
-            dense[flip].append((prob, logits, logits[0].softmax(0)))
-
-    rows = []
     base = SegmentationMetrics(dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,))
     for sample, proxy in zip(samples, coarse):
         base.update(proxy, sample.label)
     b = base.compute()
-    for combo in itertools.product(thresholds, direction_thresholds, scales, iterations, votes, flips):
-        for key, value in zip(keys, combo):
+    rows = []
+    # The search sets the model's attributes one combination at a time; the caller gets its model back.
+    try:
+        dense = {}
+        for flip in flips:
+            model.flip_tta = flip
+            dense[flip] = []
+            for sample in samples:
+                batch, *_ = model._to_batch(sample.image)
+                prob, logits = model._dense(batch[0], model.inference)
+                dense[flip].append((prob, logits, logits.softmax(1)))
+        for combo in itertools.product(thresholds, direction_thresholds, scales, iterations, votes, flips):
+            for key, value in zip(keys, combo):
+                setattr(model, key, value)
+            m = SegmentationMetrics(dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,))
+            for sample, proxy, (prob, logits, direction_prob) in zip(samples, coarse, dense[model.flip_tta]):
+                _, direction, moving = model._decide(prob, logits, direction_prob)
+                prediction = Prediction(prob[0], direction[0], moving[0], direction_prob[0])
+                m.update(model.refine_prediction(prediction, proxy, ignore_index=dataset.ignore_index), sample.label)
+            a = m.compute()
+            rows.append(
+                {
+                    **dict(zip(keys, combo)),
+                    "miou_gain": (a.miou - b.miou) * 100,
+                    "f1px_gain": (a.mean_boundary_f[1] - b.mean_boundary_f[1]) * 100,
+                }
+            )
+    finally:
+        for key, value in saved.items():
             setattr(model, key, value)
-        m = SegmentationMetrics(dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,))
-        for sample, proxy, (prob, logits, direction_prob) in zip(samples, coarse, dense[model.flip_tta]):
-            _, direction, moving = model._decide(prob, logits)
-            prediction = Prediction(prob[0], direction[0], moving[0], direction_prob)
-            m.update(model.refine_prediction(prediction, proxy), sample.label)
-        a = m.compute()
-        rows.append(
-            {
-                **dict(zip(keys, combo)),
-                "miou_gain": (a.miou - b.miou) * 100,
-                "f1px_gain": (a.mean_boundary_f[1] - b.mean_boundary_f[1]) * 100,
-            }
-        )
-    for key, value in saved.items():
-        setattr(model, key, value)
     best = max(rows, key=lambda r: (round(r["miou_gain"], 3), r["f1px_gain"]))
     return {k: best[k] for k in keys}, rows
