@@ -65,7 +65,7 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
 def check_labels_nonnegative(labels: np.ndarray | torch.Tensor, name: str, ignore_index: int | None) -> None:
     """Reject negative labels other than ``ignore_index`` (which may itself be negative, e.g. -1)."""
     is_torch = isinstance(labels, torch.Tensor)
-    unsigned = labels.dtype in (torch.uint8, torch.bool) if is_torch else labels.dtype.kind in "ub"
+    unsigned = value_range(labels)[0] >= 0
     if unsigned or (labels.numel() if is_torch else labels.size) == 0:
         return
     negative = labels < 0
@@ -74,3 +74,70 @@ def check_labels_nonnegative(labels: np.ndarray | torch.Tensor, name: str, ignor
     if bool(negative.any()):
         bad = int(labels[negative].min())
         raise ValueError(f"{name}: expected class ids >= 0 or the ignore index {ignore_index}, found {bad}")
+
+
+def check_scale(value: Any, name: str = "scale") -> int:
+    """Require a positive whole number (an int, or a float holding one); returns it as an int."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a positive integer, got {value!r}")
+    if not np.isfinite(value) or value != int(value) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer (labels move by whole pixels), got {value!r}")
+    return int(value)
+
+
+def value_range(x: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """The smallest and largest value the integer (or bool) dtype of ``x`` can hold."""
+    if x.dtype in (torch.bool, np.bool_):
+        return 0, 1
+    info = torch.iinfo(x.dtype) if isinstance(x, torch.Tensor) else np.iinfo(x.dtype)
+    return int(info.min), int(info.max)
+
+
+def effective_ignore(labels: np.ndarray | torch.Tensor, ignore_index: int | None) -> int | None:
+    """``ignore_index``, or None when no element of ``labels``' dtype can hold it (256 on uint8, -1 on
+    unsigned maps): then no pixel is ignore. Comparing with such a value would wrap around in torch."""
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index: expected an integer or None, got {ignore_index!r}")
+    low, high = value_range(labels)
+    return int(ignore_index) if low <= ignore_index <= high else None
+
+
+def native_byte_order(x: np.ndarray) -> np.ndarray:
+    """``x`` itself, or a copy in the machine's byte order (compiled kernels and torch need native data)."""
+    return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+
+
+_WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: torch.int64}
+
+
+def computable(labels: torch.Tensor, name: str) -> torch.Tensor:
+    """``labels`` in a dtype that torch's indexing kernels support: uint16/32/64 are widened to a signed
+    type (torch has no index_put for them). uint64 values beyond int64 are refused."""
+    wider = _WIDER.get(labels.dtype)
+    if wider is None:
+        return labels
+    widened = labels.to(wider)
+    # torch has no comparisons on uint64: values of 2**63 and more show up as negative after the cast
+    if labels.dtype == torch.uint64 and bool((widened < 0).any()):
+        raise ValueError(f"{name}: expected class ids below 2**63, found larger values in {describe(labels)}")
+    return widened
+
+
+def bounded_offsets(offsets: np.ndarray | torch.Tensor, limit: int) -> np.ndarray | torch.Tensor:
+    """Offsets clipped to ``[-limit, limit]`` in a signed type, for those whose dtype could overflow the index
+    arithmetic (int32 and wider, any unsigned type but uint8). Clipping at ``limit`` >= the image size
+    changes no result, since every position is clamped to the image anyway."""
+    if isinstance(offsets, torch.Tensor):
+        if offsets.dtype in (torch.int8, torch.int16, torch.uint8):
+            return offsets
+        wide = offsets.to(torch.int64)
+        if offsets.dtype == torch.uint64:  # values >= 2**63 wrap to negative in the cast: they are huge
+            wide = torch.where(wide < 0, limit, wide)
+        return wide.clamp(-limit, limit)
+    if offsets.dtype in (np.int8, np.int16, np.uint8):
+        return offsets
+    if offsets.dtype.kind == "u":
+        return np.minimum(offsets, limit).astype(np.int64)
+    return np.clip(offsets, -limit, limit).astype(np.int64)

@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["atomic_write", "read_image", "read_label", "write_png"]
+__all__ = ["TEMP_PREFIX", "atomic_write", "is_temp_file", "read_image", "read_label", "write_png"]
+
+TEMP_PREFIX = ".segfix-tmp-"
+"""Name prefix of the temporary files :func:`atomic_write` creates: only files so named are ever cleaned up."""
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -21,7 +24,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -30,6 +33,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def is_temp_file(path: Path) -> bool:
+    """True for a temporary file left by :func:`atomic_write` (``.segfix-tmp-<stem>.<random>.partial<suffix>``)."""
+    name = Path(path).name
+    return name.startswith(TEMP_PREFIX) and ".partial" in name and Path(path).is_file()
 
 
 def _umask() -> int:

@@ -113,11 +113,13 @@ def _train(args: argparse.Namespace) -> int:
     from .train import RECIPES, train
 
     settings = dict(RECIPES[args.recipe]) if args.recipe else {}
-    for key in ("iterations", "batch_size", "crop_size", "lr", "workers", "precision", "optimizer", "seed"):
+    keys = ("iterations", "batch_size", "crop_size", "lr", "workers", "precision", "optimizer", "seed", "init")
+    for key in (*keys, "class_balance", "scale_range", "checkpoint_every"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
-    holdout_every = settings.pop("holdout", 0) if args.holdout is None else args.holdout
+    recipe_holdout = settings.pop("holdout", 0)
+    holdout_every = recipe_holdout if args.holdout is None else args.holdout
     datasets = [_dataset(spec) for spec in args.dataset]
     held_out = None
     if holdout_every:
@@ -442,7 +444,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--iterations", type=int)
     tr.add_argument("--batch-size", type=int, help="global batch size over all processes")
     tr.add_argument("--crop-size", type=int)
-    tr.add_argument("--lr", type=float)
+    tr.add_argument("--lr", type=float, help="initial learning rate (poly decay)")
+    tr.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="fine-tune: start from this trained model (bundled name or folder) instead of ImageNet weights",
+    )
+    tr.add_argument(
+        "--class-balance",
+        type=float,
+        help="weight boundary pixels' direction loss by their class share to this power (0.5: thin classes up)",
+    )
+    tr.add_argument("--scale-range", type=float, nargs=2, metavar=("MIN", "MAX"), help="random scale range")
+    tr.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 200)")
     tr.add_argument("--optimizer", choices=["sgd", "adamw"])
     tr.add_argument("--workers", type=int, help="data-loading processes")
     tr.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])

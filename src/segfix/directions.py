@@ -90,10 +90,25 @@ def flip_direction(direction: np.ndarray | torch.Tensor, num_directions: int = 8
     index = {vec: i for i, vec in enumerate(table)}
     # One extra slot at the end handles -1 through Python-style negative indexing.
     remap = [index[(dy * sign[0], dx * sign[1])] for dy, dx in table] + [-1]
+    check_integer(direction, "direction")
+    _check_direction_range(direction, num_directions)
+    # The table is int64 (it holds -1); each remapped value fits the input's dtype since it held the original.
     if isinstance(direction, torch.Tensor):
-        lut = torch.tensor(remap, dtype=direction.dtype, device=direction.device)
-        return lut[direction.long()]
-    return np.asarray(remap, dtype=direction.dtype)[direction]
+        lut = torch.tensor(remap, dtype=torch.int64, device=direction.device)
+        return lut[direction.long()].to(direction.dtype)
+    return np.asarray(remap, dtype=np.int64)[direction.astype(np.int64)].astype(direction.dtype)
+
+
+def _check_direction_range(direction: np.ndarray | torch.Tensor, num_directions: int) -> None:
+    is_torch = isinstance(direction, torch.Tensor)
+    if not (direction.numel() if is_torch else direction.size):
+        return
+    wide = direction.long() if is_torch else direction.astype(np.int64)
+    lo, hi = int(wide.min()), int(wide.max())
+    if lo < -1 or hi >= num_directions:
+        raise ValueError(
+            f"direction: expected classes in 0..{num_directions - 1} (or -1 for none), found range [{lo}, {hi}]"
+        )
 
 
 @overload
@@ -135,19 +150,15 @@ def direction_to_offset(direction, boundary, *, num_directions: int = 8):
             f"direction and boundary must both be numpy or both torch, got {describe(direction)} "
             f"and {describe(boundary)}"
         )
-    if direction.numel() if is_torch else direction.size:
-        lo, hi = int(direction.min()), int(direction.max())
-        if lo < -1 or hi >= num_directions:
-            raise ValueError(
-                f"direction: expected classes in 0..{num_directions - 1} (or -1 for none), found range [{lo}, {hi}]"
-            )
+    _check_direction_range(direction, num_directions)
     vectors = direction_vectors(num_directions)
     # Row num_directions is the zero vector used for -1 and for off-boundary pixels.
     table = np.concatenate([vectors, np.zeros((1, 2), np.int8)])
     channel_axis = direction.ndim - 2
     if is_torch:
         lut = torch.from_numpy(table).to(direction.device)
-        index = torch.where(direction < 0, num_directions, direction.long())
+        wide = direction.long()  # torch has no comparisons on uint16/32/64
+        index = torch.where(wide < 0, num_directions, wide)
         index = torch.where(boundary.bool(), index, num_directions)
         return torch.movedim(lut[index], -1, channel_axis).contiguous()
     index = np.where(direction < 0, num_directions, direction)

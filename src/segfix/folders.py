@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write, read_image, read_label, write_png
+from ._io import atomic_write, is_temp_file, read_image, read_label, write_png
 from .directions import direction_to_offset
 from .formats import (
     InstancePrediction,
@@ -31,7 +31,15 @@ from .formats import (
 )
 from .refine import refine_instances, refine_semantic
 
-__all__ = ["JobReport", "find_images", "index_files", "match_stem", "offsets_folder", "refine_folder"]
+__all__ = [
+    "JobReport",
+    "find_images",
+    "index_files",
+    "match_stem",
+    "offsets_folder",
+    "refine_folder",
+    "require_folder",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -82,15 +90,75 @@ def find_images(folder: Path) -> dict[str, Path]:
     return index_files(folder, IMAGE_SUFFIXES)
 
 
-def _remove_stale_partials(output: Path) -> None:
-    """Delete temp files left by a killed run (``atomic_write`` names them ``.<stem>.*.partial<suffix>``)."""
-    if Path(output).is_dir():
-        for path in Path(output).rglob(".*.partial*"):
-            path.unlink(missing_ok=True)
+def _remove_stale_partials(targets: Iterable[Path]) -> None:
+    """Delete temp files a killed run left beside its own outputs: only in the folders this job writes to,
+    and only files named by ``atomic_write`` (``.segfix-tmp-*.partial*``). Nothing else is ever removed."""
+    for folder in {Path(t).parent for t in targets}:
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if is_temp_file(path):
+                    path.unlink(missing_ok=True)
+
+
+class _Ledger:
+    """The outputs a job has written into its output folder, one relative name a line in ``.segfix-<job>.done``.
+
+    A file found in the output folder counts as finished only when the ledger lists it: a user's own file of the
+    same name is reported and left alone, never taken for a result nor overwritten. A name is recorded just
+    before its file is renamed into place, so a kill in between only means the file is made again."""
+
+    def __init__(self, output: Path, job: str) -> None:
+        self.path = Path(output) / f".segfix-{job}.done"
+        self.names = set(self.path.read_text().splitlines()) if self.path.is_file() else set()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def add(self, name: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(name + "\n")
+        self.names.add(name)
+
+
+def _sort_existing(
+    items: Sequence[Path], root: Path, target: Callable[[Path], Path], ledger: _Ledger, report: JobReport
+) -> list[Path]:
+    """Items still to do; finished ones go to ``report.skipped``, outputs segfix did not write to ``report.failed``."""
+    todo = []
+    for item in items:
+        name, out = str(item.relative_to(root)), target(item)
+        if not out.exists():
+            todo.append(item)
+        elif name in ledger and out.is_file():
+            report.skipped.append(name)
+        else:
+            reason = (
+                f"{out} exists and was not written by segfix; move it or pick another output (nothing is overwritten)"
+            )
+            report.failed.append((name, reason))
+    return todo
 
 
 def _visible(paths: Iterable[Path]) -> list[Path]:
     return sorted(p for p in paths if p.is_file() and not p.name.startswith("."))
+
+
+def _unreadable(folder: Path, pattern: str) -> list[tuple[str, str]]:
+    """Entries matching ``pattern`` that are not readable files (dangling links, folders), reported by name."""
+    bad = []
+    for path in sorted(Path(folder).rglob(pattern)):
+        if path.name.startswith(".") or path.is_file():
+            continue
+        what = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "not a regular file"
+        bad.append((str(path.relative_to(folder)), f"{path} is {what}, not a file"))
+    return bad
+
+
+def require_folder(path: Path | None, what: str) -> None:
+    """Refuse a missing input folder up front, naming it (a typo must not look like an empty job)."""
+    if path is not None and not Path(path).is_dir():
+        raise FileNotFoundError(f"{what}: no such folder {path}")
 
 
 def _check_output(output: Path, inputs: Iterable[Path | None]) -> None:
@@ -181,8 +249,14 @@ def refine_folder(
         progress: called with the number of items finished after each batch.
     """
     labels_dir, output_dir = Path(labels_dir), Path(output_dir)
+    if kind == "coco":
+        if coco_results is None or not Path(coco_results).is_file():
+            raise FileNotFoundError(f"kind 'coco' needs the COCO results JSON; no such file {coco_results}")
+    else:
+        require_folder(labels_dir, "predictions")
+    require_folder(images_dir, "images")
+    require_folder(offsets_dir, "offsets")
     _check_output(output_dir, [labels_dir, images_dir, offsets_dir, coco_results.parent if coco_results else None])
-    _remove_stale_partials(output_dir)
     source = _OffsetSource(model, offsets_dir, images_dir)
     if scale is None:
         if model is not None:
@@ -192,22 +266,22 @@ def refine_folder(
     if iterations is None:
         iterations = model.iterations if model is not None else 1
     report = JobReport()
+    ledger = _Ledger(output_dir, "refine")
     if kind == "coco":
-        return _refine_coco(coco_results, coco_images, output_dir, source, scale, iterations, report)
-    if kind == "semantic":
-        items = _visible(labels_dir.rglob("*.png"))
-    elif kind == "cityscapes-instance":
-        items = _visible(labels_dir.rglob("*_pred.txt"))
-    else:
+        return _refine_coco(coco_results, coco_images, output_dir, source, scale, iterations, report, ledger)
+    if kind not in ("semantic", "cityscapes-instance"):
         raise ValueError(f"kind: expected 'semantic', 'cityscapes-instance' or 'coco', got {kind!r}")
+    pattern = "*.png" if kind == "semantic" else "*_pred.txt"
+    items = _visible(labels_dir.rglob(pattern))
+    report.failed += _unreadable(labels_dir, pattern)
+    if not items and not report.failed:
+        raise FileNotFoundError(f"predictions: no {pattern} files under {labels_dir}")
 
     def target(item: Path) -> Path:
         return output_dir / item.relative_to(labels_dir)
 
-    todo = []
-    for item in items:
-        (report.skipped if target(item).exists() else todo).append(item)
-    report.skipped = [str(p.relative_to(labels_dir)) for p in report.skipped]
+    todo = _sort_existing(items, labels_dir, target, ledger, report)
+    _remove_stale_partials(target(item) for item in todo)
 
     def load(item: Path):
         stem = match_stem(item.name)
@@ -232,6 +306,7 @@ def refine_folder(
                 refined = source.model.refine_prediction(
                     prediction, classes, scale=scale, iterations=iterations, ignore_index=ignore_index
                 )
+            ledger.add(str(item.relative_to(labels_dir)))
             write_png(target(item), decode_labels(refined, stored, label_format))
             if save_viz:
                 _write_viz(output_dir / "viz" / f"{item.stem}.jpg", image, classes, refined, offsets)
@@ -244,6 +319,7 @@ def refine_folder(
                 if len(pred.masks)
                 else pred.masks
             )
+            ledger.add(str(item.relative_to(labels_dir)))
             write_cityscapes_instances(target(item), InstancePrediction(masks, pred.classes, pred.scores, pred.names))
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -329,9 +405,8 @@ def _refine_coco(
     scale: int,
     iterations: int,
     report: JobReport,
+    ledger: _Ledger,
 ) -> JobReport:
-    if results is None:
-        raise ValueError("kind 'coco' needs the results JSON (coco_results)")
     records = json.loads(Path(results).read_text())
     if not isinstance(records, list):
         raise ValueError(f"{results}: expected a COCO results list [{{image_id, category_id, segmentation, score}}]")
@@ -339,9 +414,9 @@ def _refine_coco(
     if coco_images is not None:
         names = {img["id"]: match_stem(img["file_name"]) for img in json.loads(Path(coco_images).read_text())["images"]}
     target = output_dir / Path(results).name
-    if target.exists():
-        report.skipped.append(target.name)
+    if not _sort_existing([Path(results)], Path(results).parent, lambda _: target, ledger, report):
         return report
+    _remove_stale_partials([target])
     by_image: dict = {}
     for index, record in enumerate(records):
         by_image.setdefault(record["image_id"], []).append(index)
@@ -361,6 +436,7 @@ def _refine_coco(
             report.done.append(stem)
         except Exception as error:  # noqa: BLE001
             report.failed.append((stem, f"{type(error).__name__}: {error}"))
+    ledger.add(Path(results).name)
     atomic_write(target, lambda tmp: tmp.write_text(json.dumps(refined_records)))
     return report
 
@@ -377,18 +453,22 @@ def offsets_folder(
 ) -> JobReport:
     """Predict and save offsets for every image under ``images_dir`` (``.npz`` or the original's ``.mat``)."""
     images_dir, output_dir = Path(images_dir), Path(output_dir)
+    require_folder(images_dir, "images")
     _check_output(output_dir, [images_dir])
-    _remove_stale_partials(output_dir)
     if file_format not in ("npz", "mat"):
         raise ValueError(f"file_format: expected 'npz' or 'mat', got {file_format!r}")
     items = [p for p in _visible(images_dir.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     report = JobReport()
+    report.failed += [bad for suffix in IMAGE_SUFFIXES for bad in _unreadable(images_dir, f"*{suffix}")]
+    if not items and not report.failed:
+        raise FileNotFoundError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) under {images_dir}")
+    ledger = _Ledger(output_dir, "offsets")
 
     def target(item: Path) -> Path:
         return (output_dir / item.relative_to(images_dir)).with_suffix(f".{file_format}")
 
-    todo = [p for p in items if not target(p).exists()]
-    report.skipped = [str(p.relative_to(images_dir)) for p in items if target(p).exists()]
+    todo = _sort_existing(items, images_dir, target, ledger, report)
+    _remove_stale_partials(target(item) for item in todo)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
@@ -399,6 +479,7 @@ def offsets_folder(
                 predicted = model.predict_offsets([img for _, img in good])
                 predicted = predicted if isinstance(predicted, list) else list(predicted)
                 for (path, _), offsets in zip(good, predicted):
+                    ledger.add(str(path.relative_to(images_dir)))
                     write_offsets(target(path), offsets)
                     report.done.append(str(path.relative_to(images_dir)))
             if progress is not None:

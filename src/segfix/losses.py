@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SegFixLoss", "segfix_loss"]
+__all__ = ["SegFixLoss", "segfix_loss", "segment_class_weights"]
 
 
 def _balanced_weights(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -15,6 +15,34 @@ def _balanced_weights(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     counts = torch.bincount(valid, minlength=num_classes).float()
     total = counts.sum().clamp_min(1.0)
     return 1.0 - counts / total
+
+
+def segment_class_weights(segment_label: torch.Tensor, supervised: torch.Tensor, power: float) -> torch.Tensor:
+    """Per-pixel weights ``share_c ** -power`` from each pixel's semantic class ``c``, where ``share_c`` is the
+    class's share of the ``supervised`` pixels in the batch; normalised to mean 1 over those pixels.
+
+    Thin classes (poles, signs) own few boundary pixels, so the plain loss is dominated by the long edges of
+    large segments; ``power`` 0.5 gives a class with 1/100 of the pixels 10x the weight of an even share.
+
+    Args:
+        segment_label: int64 ``(N, H, W)`` semantic class per pixel, -1 = none.
+        supervised: bool ``(N, H, W)``, the pixels the weighted loss term covers.
+        power: 0 gives all ones.
+
+    Returns:
+        float32 ``(N, H, W)``, 0 outside ``supervised``.
+    """
+    mask = supervised & (segment_label >= 0)
+    weights = torch.zeros(segment_label.shape, dtype=torch.float32, device=segment_label.device)
+    if not bool(mask.any()):
+        return weights
+    classes = segment_label[mask]
+    counts = torch.bincount(classes).float()
+    share = counts / counts.sum()
+    per_class = torch.where(counts > 0, share.clamp_min(1e-12) ** -power, torch.zeros_like(share))
+    values = per_class[classes]
+    weights[mask] = values / values.mean()
+    return weights
 
 
 def segfix_loss(
@@ -27,6 +55,7 @@ def segfix_loss(
     direction_weight: float = 1.0,
     direction_on: str = "target",
     align_corners: bool = False,
+    direction_pixel_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Class-balanced boundary cross-entropy plus direction cross-entropy on boundary pixels.
 
@@ -38,6 +67,8 @@ def segfix_loss(
         direction_on: ``'target'`` supervises directions on ground-truth boundary pixels; ``'predicted'`` on
             pixels the network currently calls boundary (the original), which also have a direction target.
         align_corners: upsampling convention.
+        direction_pixel_weight: optional float ``(N, H, W)`` weights multiplying each pixel's direction term
+            (e.g. :func:`segment_class_weights`); the term stays a weighted mean.
 
     Returns:
         (total loss, {"boundary": ..., "direction": ...} as floats for logging).
@@ -55,11 +86,25 @@ def segfix_loss(
         raise ValueError(f"direction_on: expected 'target' or 'predicted', got {direction_on!r}")
     if (direction_target >= 0).any():
         dir_weights = _balanced_weights(direction_target, direction_logits.shape[1])
-        direction_loss = F.cross_entropy(direction_logits, direction_target, weight=dir_weights, ignore_index=-1)
+        if direction_pixel_weight is None:
+            direction_loss = F.cross_entropy(direction_logits, direction_target, weight=dir_weights, ignore_index=-1)
+        else:
+            direction_loss = _pixel_weighted_ce(direction_logits, direction_target, dir_weights, direction_pixel_weight)
     else:  # no supervised pixel in this batch: a zero that keeps the graph connected
         direction_loss = direction_logits.sum() * 0.0
     total = boundary_weight * boundary_loss + direction_weight * direction_loss
     return total, {"boundary": float(boundary_loss.detach()), "direction": float(direction_loss.detach())}
+
+
+def _pixel_weighted_ce(
+    logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor, pixel_weights: torch.Tensor
+) -> torch.Tensor:
+    """``sum(w_class * w_pixel * ce) / sum(w_class * w_pixel)`` over pixels with ``target >= 0``: the same
+    weighted mean as ``F.cross_entropy(weight=...)``, with a second, per-pixel factor."""
+    per_pixel = F.cross_entropy(logits, target, ignore_index=-1, reduction="none")
+    valid = target >= 0
+    weight = torch.where(valid, class_weights[target.clamp_min(0)] * pixel_weights.to(per_pixel.dtype), 0.0)
+    return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-12)
 
 
 class SegFixLoss(nn.Module):

@@ -72,14 +72,25 @@ def confusion_matrix(prediction, target, num_classes: int, *, ignore_index: int 
     """
     check_positive_int(num_classes, "num_classes")
     pred, gt = _check_pair(prediction, target, ignore_index)
-    return _confusion(pred, gt, num_classes)
+    return _confusion(pred, gt, num_classes, ignore_index)
 
 
-def _confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
-    valid = (gt >= 0) & (gt < num_classes)
+def _scored(target: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
+    """The ground-truth pixels that are scored: a class id, and not the ignore label (which may be one)."""
+    valid = (target >= 0) & (target < num_classes)
+    if ignore_index is not None:
+        valid &= target != ignore_index
+    return valid
+
+
+def _confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
+    valid = _scored(gt, num_classes, ignore_index)
     gt_valid = gt[valid].astype(np.int64)
     pred_valid = pred[valid].astype(np.int64)
-    pred_valid = np.where((pred_valid >= 0) & (pred_valid < num_classes), pred_valid, num_classes)
+    in_range = (pred_valid >= 0) & (pred_valid < num_classes)
+    if ignore_index is not None:  # predicting the ignore label is always wrong, even when it is a class id
+        in_range &= pred_valid != ignore_index
+    pred_valid = np.where(in_range, pred_valid, num_classes)
     counts = np.bincount(gt_valid * (num_classes + 1) + pred_valid, minlength=num_classes * (num_classes + 1))
     return counts.reshape(num_classes, num_classes + 1)
 
@@ -134,9 +145,9 @@ def boundary_fscore_counts(
         pixels, matched ground-truth boundary pixels, ground-truth boundary pixels.
     """
     counts = np.zeros((num_classes, len(tolerances), 4), dtype=np.int64)
-    valid = (target >= 0) & (target < num_classes)
+    valid = _scored(target, num_classes, ignore_index)
     for c in np.union1d(np.unique(prediction[valid]), np.unique(target[valid])):
-        if not 0 <= c < num_classes:
+        if not 0 <= c < num_classes or c == ignore_index:
             continue
         pred_b = mask_boundary((prediction == c) & valid)
         gt_b = mask_boundary((target == c) & valid)
@@ -171,9 +182,9 @@ def boundary_iou_counts(
     height, width = target.shape
     band_width = max(1, int(round(dilation_ratio * np.hypot(height, width))))
     counts = np.zeros((num_classes, 2), dtype=np.int64)
-    valid = (target >= 0) & (target < num_classes)
+    valid = _scored(target, num_classes, ignore_index)
     for c in np.union1d(np.unique(prediction[valid]), np.unique(target[valid])):
-        if not 0 <= c < num_classes:
+        if not 0 <= c < num_classes or c == ignore_index:
             continue
         pred_band = _inner_band(prediction == c, band_width) & valid
         gt_band = _inner_band(target == c, band_width) & valid
@@ -303,8 +314,10 @@ class SegmentationMetrics:
         class_names: Sequence[str] | None = None,
     ) -> None:
         check_positive_int(num_classes, "num_classes")
-        if not tolerances or any(not (t > 0) for t in tolerances):
-            raise ValueError(f"tolerances: expected a non-empty list of positive pixel distances, got {tolerances!r}")
+        if not tolerances or any(not (0 < t < np.inf) for t in tolerances):
+            raise ValueError(
+                f"tolerances: expected a non-empty list of positive, finite pixel distances, got {tolerances!r}"
+            )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names: expected {num_classes} names, got {len(class_names)}")
         self.num_classes = num_classes
@@ -324,10 +337,13 @@ class SegmentationMetrics:
     def update(self, prediction, target) -> None:
         """Add one map ``(H, W)`` or a batch ``(N, H, W)`` (numpy or torch) to the totals."""
         pred, gt = _check_pair(prediction, target, self.ignore_index)
-        self.confusion += _confusion(pred, gt, self.num_classes)
+        ignore = self.ignore_index
+        self.confusion += _confusion(pred, gt, self.num_classes, ignore)
         for p, g in zip(pred, gt):
-            self.boundary_counts += boundary_fscore_counts(p, g, self.num_classes, self.tolerances)
-            self.biou_counts += boundary_iou_counts(p, g, self.num_classes, dilation_ratio=self.boundary_iou_dilation)
+            self.boundary_counts += boundary_fscore_counts(p, g, self.num_classes, self.tolerances, ignore_index=ignore)
+            self.biou_counts += boundary_iou_counts(
+                p, g, self.num_classes, dilation_ratio=self.boundary_iou_dilation, ignore_index=ignore
+            )
         self.num_images += len(pred)
 
     def compute(self) -> MetricsResult:
@@ -380,8 +396,10 @@ class BoundaryStatistics:
         for gt in _to_numpy_labels(target, "target", self.ignore_index):
             values, dense, _ = _dense_ids(gt)
             keep = (values >= 0) & (values < self.num_classes)
+            if self.ignore_index is not None:
+                keep &= values != self.ignore_index
             depth = _segment_depth(dense, keep)
-            valid = (gt >= 0) & (gt < self.num_classes)
+            valid = _scored(gt, self.num_classes, self.ignore_index)
             classes = gt[valid].astype(np.int64)
             self.total += np.bincount(classes, minlength=self.num_classes)
             d = depth[valid]

@@ -33,7 +33,7 @@ from huggingface_hub.errors import (
 from PIL import Image
 from torch import nn
 
-from ._checks import describe
+from ._checks import check_positive_int, check_scale, describe
 from .directions import direction_to_offset, flip_direction
 from .inference import predict_sliding, predict_whole
 from .network import SegFixNet
@@ -167,6 +167,18 @@ class SegFix(
             raise ValueError(f"mean/std: expected 3 values each (std > 0), got mean={mean!r}, std={std!r}")
         if not 0 < input_scale <= 4:
             raise ValueError(f"input_scale: expected a factor in (0, 4], got {input_scale!r}")
+        _check_settings(
+            boundary_threshold=boundary_threshold,
+            direction_threshold=direction_threshold,
+            semantic_scale=semantic_scale,
+            instance_scale=instance_scale,
+            iterations=iterations,
+            window_size=window_size,
+            window_stride=window_stride,
+            max_whole_pixels=max_whole_pixels,
+            precision=precision,
+            ignore_index=ignore_index,
+        )
         self.net = SegFixNet(
             backbone=backbone,
             out_indices=out_indices,
@@ -290,18 +302,14 @@ class SegFix(
         """
         if self.direction_vote:
             _require_array(label_map, "label_map")
+            self._steps(scale, iterations, self.semantic_scale)  # refuse bad values before the network runs
             prediction = self.predict(image, inference=inference, direction_prob=True)
             moving = prediction.boundary
             self._check_labels(label_map, moving, batched=not isinstance(moving, list) and moving.ndim == 3)
             return self.refine_prediction(prediction, label_map, scale=scale, iterations=iterations)
+        scale, iterations = self._steps(scale, iterations, self.semantic_scale)
         offsets = self._offsets_for(image, label_map, inference)
-        return refine_semantic(
-            label_map,
-            offsets,
-            scale=scale or self.semantic_scale,
-            iterations=iterations or self.iterations,
-            ignore_index=self.ignore_index,
-        )
+        return refine_semantic(label_map, offsets, scale=scale, iterations=iterations, ignore_index=self.ignore_index)
 
     def refine_prediction(
         self,
@@ -317,8 +325,7 @@ class SegFix(
         ``prediction`` must hold ``direction_prob`` when ``direction_vote`` is set. Shapes as :meth:`refine`;
         ``ignore_index`` defaults to the config's.
         """
-        scale = scale or self.semantic_scale
-        steps = iterations or self.iterations
+        scale, steps = self._steps(scale, iterations, self.semantic_scale)
         if ignore_index == "config":
             ignore_index = self.ignore_index
         if self.direction_vote and prediction.direction_prob is None:
@@ -340,6 +347,14 @@ class SegFix(
                 refined, field, moving, scale=scale, min_share=self.direction_threshold, ignore_index=ignore_index
             )
         return refined
+
+    def _steps(self, scale: Any, iterations: Any, default_scale: int) -> tuple[int, int]:
+        """The scale and iterations to use: the caller's (validated) or the config's, never a silent swap."""
+        scale = default_scale if scale is None else check_scale(scale)
+        if iterations is None:
+            return scale, self.iterations
+        check_positive_int(iterations, "iterations")
+        return scale, int(iterations)
 
     @staticmethod
     def _check_labels(labels, field, *, batched: bool, instance: bool = False) -> None:
@@ -375,12 +390,13 @@ class SegFix(
         inference: str | None = None,
     ):
         """Refine instance masks ``(K, H, W)`` predicted for one ``image`` with one offset field."""
+        scale, iterations = self._steps(scale, iterations, self.instance_scale)
         offsets = self._offsets_for(image, masks, inference, instance=True)
         return refine_instances(
             masks,
             offsets,
-            scale=scale or self.instance_scale,
-            iterations=iterations or self.iterations,
+            scale=scale,
+            iterations=iterations,
             scores=scores,
             resolve_overlaps=resolve_overlaps,
         )
@@ -443,12 +459,17 @@ class SegFix(
     def _to_batch(self, image) -> tuple[list[torch.Tensor], bool, bool, torch.device | None]:
         """-> (normalised batches grouped by size, single image?, numpy output?, output device)."""
         if isinstance(image, torch.Tensor):
+            given = describe(image)
+            if image.ndim not in (3, 4) or image.shape[-3] != 3:
+                channels_last = image.ndim == 3 and image.shape[-1] == 3
+                hint = "; an (H, W, 3) image needs .permute(2, 0, 1)" if channels_last else ""
+                raise ValueError(f"image: expected a tensor (3, H, W) or (N, 3, H, W), got {given}{hint}")
             if image.ndim == 3:
                 image, single = image[None], True
             else:
                 single = False
-            if image.ndim != 4 or image.shape[1] != 3:
-                raise ValueError(f"image: expected a tensor (3, H, W) or (N, 3, H, W), got {describe(image)}")
+            if image.numel() == 0:
+                raise ValueError(f"image: expected at least one image of at least 1x1 pixels, got {given}")
             if image.dtype == torch.uint8:
                 x = image.to(self.device).float() / 255.0
             elif image.dtype.is_floating_point:
@@ -467,6 +488,8 @@ class SegFix(
                 f"image: expected an (H, W, 3) uint8 array, a PIL image, a list of them, or a tensor; "
                 f"got {describe(image)}"
             )
+        if not arrays or any(a.size == 0 for a in arrays):
+            raise ValueError(f"image: expected at least one image of at least 1x1 pixels, got {describe(image)}")
         if len({a.shape[:2] for a in arrays}) == 1:
             stacks = [np.stack(arrays)]
         else:  # different sizes cannot share a forward pass: one image at a time, in the caller's order
@@ -522,7 +545,12 @@ class SegFix(
                 that is not cached while offline; the message says how to fix it.
             FileNotFoundError: a path that does not exist.
         """
-        name = str(pretrained_model_name_or_path)
+        if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            raise TypeError(
+                "pretrained_model_name_or_path: expected a bundled model name, a folder or a Hub repo id (str or "
+                f"path), got {pretrained_model_name_or_path!r}"
+            )
+        name = os.fspath(pretrained_model_name_or_path)
         folder = bundled_model_dir(name)
         if folder is not None:
             config_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
@@ -560,10 +588,14 @@ class SegFix(
                 f"{config_file}: config.json is missing; a SegFix model folder holds config.json "
                 "and model.safetensors (write one with SegFix.save_pretrained)"
             )
+        size = config_file.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ModelLoadError(f"{config_file}: {size} bytes; a SegFix config.json is a few hundred bytes")
         try:
             config = json.loads(config_file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ModelLoadError(f"{config_file}: not a readable JSON config ({error})") from error
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+            reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+            raise ModelLoadError(f"{config_file}: not a readable JSON config ({reason})") from error
         if not isinstance(config, dict):
             raise ModelLoadError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
         known = set(cls._hub_mixin_init_parameters) - {"self"}
@@ -621,6 +653,49 @@ class SegFix(
         tmp = target.with_name(f".{WEIGHTS_NAME}.partial")
         save_file(state, str(tmp), metadata={"format": "pt", "library": "segfix"})
         os.replace(tmp, target)
+
+
+# Bounds on what a config file may ask for, checked before anything is built: each is far above any use
+# (the paper uses scale 2, one iteration, 1024-pixel windows) and far below what exhausts a machine.
+MAX_CONFIG_BYTES = 1 << 16
+MAX_SCALE = 64
+MAX_ITERATIONS = 16
+MAX_WINDOW = 16384
+MAX_WHOLE_PIXELS = 1 << 28
+
+
+def _check_settings(**settings: Any) -> None:
+    for name in ("boundary_threshold", "direction_threshold"):
+        value = settings[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
+    for name, top in (("semantic_scale", MAX_SCALE), ("instance_scale", MAX_SCALE), ("iterations", MAX_ITERATIONS)):
+        _check_int(settings[name], name, 1, top)
+    window, stride = settings["window_size"], settings["window_stride"]
+    for value in _pair_values(window, "window_size"):
+        _check_int(value, "window_size", 16, MAX_WINDOW)
+    if stride is not None:
+        for value in _pair_values(stride, "window_stride"):
+            _check_int(value, "window_stride", 1, MAX_WINDOW)
+    _check_int(settings["max_whole_pixels"], "max_whole_pixels", 1, MAX_WHOLE_PIXELS)
+    if settings["precision"] not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision: expected 'auto', 'fp32', 'bf16' or 'fp16', got {settings['precision']!r}")
+    ignore = settings["ignore_index"]
+    if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, int)):
+        raise ValueError(f"ignore_index: expected an integer or None, got {ignore!r}")
+
+
+def _check_int(value: Any, name: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{name}: expected an integer in {low}..{high}, got {value!r}")
+
+
+def _pair_values(value: Any, name: str) -> tuple:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return tuple(value)
+    raise ValueError(f"{name}: expected one int or (h, w), got {value!r}")
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:

@@ -32,6 +32,8 @@ from ._checks import check_num_directions
 __all__ = ["BNAct", "SegFixNet", "create_backbone"]
 
 _ACTIVATIONS = ("relu", "leaky_relu")
+MAX_CHANNELS = 1024
+"""Widest decoder or head a model config may ask for (the original's heads have 256)."""
 
 
 def create_backbone(name: str, out_indices: Sequence[int] | None = None, **kwargs) -> nn.Module:
@@ -44,12 +46,26 @@ def create_backbone(name: str, out_indices: Sequence[int] | None = None, **kwarg
             "create_backbone: 'pretrained' and 'features_only' are fixed (False and True); load ImageNet "
             "weights explicitly with segfix.pretrained.load_imagenet_backbone"
         )
+    reading = sorted(k for k in kwargs if _reads_files(k))
+    if reading:
+        raise ValueError(
+            f"backbone_kwargs: {reading} would make timm read files or download; a model's config may only "
+            "shape the network. Load weights with SegFix.from_pretrained or segfix.pretrained.load_imagenet_backbone"
+        )
     if out_indices is not None:
         kwargs["out_indices"] = tuple(out_indices)
     try:
         return timm.create_model(name, pretrained=False, features_only=True, **kwargs)
     except RuntimeError as error:  # timm raises RuntimeError for unknown model names
         raise ValueError(f"backbone: timm does not know {name!r} ({error}); see timm.list_models()") from error
+
+
+_FILE_KEYS = ("pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "pretrained_strict", "cache_dir")
+
+
+def _reads_files(key: str) -> bool:
+    """timm arguments that name a file, a folder, a URL or a weights source (model configs are untrusted)."""
+    return key in _FILE_KEYS or key.endswith(("_path", "_file", "_dir", "_url", "_uri", "_hub"))
 
 
 class BNAct(nn.BatchNorm2d):
@@ -182,6 +198,12 @@ class SegFixNet(nn.Module):
             raise ValueError(f"decoder: expected 'fpn' or 'concat', got {decoder!r}")
         if head_kernel_size not in (1, 3, 5):
             raise ValueError(f"head_kernel_size: expected 1, 3 or 5, got {head_kernel_size!r}")
+        for name, width in (("decoder_channels", decoder_channels), ("head_channels", head_channels)):
+            # Bounded before anything is allocated: a config file must not be able to ask for gigabytes.
+            if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_CHANNELS:
+                raise ValueError(f"{name}: expected an integer in 1..{MAX_CHANNELS}, got {width!r}")
+        if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
+            raise TypeError(f"backbone_kwargs: expected a dict or None, got {type(backbone_kwargs).__name__}")
         self.backbone = create_backbone(backbone, out_indices, **(backbone_kwargs or {}))
         if backbone_upsample == "bilinear":
             _use_bilinear_upsampling(self.backbone)

@@ -7,7 +7,14 @@ from typing import overload
 import numpy as np
 import torch
 
-from ._checks import check_array, check_labels_nonnegative, check_ndim, describe, is_integer_dtype
+from ._checks import (
+    check_array,
+    check_labels_nonnegative,
+    check_ndim,
+    describe,
+    effective_ignore,
+    is_integer_dtype,
+)
 from .directions import direction_to_offset
 from .shift import shift_labels
 
@@ -95,6 +102,7 @@ def refine_semantic(
     if not is_integer_dtype(label_map):
         raise TypeError(f"label_map: expected an integer dtype, got {describe(label_map)}")
     check_ndim(label_map, "label_map", (2, 3), "(H, W) or (N, H, W)")
+    ignore_index = effective_ignore(label_map, ignore_index)
     check_labels_nonnegative(label_map, "label_map", ignore_index)
     offsets = resolve_offsets(offsets, boundary, direction, num_directions)
     refined = shift_labels(label_map, offsets, scale=scale, iterations=iterations)

@@ -23,7 +23,16 @@ import numpy as np
 import torch
 
 from . import _kernels
-from ._checks import check_array, check_integer, check_ndim, check_positive_int, describe
+from ._checks import (
+    bounded_offsets,
+    check_array,
+    check_integer,
+    check_ndim,
+    check_positive_int,
+    check_scale,
+    describe,
+    native_byte_order,
+)
 
 __all__ = ["shift_labels"]
 
@@ -65,20 +74,21 @@ def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1):
         >>> segfix.shift_labels(labels, offsets)
         array([[1, 2, 2, 2]], dtype=uint8)
     """
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     check_positive_int(iterations, "iterations")
     offsets = _check_shift_inputs(labels, offsets)
+    if (labels.numel() if isinstance(labels, torch.Tensor) else labels.size) == 0:
+        return labels.clone() if isinstance(labels, torch.Tensor) else labels.copy()
+    # A step longer than the image lands on its border whatever its length: bounding the scale and the
+    # offsets by the image size keeps every index computation far from integer overflow.
+    limit = max(labels.shape[-2:])
+    scale = min(scale, limit)
+    offsets = bounded_offsets(offsets, limit)
     if isinstance(labels, torch.Tensor):
         return _shift_torch(labels, offsets, scale, int(iterations))
-    return _shift_numpy(labels, offsets, scale, int(iterations))
-
-
-def _check_scale(scale: object) -> int:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
-        raise TypeError(f"scale: expected a positive integer, got {scale!r}")
-    if scale != int(scale) or scale < 1:
-        raise ValueError(f"scale: expected a positive integer (labels move by whole pixels), got {scale!r}")
-    return int(scale)
+    native = native_byte_order(labels)
+    out = _shift_numpy(native, native_byte_order(offsets), scale, int(iterations))
+    return out if native is labels else out.astype(labels.dtype)
 
 
 def _check_shift_inputs(labels, offsets):

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ._io import atomic_write
 from .augment import TrainTransform
-from .losses import segfix_loss
+from .losses import segfix_loss, segment_class_weights
 from .model import SegFix
 from .pretrained import load_imagenet_backbone
 
@@ -175,6 +175,7 @@ class _TrainingSet(Dataset):
             torch.from_numpy(example.image),
             torch.from_numpy(example.boundary),
             torch.from_numpy(example.direction),
+            torch.from_numpy(example.label),
         )
 
 
@@ -195,12 +196,14 @@ def train(
     *,
     proportions: Sequence[float] | None = None,
     model: dict | None = None,
+    init: str | Path | None = None,
     imagenet: bool = True,
     iterations: int = 1000,
     batch_size: int = 8,
     crop_size: int = 512,
     scale_range: tuple[float, float] = (0.5, 2.0),
     max_distance: float = 5,
+    class_balance: float = 0.0,
     optimizer: str = "sgd",
     lr: float = 0.02,
     momentum: float = 0.9,
@@ -229,12 +232,17 @@ def train(
         proportions: share of each dataset in every batch (default equal), e.g. (0.5, 0.5) for 8 + 8 of 16.
         model: :class:`SegFix` constructor arguments (backbone, decoder, ...); ``num_directions`` also sets the
             targets.
+        init: start from this trained model (bundled name, folder or Hub id) instead of ImageNet: its
+            architecture and weights are used and ``model`` may only add inference settings. For fine-tuning.
         imagenet: initialise the backbone from the offline ImageNet weights when available for it.
         iterations: training steps.
         batch_size: global batch size, over all processes.
         crop_size: square crop side in pixels.
         scale_range: random scale factor range.
         max_distance: boundary band half-width of the targets.
+        class_balance: weight each boundary pixel's direction loss by its semantic class's share of the
+            batch's boundary pixels to the power ``-class_balance`` (0: off; see
+            :func:`segfix.losses.segment_class_weights`), so thin classes are not drowned by long edges.
         optimizer: ``'sgd'`` (momentum, the original) or ``'adamw'``.
         lr: initial learning rate (poly schedule).
         momentum: SGD momentum.
@@ -268,9 +276,13 @@ def train(
     if "ignore_index" not in model_kwargs:
         model_kwargs["ignore_index"] = datasets[0].ignore_index if hasattr(datasets[0], "ignore_index") else 255
     torch.manual_seed(seed)  # the same initial weights on every process and every run
-    net = SegFix(**model_kwargs)
+    if init is not None:
+        net = SegFix.from_pretrained(str(init), **{k: v for k, v in model_kwargs.items() if k != "ignore_index"})
+        net.float()  # bundled weights are stored in fp16; train in fp32 master weights
+    else:
+        net = SegFix(**model_kwargs)
     num_directions = net.num_directions
-    if imagenet and not resume:
+    if imagenet and not resume and init is None:
         backbone_name = model_kwargs.get("backbone", "tf_efficientnet_lite0")
         try:
             load_imagenet_backbone(net.net.backbone, backbone_name)
@@ -344,7 +356,7 @@ def train(
     wait_time = compute_time = 0.0
     tick = time.perf_counter()
     images_seen = 0
-    for images, boundary, direction in loader:
+    for images, boundary, direction, segment in loader:
         fetched = time.perf_counter()
         wait_time += fetched - tick
         step = state.step
@@ -354,10 +366,18 @@ def train(
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         boundary, direction = boundary.to(device), direction.to(device)
+        pixel_weight = None
+        if class_balance:
+            pixel_weight = segment_class_weights(segment.to(device), direction >= 0, class_balance)
         with autocast_context(device, precision):
             boundary_logits, direction_logits = module(net.normalize(images))
         loss, parts = segfix_loss(
-            boundary_logits, direction_logits, boundary, direction, align_corners=net.align_corners
+            boundary_logits,
+            direction_logits,
+            boundary,
+            direction,
+            align_corners=net.align_corners,
+            direction_pixel_weight=pixel_weight,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()

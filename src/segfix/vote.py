@@ -18,7 +18,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import check_array, check_labels_nonnegative, check_ndim, describe, is_integer_dtype
+from ._checks import (
+    check_array,
+    check_labels_nonnegative,
+    check_ndim,
+    check_scale,
+    computable,
+    describe,
+    effective_ignore,
+    is_integer_dtype,
+    native_byte_order,
+)
 from .directions import direction_vectors
 
 __all__ = ["vote_labels"]
@@ -58,13 +68,21 @@ def vote_labels(
     if not is_integer_dtype(label_map):
         raise TypeError(f"label_map: expected an integer dtype, got {describe(label_map)}")
     check_ndim(label_map, "label_map", (2, 3), "(H, W) or (N, H, W)")
+    ignore_index = effective_ignore(label_map, ignore_index)
     check_labels_nonnegative(label_map, "label_map", ignore_index)
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
-        raise ValueError(f"scale: expected a positive integer, got {scale!r}")
+    scale = check_scale(scale)
+    if isinstance(min_share, bool) or not isinstance(min_share, (int, float, np.integer, np.floating)):
+        raise TypeError(f"min_share: expected a number in [0, 1), got {min_share!r}")
+    if not 0 <= min_share < 1:
+        raise ValueError(f"min_share: expected a number in [0, 1), got {min_share!r}")
+    check_array(direction_prob, "direction_prob")
+    check_array(moving, "moving")
     batched = label_map.ndim == 3
-    labels = _as_tensor(label_map, None) if isinstance(label_map, np.ndarray) else label_map
+    labels = computable(_as_tensor(label_map, None), "label_map")
     prob = _as_tensor(direction_prob, labels.device)
     mask = _as_tensor(moving, labels.device)
+    if not prob.dtype.is_floating_point:
+        raise TypeError(f"direction_prob: expected a float dtype (probabilities), got {describe(direction_prob)}")
     if not batched:
         labels, prob, mask = labels[None], prob[None], mask[None]
     n, h, w = labels.shape
@@ -75,7 +93,9 @@ def vote_labels(
         )
     if tuple(mask.shape) != (n, h, w) or mask.dtype != torch.bool:
         raise ValueError(f"moving: expected a boolean mask of shape {tuple(label_map.shape)}, got {describe(moving)}")
-    vectors = torch.as_tensor(direction_vectors(prob.shape[1]), dtype=torch.int64, device=labels.device) * int(scale)
+    # A step longer than the image lands on its border, however long: bounding it keeps the sums exact.
+    step = min(scale, max(h, w))
+    vectors = torch.as_tensor(direction_vectors(prob.shape[1]), dtype=torch.int64, device=labels.device) * step
 
     out = labels.clone()
     b, y, x = mask.nonzero(as_tuple=True)
@@ -86,6 +106,8 @@ def vote_labels(
     tx = (x[:, None] + vectors[None, :, 1]).clamp_(0, w - 1)
     candidates = labels[b[:, None], ty, tx]  # (K, D)
     weights = prob[b, :, y, x].float()  # (K, D)
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError("direction_prob: expected finite probabilities at the moving pixels, found NaN or inf")
     if ignore_index is not None:
         weights = weights.masked_fill(candidates == ignore_index, 0.0)
     # Each candidate's score is the total probability of the directions that reach the same label.
@@ -97,11 +119,17 @@ def vote_labels(
         out[b[change], y[change], x[change]] = winner[change]
     if not batched:
         out = out[0]
-    return out.numpy() if isinstance(label_map, np.ndarray) else out
+    if isinstance(label_map, np.ndarray):
+        return out.numpy().astype(label_map.dtype, copy=False)
+    return out.to(label_map.dtype)
 
 
 def _as_tensor(array, device: torch.device | None) -> torch.Tensor:
-    # Read-only numpy arrays (memory-mapped files, decoded images) would make torch warn on sharing.
-    if isinstance(array, np.ndarray) and not array.flags.writeable:
-        array = array.copy()
+    if isinstance(array, torch.Tensor):
+        return array.to(device) if device is not None else array
+    # torch cannot share read-only memory (memory-mapped files, decoded images), negative strides (a
+    # mirrored view) or foreign byte order: those arrive as a copy.
+    array = native_byte_order(array)
+    if not array.flags.writeable or any(stride < 0 for stride in array.strides):
+        array = np.array(array, order="C", copy=True)
     return torch.as_tensor(array, device=device)
