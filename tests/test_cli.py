@@ -76,7 +76,7 @@ def test_refine_with_offsets_then_eval(folders, capsys):
     assert (folders / "scores.csv").read_text().startswith("predictions,class,IoU")
 
 
-def test_refine_with_a_model_resumes_and_reports_bad_files(folders, tmp_path):
+def test_refine_with_a_model_resumes_and_reports_bad_files(folders, tmp_path, capsys):
     model_dir = tmp_path / "model"
     segfix.SegFix(**TINY).save_pretrained(model_dir)
     out = folders / "refined"
@@ -104,18 +104,13 @@ def test_refine_with_a_model_resumes_and_reports_bad_files(folders, tmp_path):
     assert main(args) == 1
     assert (out / "img0.png").stat().st_mtime_ns == mtime  # finished outputs are not redone
     assert (out / "img1.png").is_file()
-    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temp files left
-    with pytest.raises(ValueError, match="inside the input folder"):
-        main(
-            [
-                "refine",
-                str(folders / "preds"),
-                "--offsets",
-                str(folders / "offsets"),
-                "--output",
-                str(folders / "preds" / "out"),
-            ]
-        )
+    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert hidden == [".segfix-refine.done"]  # no temp files left, only the job's ledger
+    inside = ["refine", str(folders / "preds"), "--offsets", str(folders / "offsets"), "--output"]
+    capsys.readouterr()
+    assert main([*inside, str(folders / "preds" / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "inside the input folder" in error[0] and "Traceback" not in error[0]
 
 
 def test_killed_refine_leaves_no_half_written_file(folders):
@@ -143,13 +138,13 @@ def test_killed_refine_leaves_no_half_written_file(folders):
     killed = subprocess.run([sys.executable, "-c", code], env=env)
     assert killed.returncode == 9
     assert [p.name for p in out.glob("[!.]*.png")] == ["img0.png"]  # the second file was never renamed into place
-    assert len(list(out.glob(".*.partial*"))) == 1  # only its temp file is left
+    assert len(list(out.glob(".segfix-tmp-*.partial*"))) == 1  # only its temp file is left
     assert main(["refine", str(folders / "preds"), "--offsets", str(folders / "offsets"), "--output", str(out)]) == 0
     for i in range(3):
         _, truth, coarse = scene(i)
         expected = segfix.refine_semantic(coarse, segfix.boundary_targets(truth, min_pixels=0).offsets())
         np.testing.assert_array_equal(read_label(out / f"img{i}.png"), expected)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".segfix-refine.done"]
 
 
 def test_offsets_command_both_formats(folders, tmp_path):

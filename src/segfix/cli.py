@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+import traceback
 from importlib import resources
 from pathlib import Path
 
@@ -14,6 +15,12 @@ import numpy as np
 __all__ = ["main"]
 
 _logger = logging.getLogger("segfix")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _asset(name: str) -> Path:
@@ -191,10 +198,26 @@ def _class_names(dataset: str | None, num_classes: int) -> list[str]:
 
 
 def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
+    """(bar, update): a progress bar drawn from its first update on, so a job that fails while checking its
+    inputs prints only its error line."""
+    bar = _LazyBar(total, desc)
+    return bar, bar
 
-    bar = tqdm(total=total, desc=desc, dynamic_ncols=True, disable=total == 0)
-    return bar, bar.update
+
+class _LazyBar:
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.bar = total, desc, None
+
+    def __call__(self, count: int) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, dynamic_ncols=True, disable=self.total == 0)
+        self.bar.update(count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _load_model(name: str, device: str | None):
@@ -265,9 +288,13 @@ def _offsets(args: argparse.Namespace) -> int:
 
 
 def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
-    from .folders import index_files
+    from .folders import index_files, require_folder
 
+    require_folder(pred_dir, "predictions")
+    require_folder(gt_dir, "ground truth")
     preds, gts = index_files(pred_dir, (".png",)), index_files(gt_dir, (".png",))
+    if not gts:
+        raise FileNotFoundError(f"ground truth: no .png files under {gt_dir}")
     missing = sorted(set(gts) - set(preds))
     if missing:
         raise SystemExit(
@@ -313,9 +340,14 @@ def _eval(args: argparse.Namespace) -> int:
         )
         bar, update = _progress(len(pairs), f"segfix eval {folder.name}")
         for pred_path, gt_path in pairs:
-            gt = _read_ground_truth(gt_path, label_format, ignore)
-            pred = encode_labels(read_label(pred_path), label_format)
-            metrics.update(pred, gt)
+            try:
+                gt = _read_ground_truth(gt_path, label_format, ignore)
+                pred = encode_labels(read_label(pred_path), label_format)
+                if pred.shape != gt.shape:
+                    raise ValueError(f"size {pred.shape[::-1]} differs from the ground truth's {gt.shape[::-1]}")
+                metrics.update(pred, gt)
+            except (OSError, ValueError, TypeError) as error:
+                raise ValueError(f"{pred_path} (ground truth {gt_path}): {error}") from error
             update(1)
         bar.close()
         results.append(metrics.compute())
@@ -374,10 +406,18 @@ def _stats(args: argparse.Namespace) -> int:
 
     num_classes, ignore, label_format, names = _label_settings(args, "stats")
     stats = BoundaryStatistics(num_classes, widths=tuple(args.widths), class_names=names)
-    files = sorted(Path(args.gt).rglob("*.png"))
+    from .folders import require_folder
+
+    require_folder(Path(args.gt), "ground truth")
+    files = sorted(p for p in Path(args.gt).rglob("*.png") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"ground truth: no .png files under {args.gt}")
     bar, update = _progress(len(files), "segfix stats")
     for path in files:
-        stats.update(_read_ground_truth(path, label_format, ignore))
+        try:
+            stats.update(_read_ground_truth(path, label_format, ignore))
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"{path}: {error}") from error
         update(1)
     bar.close()
     share = stats.compute()
@@ -404,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="segfix",
         description="SegFix boundary refinement: fix the boundaries of any segmentation model's output.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"segfix-pytorch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -441,10 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--output", required=True, help="run folder (checkpoint.pt, model/, history.jsonl)")
     tr.add_argument("--proportions", type=float, nargs="+", help="share of each dataset per batch, e.g. 0.5 0.5")
-    tr.add_argument("--iterations", type=int)
-    tr.add_argument("--batch-size", type=int, help="global batch size over all processes")
-    tr.add_argument("--crop-size", type=int)
-    tr.add_argument("--lr", type=float, help="initial learning rate (poly decay)")
+    tr.add_argument("--iterations", type=_positive_int, help="training steps")
+    tr.add_argument("--batch-size", type=_positive_int, help="global batch size over all processes")
+    tr.add_argument("--crop-size", type=_positive_int, help="square crop side in pixels")
+    tr.add_argument("--lr", type=_positive_float, help="initial learning rate (poly decay)")
     tr.add_argument(
         "--init",
         metavar="MODEL",
@@ -456,9 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight boundary pixels' direction loss by their class share to this power (0.5: thin classes up)",
     )
     tr.add_argument("--scale-range", type=float, nargs=2, metavar=("MIN", "MAX"), help="random scale range")
-    tr.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 200)")
+    tr.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints (default 200)")
     tr.add_argument("--optimizer", choices=["sgd", "adamw"])
-    tr.add_argument("--workers", type=int, help="data-loading processes")
+    tr.add_argument("--workers", type=_non_negative_int, help="data-loading processes (0: in the main process)")
     tr.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     tr.add_argument("--seed", type=int)
     tr.add_argument(
@@ -519,11 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--ignore-index", type=int, help="stored label never moved or created (default 255)")
     rf.add_argument("--coco-images", help="COCO annotation JSON mapping image ids to file names")
     rf.add_argument(
-        "--scale", type=int, help="offset scale (default: the model's; with --offsets 2 semantic, 1 instance)"
+        "--scale", type=_positive_int, help="offset scale (default: the model's; with --offsets 2 semantic, 1 instance)"
     )
-    rf.add_argument("--iterations", type=int, help="steps along the offsets (default: the model's, else 1)")
-    rf.add_argument("--batch-size", type=int, default=4)
-    rf.add_argument("--workers", type=int, default=2, help="threads reading files")
+    rf.add_argument("--iterations", type=_positive_int, help="steps along the offsets (default: the model's, else 1)")
+    rf.add_argument("--batch-size", type=_positive_int, default=4, help="images per network pass (default 4)")
+    rf.add_argument("--workers", type=_positive_int, default=2, help="threads reading files (default 2)")
     rf.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     rf.add_argument("--save-viz", action="store_true", help="also write pictures into OUTPUT/viz/")
     rf.set_defaults(func=_refine)
@@ -538,8 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--output", required=True)
     of.add_argument("--model", required=True)
     of.add_argument("--format", choices=["npz", "mat"], default="npz")
-    of.add_argument("--batch-size", type=int, default=4)
-    of.add_argument("--workers", type=int, default=2)
+    of.add_argument("--batch-size", type=_positive_int, default=4, help="images per network pass (default 4)")
+    of.add_argument("--workers", type=_positive_int, default=2, help="threads reading files (default 2)")
     of.add_argument("--device")
     of.set_defaults(func=_offsets)
 
@@ -554,20 +595,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("gt")
     ev.add_argument("--compare", help="a second prediction folder, e.g. the refined one")
     ev.add_argument("--dataset", choices=sorted(PRESETS))
-    ev.add_argument("--num-classes", type=int)
+    ev.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")
     ev.add_argument("--label-format", choices=LABEL_FORMATS)
-    ev.add_argument("--tolerances", type=float, nargs="+", default=[1, 2, 3])
+    ev.add_argument(
+        "--tolerances", type=_positive_float, nargs="+", default=[1, 2, 3], help="boundary F-score tolerances in px"
+    )
     ev.add_argument("--json")
     ev.add_argument("--csv")
     ev.add_argument("--markdown")
     ev.set_defaults(func=_eval)
 
-    st = sub.add_parser("stats", help="per-class share of boundary pixels at widths 1..5 (ground truth)")
+    st = sub.add_parser(
+        "stats",
+        help="per-class share of boundary pixels at widths 1..5 (ground truth)",
+        description="For each class, the share of its ground-truth pixels within 1..5 px of another segment "
+        "(SegFix supplementary Table 1): how much of a dataset SegFix can reach.",
+    )
     st.add_argument("gt")
     st.add_argument("--dataset", choices=sorted(PRESETS))
-    st.add_argument("--num-classes", type=int)
+    st.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")
     st.add_argument("--label-format", choices=LABEL_FORMATS)
-    st.add_argument("--widths", type=float, nargs="+", default=[1, 2, 3, 4, 5])
+    st.add_argument(
+        "--widths", type=_positive_float, nargs="+", default=[1, 2, 3, 4, 5], help="band widths in px (default 1-5)"
+    )
     st.set_defaults(func=_stats)
 
     cv = sub.add_parser(
@@ -583,11 +633,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number, got {text!r}")
+    return value
+
+
+# What a user can get wrong (paths, files, values, devices) surfaces as one of these: one line on stderr.
+_USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError, ImportError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    return int(args.func(args))
+    try:
+        if getattr(args, "device", None):
+            _check_device(args.device)
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"segfix {args.command}: interrupted (finished files are kept; run again to resume)", file=sys.stderr)
+        return 130
+    except _USER_ERRORS as error:
+        if args.verbose:
+            traceback.print_exc()
+        message = " ".join(str(error).split()) or type(error).__name__
+        hint = "" if args.verbose else " (-v shows the traceback)"
+        print(f"segfix {args.command}: error: {message}{hint}", file=sys.stderr)
+        return 2
+
+
+def _check_device(name: str) -> None:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device: expected cpu, cuda, cuda:N or mps, got {name!r}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ tensors in, tensors out on the input's device.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -564,6 +565,12 @@ class SegFix(
             raise FileNotFoundError(
                 f"{name!r}: no such folder. Expected a folder written by SegFix.save_pretrained, "
                 f"a bundled model {list_models()}, or a Hub repo id 'org/name'"
+            )
+        elif "/" not in name and difflib.get_close_matches(name, list(BUNDLED_MODELS), n=1, cutoff=0.75):
+            guess = difflib.get_close_matches(name, list(BUNDLED_MODELS), n=1, cutoff=0.75)[0]
+            raise ModelLoadError(
+                f"{name!r} is not a bundled model; did you mean {guess!r}? Bundled: {list_models()}; "
+                "a Hub model is named 'org/name'"
             )
         else:
             kwargs = dict(

@@ -47,6 +47,7 @@ from ._checks import (
     check_num_directions,
     check_positive_int,
     describe,
+    native_byte_order,
 )
 from .directions import angle_to_direction, direction_to_offset
 
@@ -189,8 +190,10 @@ def _check_label(label: np.ndarray, name: str, ignore_index: int | None) -> np.n
         )
     check_integer(label, name)
     check_ndim(label, name, (2,), "(H, W)")
+    if label.size == 0:
+        raise ValueError(f"{name}: expected a map of at least 1x1 pixels, got {describe(label)}")
     check_labels_nonnegative(label, name, ignore_index)
-    return label
+    return native_byte_order(label)
 
 
 def _check_options(max_distance: float, num_directions: int, border: str, zero_gradient: str) -> None:
