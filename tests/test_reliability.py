@@ -1,0 +1,419 @@
+"""Every reproducer of the reliability report: each ends in a right result or a clear error.
+
+Each test states the case as a user met it; on the code before the fix each of them failed (a crash deep in
+torch or numpy, a silently wrong output, or a lost file).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import segfix
+from segfix import formats
+from segfix.cli import main
+from segfix.metrics import SegmentationMetrics
+
+from conftest import read_label, voronoi_labels
+
+TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
+SRC = Path(segfix.__file__).parent
+
+
+@pytest.fixture(scope="module")
+def tiny_vote_model():
+    torch.manual_seed(0)
+    return segfix.SegFix(**TINY, direction_vote=True, boundary_threshold=0.0).eval()
+
+
+def _image_and_labels(seed: int = 0):
+    labels = voronoi_labels((40, 48), 6, 5, seed=seed)
+    image = np.stack([labels.astype(np.int64) * 40 % 256] * 3, -1).astype(np.uint8)
+    return image, labels
+
+
+# ---------------------------------------------------------------- data loss
+
+
+def test_refine_never_removes_files_it_did_not_make(tmp_path):
+    preds, offs, out = tmp_path / "preds", tmp_path / "offs", tmp_path / "out"
+    for folder in (preds, offs, out / "thesis"):
+        folder.mkdir(parents=True)
+    labels = voronoi_labels((20, 24), 4, 3, seed=1)
+    Image.fromarray(labels).save(preds / "a.png")
+    formats.write_offsets(offs / "a.npz", segfix.boundary_targets(labels, min_pixels=0).offsets())
+    precious = out / "thesis" / ".chapter1.partial.tex"
+    precious.write_text("work")
+    also_precious = out / ".a.partial.png"  # the old temp-file pattern, beside an output
+    also_precious.write_text("mine")
+    assert main(["refine", str(preds), "--offsets", str(offs), "--output", str(out)]) == 0
+    assert precious.read_text() == "work" and also_precious.read_text() == "mine"
+
+
+def test_input_folder_inside_the_output_is_untouched(tmp_path):
+    out = tmp_path / "out"
+    preds, offs = out / "preds", out / "offs"
+    preds.mkdir(parents=True)
+    offs.mkdir()
+    labels = voronoi_labels((20, 24), 4, 3, seed=2)
+    Image.fromarray(labels).save(preds / "a.png")
+    formats.write_offsets(offs / "a.npz", segfix.boundary_targets(labels, min_pixels=0).offsets())
+    temp_lookalike = preds / ".segfix-tmp-a.1234.partial.png"
+    temp_lookalike.write_text("user file in an input folder")
+    assert main(["refine", str(preds), "--offsets", str(offs), "--output", str(out)]) == 0
+    assert temp_lookalike.read_text() == "user file in an input folder"
+
+
+def test_a_users_file_in_the_output_is_neither_overwritten_nor_taken_as_done(tmp_path, capsys):
+    preds, offs, out = tmp_path / "preds", tmp_path / "offs", tmp_path / "out"
+    for folder in (preds, offs, out):
+        folder.mkdir()
+    labels = voronoi_labels((20, 24), 4, 3, seed=3)
+    for name in ("a", "b"):
+        Image.fromarray(labels).save(preds / f"{name}.png")
+        formats.write_offsets(offs / f"{name}.npz", segfix.boundary_targets(labels, min_pixels=0).offsets())
+    (out / "a.png").write_bytes(b"the user's own file")
+    assert main(["refine", str(preds), "--offsets", str(offs), "--output", str(out)]) == 1
+    assert (out / "a.png").read_bytes() == b"the user's own file"
+    err = capsys.readouterr().err
+    assert "a.png" in err and "not written by segfix" in err
+    assert (out / "b.png").is_file()
+    # a second run skips b (its own output) and still refuses a
+    assert main(["refine", str(preds), "--offsets", str(offs), "--output", str(out)]) == 1
+    assert "1 already done" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the bundled model's vote path
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64, np.int16, np.int32])
+def test_vote_model_accepts_every_integer_label_dtype(tiny_vote_model, dtype):
+    image, labels = _image_and_labels()
+    expected = tiny_vote_model.refine(image, labels.astype(np.int64))
+    out = tiny_vote_model.refine(image, labels.astype(dtype))
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out.astype(np.int64), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_wide_unsigned_torch_labels_in_refine_semantic_and_metrics(dtype):
+    labels = voronoi_labels((20, 24), 4, 3, seed=4)
+    offsets = segfix.boundary_targets(labels, min_pixels=0).offsets()
+    expected = segfix.refine_semantic(labels.astype(np.int64), offsets, scale=1)
+    out = segfix.refine_semantic(
+        torch.from_numpy(labels.astype(np.int64)).to(dtype), torch.from_numpy(offsets), scale=1
+    )
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out.to(torch.int64).numpy(), expected)
+    m = SegmentationMetrics(5)
+    m.update(torch.from_numpy(expected).to(dtype), torch.from_numpy(labels.astype(np.int64)).to(dtype))
+    assert np.isfinite(m.compute().miou)
+
+
+def test_a_mirrored_view_refines_like_a_copy(tiny_vote_model):
+    image, labels = _image_and_labels(5)
+    mirrored_image, mirrored_labels = image[:, ::-1], np.fliplr(labels)
+    out = tiny_vote_model.refine(mirrored_image, mirrored_labels)
+    np.testing.assert_array_equal(out, tiny_vote_model.refine(mirrored_image.copy(), mirrored_labels.copy()))
+
+
+# ---------------------------------------------------------------- ignore_index outside the dtype's range
+
+
+def _wrap_case():
+    labels = np.array([[0, 0, 1, 1]], np.uint8)
+    offsets = np.zeros((2, 1, 4), np.int8)
+    offsets[1, 0, 1], offsets[1, 0, 2] = 1, -1
+    return labels, offsets
+
+
+@pytest.mark.parametrize("ignore", [256, -1, 1000])
+def test_an_ignore_index_the_dtype_cannot_hold_ignores_nothing(ignore):
+    labels, offsets = _wrap_case()
+    expected = segfix.refine_semantic(labels, offsets, scale=1, ignore_index=None)
+    np.testing.assert_array_equal(expected, [[0, 1, 0, 1]])
+    np.testing.assert_array_equal(segfix.refine_semantic(labels, offsets, scale=1, ignore_index=ignore), expected)
+    out = segfix.refine_semantic(torch.from_numpy(labels), torch.from_numpy(offsets), scale=1, ignore_index=ignore)
+    np.testing.assert_array_equal(out.numpy(), expected)
+    prob = np.zeros((8, 1, 4), np.float32)
+    prob[4] = 1.0  # everyone looks right
+    moving = np.ones((1, 4), bool)
+    plain = segfix.vote_labels(labels, prob, moving, ignore_index=None)
+    np.testing.assert_array_equal(segfix.vote_labels(labels, prob, moving, ignore_index=ignore), plain)
+    torch_vote = segfix.vote_labels(
+        torch.from_numpy(labels), torch.from_numpy(prob), torch.from_numpy(moving), ignore_index=ignore
+    )
+    np.testing.assert_array_equal(torch_vote.numpy(), plain)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_never_count_the_ignore_label_even_when_it_is_a_class_id():
+    m = SegmentationMetrics(2, ignore_index=0)
+    m.update(np.array([[0, 1], [1, 1]]), np.array([[0, 0], [1, 1]]))
+    r = m.compute()
+    assert np.isnan(r.iou[0]) and r.iou[1] == 1.0
+    assert r.confusion.sum() == 2  # the two ignore pixels are not counted
+    assert np.isnan(r.boundary_f[1][0])
+
+
+def test_metrics_predicting_the_ignore_class_is_wrong():
+    m = SegmentationMetrics(3, ignore_index=0)
+    m.update(np.array([[0, 2]]), np.array([[1, 2]]))  # the first pixel predicted as the ignore label
+    r = m.compute()
+    assert r.iou[1] == 0.0 and r.iou[2] == 1.0 and np.isnan(r.iou[0])
+
+
+# ---------------------------------------------------------------- flip_direction
+
+
+def test_flip_direction_on_uint8_and_its_range_check():
+    np.testing.assert_array_equal(segfix.flip_direction(np.array([[7, 0]], np.uint8)), [[5, 4]])
+    assert segfix.flip_direction(np.array([[7, 0]], np.uint8)).dtype == np.uint8
+    with pytest.raises(ValueError, match=r"direction: expected classes in 0\.\.3"):
+        segfix.flip_direction(np.array([[7]]), 4)
+    with pytest.raises(TypeError, match="direction"):
+        segfix.flip_direction(np.array([[1.5]]))
+
+
+# ---------------------------------------------------------------- bad values are refused, not swapped
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(iterations=-2), "iterations"),
+        (dict(iterations=0), "iterations"),
+        (dict(scale=0), "scale"),
+        (dict(scale=float("nan")), "scale"),
+        (dict(scale=float("inf")), "scale"),
+        (dict(scale=1.5), "scale"),
+    ],
+)
+def test_refine_refuses_bad_steps(tiny_vote_model, kwargs, name):
+    image, labels = _image_and_labels()
+    with pytest.raises(ValueError, match=name):
+        tiny_vote_model.refine(image, labels, **kwargs)
+    argmax = segfix.SegFix(**TINY).eval()
+    with pytest.raises(ValueError, match=name):
+        argmax.refine(image, labels, **kwargs)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x"])
+def test_cli_refuses_bad_scale_iterations_and_batch_size(tmp_path, capsys, value):
+    for flag in ("--scale", "--iterations", "--batch-size"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["refine", str(tmp_path), "--offsets", str(tmp_path), "--output", str(tmp_path / "o"), flag, value])
+        assert exit_info.value.code == 2
+        assert flag in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- overflow
+
+
+@pytest.mark.parametrize(
+    "value, dtype, scale",
+    [
+        (2**62, np.int64, 2),
+        (np.iinfo(np.int64).max, np.int64, 1),
+        (np.iinfo(np.int64).min, np.int64, 3),
+        (1, np.int64, 2**62),
+        (2**64 - 1, np.uint64, 2),
+        (2**31 - 1, np.int32, 2**40),
+    ],
+)
+def test_huge_offsets_and_scales_clamp_to_the_border(value, dtype, scale):
+    labels = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    offsets = np.zeros((2, 3, 4), dtype)
+    offsets[1, 1, 1] = value
+    # reference in exact Python integers
+    expected = labels.copy()
+    x = min(max(1 + scale * int(value), 0), 3)
+    expected[1, 1] = labels[1, x]
+    np.testing.assert_array_equal(segfix.shift_labels(labels, offsets, scale=scale), expected)
+    torch_out = segfix.shift_labels(torch.from_numpy(labels), torch.from_numpy(offsets), scale=scale)
+    np.testing.assert_array_equal(torch_out.numpy(), expected)
+
+
+# ---------------------------------------------------------------- clear errors
+
+
+def test_big_endian_inputs_give_native_results():
+    labels = voronoi_labels((20, 24), 4, 3, seed=6)
+    offsets = segfix.boundary_targets(labels, min_pixels=0).offsets()
+    expected = segfix.shift_labels(labels.astype(np.int32), offsets.astype(np.int16))
+    out = segfix.shift_labels(labels.astype(">i4"), offsets.astype(">i2"))
+    assert out.dtype == np.dtype(">i4")
+    np.testing.assert_array_equal(out, expected)
+    targets = segfix.boundary_targets(labels.astype(">i4"), min_pixels=0)
+    np.testing.assert_array_equal(targets.offsets(), offsets)
+
+
+def test_empty_maps():
+    empty = torch.zeros((0, 0), dtype=torch.uint8)
+    assert segfix.shift_labels(empty, torch.zeros((2, 0, 0), dtype=torch.int8)).shape == (0, 0)
+    assert segfix.shift_labels(np.zeros((0, 5), np.uint8), np.zeros((2, 0, 5), np.int8)).shape == (0, 5)
+    with pytest.raises(ValueError, match="label: expected a map of at least 1x1"):
+        segfix.boundary_targets(np.zeros((0, 0), np.uint8))
+
+
+def test_image_errors_name_what_arrived(tiny_vote_model):
+    _, labels = _image_and_labels()
+    cases = [
+        (np.zeros((0, 40, 48, 3), np.uint8), "at least one image"),
+        (torch.zeros(3, 0, 0), "at least one image"),
+        (torch.zeros(40, 48, 3), r"shape=\(40, 48, 3\).*permute"),
+    ]
+    for image, message in cases:
+        with pytest.raises(ValueError, match=message):
+            tiny_vote_model.refine(image, labels)
+
+
+def test_from_pretrained_refuses_none_and_suggests_names():
+    with pytest.raises(TypeError, match="pretrained_model_name_or_path"):
+        segfix.SegFix.from_pretrained(None)
+    with pytest.raises(segfix.ModelLoadError, match="did you mean 'camvid-lite0'"):
+        segfix.SegFix.from_pretrained("camvid-lite")
+
+
+# ---------------------------------------------------------------- hostile model folders
+
+
+@pytest.fixture
+def model_folder(tmp_path):
+    folder = tmp_path / "model"
+    segfix.SegFix(**TINY).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("decoder_channels", 20000, "decoder_channels: expected an integer in 1..1024"),
+        ("head_channels", 10**9, "head_channels"),
+        ("iterations", 10**9, "iterations: expected an integer in 1..16"),
+        ("semantic_scale", 10**6, "semantic_scale"),
+        ("window_size", 0, "window_size"),
+        ("window_size", [10**9, 10**9], "window_size"),
+        ("window_stride", 0, "window_stride"),
+        ("max_whole_pixels", 10**15, "max_whole_pixels"),
+        ("boundary_threshold", float("nan"), "boundary_threshold"),
+        ("backbone_kwargs", {"checkpoint_path": "/etc/passwd"}, "read files"),
+        ("backbone_kwargs", {"pretrained_cfg_overlay": {"file": "/x"}}, "read files"),
+        ("backbone_kwargs", {"cache_dir": "/tmp"}, "read files"),
+    ],
+)
+def test_hostile_config_values_are_refused_before_anything_is_built(model_folder, key, value, message):
+    config = json.loads((model_folder / "config.json").read_text())
+    config[key] = value
+    (model_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(segfix.ModelLoadError, match=re.escape(message) if "(" not in message else message):
+        segfix.SegFix.from_pretrained(model_folder)
+
+
+def test_nested_or_huge_configs_are_refused(model_folder):
+    (model_folder / "config.json").write_text("[" * 30000 + "]" * 30000)
+    with pytest.raises(segfix.ModelLoadError, match="config"):
+        segfix.SegFix.from_pretrained(model_folder)
+    (model_folder / "config.json").write_text(" " * (1 << 17))
+    with pytest.raises(segfix.ModelLoadError, match="bytes"):
+        segfix.SegFix.from_pretrained(model_folder)
+
+
+def test_every_torch_load_is_weights_only_and_the_floor_makes_it_default():
+    """The threat model's promise that no pickle runs: every torch.load in the package passes
+    weights_only=True, and the lowest supported torch (2.6) makes it the default anyway."""
+    calls = 0
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "load":
+                if getattr(node.func.value, "id", None) == "torch":
+                    calls += 1
+                    kw = {k.arg: k.value for k in node.keywords}
+                    assert "weights_only" in kw and kw["weights_only"].value is True, f"{path}:{node.lineno}"
+    assert calls >= 3
+    pyproject = (SRC.parents[1] / "pyproject.toml").read_text()
+    floor = re.search(r'"torch>=(\d+)\.(\d+)', pyproject)
+    assert floor and (int(floor[1]), int(floor[2])) >= (2, 6)
+
+
+# ---------------------------------------------------------------- the CLI on bad input
+
+
+def _run_cli(args, capsys):
+    capsys.readouterr()
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.err.strip().splitlines()
+
+
+def test_cli_missing_inputs_fail_with_one_line(tmp_path, capsys):
+    real = tmp_path / "real"
+    real.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(real / "a.png")
+    cases = [
+        ["refine", str(tmp_path / "prdes"), "--offsets", str(real), "--output", str(tmp_path / "o1")],
+        ["refine", str(real), "--offsets", str(tmp_path / "nope"), "--output", str(tmp_path / "o2")],
+        ["refine", str(real), "--model", "camvid-lite0", "--output", str(tmp_path / "o3")],  # no --images
+        ["refine", str(real), "--model", "camvid-lite0", "--images", str(real), "--output", str(real / "x")],
+        ["eval", str(real), str(tmp_path / "missing_gt"), "--num-classes", "3"],
+        ["stats", str(tmp_path / "missing_gt"), "--num-classes", "3"],
+        ["offsets", str(tmp_path / "missing"), "--model", "camvid-lite0", "--output", str(tmp_path / "o4")],
+        ["refine", str(tmp_path / "empty"), "--offsets", str(real), "--output", str(tmp_path / "o5")],
+    ]
+    (tmp_path / "empty").mkdir()
+    for args in cases:
+        code, err = _run_cli(args, capsys)
+        assert code == 2, args
+        assert len(err) == 1 and err[0].startswith(f"segfix {args[0]}: error:"), (args, err)
+    code, err = _run_cli(["-v", *cases[0]], capsys)
+    assert code == 2 and any("Traceback" in line for line in err)
+
+
+def test_cli_device_without_a_gpu(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, err = _run_cli(["demo", "--output", str(tmp_path / "d"), "--device", "cuda"], capsys)
+    assert code == 2 and "no CUDA GPU" in err[0]
+
+
+def test_cli_tolerances_must_be_finite(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(tmp_path), str(tmp_path), "--num-classes", "2", "--tolerances", "inf"])
+    assert exit_info.value.code == 2 and "--tolerances" in capsys.readouterr().err
+
+
+def test_cli_eval_names_the_file_whose_size_differs(tmp_path, capsys):
+    for sub in ("p", "g"):
+        (tmp_path / sub).mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "p" / "a.png")
+    Image.fromarray(np.zeros((8, 9), np.uint8)).save(tmp_path / "g" / "a.png")
+    code, err = _run_cli(["eval", str(tmp_path / "p"), str(tmp_path / "g"), "--num-classes", "2"], capsys)
+    assert code == 2 and "a.png" in err[0] and "size" in err[0]
+
+
+def test_cli_reports_dangling_links_and_folders_named_like_files(tmp_path, capsys):
+    preds, offs = tmp_path / "preds", tmp_path / "offs"
+    preds.mkdir()
+    offs.mkdir()
+    labels = voronoi_labels((20, 24), 4, 3, seed=7)
+    Image.fromarray(labels).save(preds / "a.png")
+    formats.write_offsets(offs / "a.npz", segfix.boundary_targets(labels, min_pixels=0).offsets())
+    (preds / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (preds / "folder.png").mkdir()
+    code = main(["refine", str(preds), "--offsets", str(offs), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "gone.png" in err and "broken link" in err and "folder.png" in err and "a folder" in err
+    np.testing.assert_array_equal(
+        read_label(tmp_path / "out" / "a.png"),
+        segfix.refine_semantic(labels, segfix.boundary_targets(labels, min_pixels=0).offsets()),
+    )
