@@ -6,6 +6,7 @@ arrived. Private implementations trust their inputs; only public entry points ca
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -80,7 +81,9 @@ def check_scale(value: Any, name: str = "scale") -> int:
     """Require a positive whole number (an int, or a float holding one); returns it as an int."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a positive integer, got {value!r}")
-    if not np.isfinite(value) or value != int(value) or value < 1:
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        raise ValueError(f"{name}: expected a positive integer (labels move by whole pixels), got {value!r}")
+    if value != int(value) or value < 1:
         raise ValueError(f"{name}: expected a positive integer (labels move by whole pixels), got {value!r}")
     return int(value)
 

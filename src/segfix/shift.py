@@ -34,7 +34,10 @@ from ._checks import (
     native_byte_order,
 )
 
-__all__ = ["shift_labels"]
+__all__ = ["MAX_ITERATIONS", "shift_labels"]
+
+MAX_ITERATIONS = 1024
+"""Most steps :func:`shift_labels` takes (the paper uses one or two; each step is a pass over the map)."""
 
 
 @overload
@@ -57,7 +60,7 @@ def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1):
         offsets: integer offsets, channel order ``(dy, dx)``, shape ``(2, H, W)`` for a single map, or
             ``(N, 2, H, W)`` / ``(2, H, W)`` (shared by all N) for a batch. Same library (and device) as labels.
         scale: integer multiplier applied to every offset (2 for SegFix's semantic refinement).
-        iterations: number of steps along the field.
+        iterations: number of steps along the field, at most :data:`MAX_ITERATIONS`.
 
     Returns:
         The shifted labels: same type, dtype, shape and device as ``labels`` (a new array; the input is not
@@ -76,6 +79,8 @@ def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1):
     """
     scale = check_scale(scale)
     check_positive_int(iterations, "iterations")
+    if iterations > MAX_ITERATIONS:
+        raise ValueError(f"iterations: expected an integer in 1..{MAX_ITERATIONS}, got {iterations!r}")
     offsets = _check_shift_inputs(labels, offsets)
     if (labels.numel() if isinstance(labels, torch.Tensor) else labels.size) == 0:
         return labels.clone() if isinstance(labels, torch.Tensor) else labels.copy()
