@@ -53,6 +53,9 @@ def predict_whole(
 def window_starts(length: int, window: int, stride: int) -> list[int]:
     """Start offsets of windows of ``window`` px every ``stride`` px covering ``length``; the last window ends at
     ``length`` (``[0]`` when the image is no longer than a window)."""
+    for name, value in (("length", length), ("window", window), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "length" else 1):
+            raise ValueError(f"{name}: expected an integer >= {0 if name == 'length' else 1}, got {value!r}")
     if length <= window:
         return [0]
     starts = list(range(0, length - window + 1, stride))
