@@ -329,3 +329,21 @@ def test_tune_writes_a_tuned_model_and_never_overwrites(folders, tmp_path, capsy
     assert tuned.direction_vote == chosen["direction_vote"]
     with pytest.raises(SystemExit, match="not empty"):
         main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)])
+
+
+def test_refine_with_offsets_uses_the_scale_the_files_record(folders, tmp_path):
+    model_dir = tmp_path / "model"
+    segfix.SegFix(**TINY, semantic_scale=1, boundary_threshold=0.0).save_pretrained(model_dir)
+    offs = tmp_path / "offs"
+    assert main(["offsets", str(folders / "images"), "--model", str(model_dir), "--output", str(offs)]) == 0
+    assert formats.read_offset_settings(offs / "img0.npz").scale == 1
+    out = tmp_path / "refined"
+    assert main(["refine", str(folders / "preds"), "--offsets", str(offs), "--output", str(out)]) == 0
+    by_model = tmp_path / "by_model"
+    args = ["refine", str(folders / "preds"), "--model", str(model_dir), "--images", str(folders / "images")]
+    assert main([*args, "--output", str(by_model)]) == 0
+    for i in range(3):
+        _, _, coarse = scene(i)
+        expected = segfix.refine_semantic(coarse, formats.read_offsets(offs / f"img{i}.npz"), scale=1)
+        np.testing.assert_array_equal(read_label(out / f"img{i}.png"), expected)
+        np.testing.assert_array_equal(read_label(by_model / f"img{i}.png"), expected)  # both routes agree

@@ -82,3 +82,15 @@ def test_coco_rle_round_trip_and_known_string():
     assert formats._rle_counts_from_string(formats._rle_counts_to_string(big)) == big
     with pytest.raises(ValueError, match="cover"):
         formats.rle_decode({"size": [2, 2], "counts": [1, 1]})
+
+
+def test_offsets_files_record_how_to_apply_them(tmp_path):
+    offsets = np.zeros((2, 4, 5), np.int8)
+    offsets[1, 2, 3] = -1
+    formats.write_offsets(tmp_path / "a.npz", offsets, formats.OffsetSettings(scale=1, iterations=2))
+    assert formats.read_offset_settings(tmp_path / "a.npz") == formats.OffsetSettings(1, 2, "argmax")
+    np.testing.assert_array_equal(formats.read_offsets(tmp_path / "a.npz"), offsets)
+    formats.write_offsets(tmp_path / "old.npz", offsets)  # files without settings (and .mat) record nothing
+    assert formats.read_offset_settings(tmp_path / "old.npz") == formats.OffsetSettings()
+    formats.write_offsets(tmp_path / "a.mat", offsets, formats.OffsetSettings(scale=1))
+    assert formats.read_offset_settings(tmp_path / "a.mat") == formats.OffsetSettings()

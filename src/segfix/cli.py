@@ -560,7 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--ignore-index", type=int, help="stored label never moved or created (default 255)")
     rf.add_argument("--coco-images", help="COCO annotation JSON mapping image ids to file names")
     rf.add_argument(
-        "--scale", type=_positive_int, help="offset scale (default: the model's; with --offsets 2 semantic, 1 instance)"
+        "--scale",
+        type=_positive_int,
+        help="offset scale (default: the model's, or what each offsets file records, else 2 semantic / 1 instance)",
     )
     rf.add_argument("--iterations", type=_positive_int, help="steps along the offsets (default: the model's, else 1)")
     rf.add_argument("--batch-size", type=_positive_int, default=4, help="images per network pass (default 4)")

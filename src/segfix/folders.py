@@ -20,9 +20,11 @@ from ._io import atomic_write, is_temp_file, read_image, read_label, write_png
 from .directions import direction_to_offset
 from .formats import (
     InstancePrediction,
+    OffsetSettings,
     decode_labels,
     encode_labels,
     read_cityscapes_instances,
+    read_offset_settings,
     read_offsets,
     rle_decode,
     rle_encode,
@@ -199,6 +201,17 @@ class _OffsetSource:
             return read_offsets(self.offsets[stem]), None
         return None, read_image(self.image_for(stem))
 
+    def steps(self, stem: str, scale: int | None, iterations: int | None, default_scale: int) -> tuple[int, int]:
+        """(scale, iterations) for one item: the caller's, else those its offsets file records, else the
+        model's, else ``default_scale`` and one step (the paper's, for files that record nothing)."""
+        if self.model is None and stem in self.offsets:
+            stored = read_offset_settings(self.offsets[stem])
+            return (
+                scale if scale is not None else stored.scale if stored.scale is not None else default_scale,
+                iterations if iterations is not None else stored.iterations or 1,
+            )
+        return (scale if scale is not None else default_scale, iterations if iterations is not None else 1)
+
     def predict(self, images: Sequence[np.ndarray]) -> list:
         """Per image: offsets ``(2, H, W)``, or for a model with ``direction_vote`` its :class:`Prediction` (the
         vote needs the direction probabilities, not one offset)."""
@@ -243,9 +256,9 @@ def refine_folder(
         kind: ``'semantic'`` (label PNGs), ``'cityscapes-instance'`` (``*_pred.txt`` + masks) or ``'coco'``
             (one COCO results JSON, ``coco_results``, mapped to images by ``coco_images`` or by image id = stem).
         model / offsets_dir: where offsets come from (exactly one).
-        scale: default: the model's ``semantic_scale`` / ``instance_scale``; with offset files 2 for semantic,
-            1 for instances (the paper).
-        iterations: steps along the offsets; default: the model's ``iterations``, else 1.
+        scale: default: the model's ``semantic_scale`` / ``instance_scale``; with offset files the scale each
+            file records (``segfix offsets`` writes the model's), else 2 for semantic, 1 for instances (the paper).
+        iterations: steps along the offsets; default: the model's ``iterations``, or the file's, else 1.
         progress: called with the number of items finished after each batch.
     """
     labels_dir, output_dir = Path(labels_dir), Path(output_dir)
@@ -258,17 +271,18 @@ def refine_folder(
     require_folder(offsets_dir, "offsets")
     _check_output(output_dir, [labels_dir, images_dir, offsets_dir, coco_results.parent if coco_results else None])
     source = _OffsetSource(model, offsets_dir, images_dir)
-    if scale is None:
-        if model is not None:
-            scale = model.semantic_scale if kind == "semantic" else model.instance_scale
-        else:
-            scale = 2 if kind == "semantic" else 1
-    if iterations is None:
-        iterations = model.iterations if model is not None else 1
+    if model is not None:
+        default_scale = model.semantic_scale if kind == "semantic" else model.instance_scale
+        scale = default_scale if scale is None else scale
+        iterations = model.iterations if iterations is None else iterations
+    else:  # offsets files: what each records, else the paper's scale
+        default_scale = 2 if kind == "semantic" else 1
     report = JobReport()
     ledger = _Ledger(output_dir, "refine")
     if kind == "coco":
-        return _refine_coco(coco_results, coco_images, output_dir, source, scale, iterations, report, ledger)
+        return _refine_coco(
+            coco_results, coco_images, output_dir, source, (scale, iterations, default_scale), report, ledger
+        )
     if kind not in ("semantic", "cityscapes-instance"):
         raise ValueError(f"kind: expected 'semantic', 'cityscapes-instance' or 'coco', got {kind!r}")
     pattern = "*.png" if kind == "semantic" else "*_pred.txt"
@@ -293,18 +307,17 @@ def refine_folder(
 
     def finish(item: Path, data, prediction, image: np.ndarray | None) -> None:
         offsets = source.offsets_of(prediction)
+        step, steps = source.steps(match_stem(item.name), scale, iterations, default_scale)
         if kind == "semantic":
             stored = data
             if offsets.shape[-2:] != stored.shape:
                 raise ValueError(f"prediction size {stored.shape} does not match offsets/image {offsets.shape[-2:]}")
             classes = encode_labels(stored, label_format)
             if isinstance(prediction, np.ndarray):  # offsets, read from a file or predicted by the argmax rule
-                refined = refine_semantic(
-                    classes, offsets, scale=scale, iterations=iterations, ignore_index=ignore_index
-                )
+                refined = refine_semantic(classes, offsets, scale=step, iterations=steps, ignore_index=ignore_index)
             else:
                 refined = source.model.refine_prediction(
-                    prediction, classes, scale=scale, iterations=iterations, ignore_index=ignore_index
+                    prediction, classes, scale=step, iterations=steps, ignore_index=ignore_index
                 )
             ledger.add(str(item.relative_to(labels_dir)))
             write_png(target(item), decode_labels(refined, stored, label_format))
@@ -315,9 +328,7 @@ def refine_folder(
             if len(pred.masks) and offsets.shape[-2:] != pred.masks.shape[-2:]:
                 raise ValueError(f"mask size {pred.masks.shape[-2:]} does not match offsets/image {offsets.shape[-2:]}")
             masks = (
-                refine_instances(pred.masks, offsets, scale=scale, iterations=iterations)
-                if len(pred.masks)
-                else pred.masks
+                refine_instances(pred.masks, offsets, scale=step, iterations=steps) if len(pred.masks) else pred.masks
             )
             ledger.add(str(item.relative_to(labels_dir)))
             write_cityscapes_instances(target(item), InstancePrediction(masks, pred.classes, pred.scores, pred.names))
@@ -402,8 +413,7 @@ def _refine_coco(
     coco_images: Path | None,
     output_dir: Path,
     source: _OffsetSource,
-    scale: int,
-    iterations: int,
+    steps: tuple[int | None, int | None, int],
     report: JobReport,
     ledger: _Ledger,
 ) -> JobReport:
@@ -430,7 +440,8 @@ def _refine_coco(
             masks = np.stack([rle_decode(records[i]["segmentation"]) for i in indices])
             if masks.shape[-2:] != offsets.shape[-2:]:
                 raise ValueError(f"mask size {masks.shape[-2:]} does not match offsets/image {offsets.shape[-2:]}")
-            out = refine_instances(masks, offsets, scale=scale, iterations=iterations)
+            step, count = source.steps(stem, *steps)
+            out = refine_instances(masks, offsets, scale=step, iterations=count)
             for i, mask in zip(indices, out):
                 refined_records[i]["segmentation"] = rle_encode(mask)
             report.done.append(stem)
@@ -463,6 +474,8 @@ def offsets_folder(
     if not items and not report.failed:
         raise FileNotFoundError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) under {images_dir}")
     ledger = _Ledger(output_dir, "offsets")
+    # The files say how to apply them, so that refine --offsets does what this model would do by argmax.
+    settings = OffsetSettings(scale=model.semantic_scale, iterations=model.iterations, rule="argmax")
 
     def target(item: Path) -> Path:
         return (output_dir / item.relative_to(images_dir)).with_suffix(f".{file_format}")
@@ -480,7 +493,7 @@ def offsets_folder(
                 predicted = predicted if isinstance(predicted, list) else list(predicted)
                 for (path, _), offsets in zip(good, predicted):
                     ledger.add(str(path.relative_to(images_dir)))
-                    write_offsets(target(path), offsets)
+                    write_offsets(target(path), offsets, settings)
                     report.done.append(str(path.relative_to(images_dir)))
             if progress is not None:
                 progress(len(chunk))

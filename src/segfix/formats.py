@@ -18,9 +18,11 @@ from .data import CITYSCAPES_LABEL_TO_TRAIN
 __all__ = [
     "LABEL_FORMATS",
     "InstancePrediction",
+    "OffsetSettings",
     "decode_labels",
     "encode_labels",
     "read_cityscapes_instances",
+    "read_offset_settings",
     "read_offsets",
     "rle_decode",
     "rle_encode",
@@ -69,12 +71,26 @@ def decode_labels(classes: np.ndarray, stored: np.ndarray, label_format: str) ->
     return out.astype(stored.dtype)
 
 
-def write_offsets(path: Path, offsets: np.ndarray) -> None:
-    """Write ``(2, H, W)`` offsets: ``.npz`` (key ``offsets``, int8, compressed) or ``.mat`` (the original's
-    layout: key ``mat``, ``H x W x 2`` int64 ``(dy, dx)``)."""
+@dataclass(frozen=True)
+class OffsetSettings:
+    """How stored offsets are meant to be applied: ``out[p] = labels[p + scale * offset]``, ``iterations``
+    times, by the argmax ``rule``. The original's ``.mat`` files carry none (None: the reader's default)."""
+
+    scale: int | None = None
+    iterations: int | None = None
+    rule: str = "argmax"
+
+
+def write_offsets(path: Path, offsets: np.ndarray, settings: OffsetSettings | None = None) -> None:
+    """Write ``(2, H, W)`` offsets: ``.npz`` (key ``offsets``, int8, compressed, plus ``scale``,
+    ``iterations`` and ``rule`` when ``settings`` are given) or ``.mat`` (the original's layout: key ``mat``,
+    ``H x W x 2`` int64 ``(dy, dx)``; no settings, as the original's)."""
     path = Path(path)
     if path.suffix == ".npz":
-        atomic_write(path, lambda tmp: np.savez_compressed(tmp, offsets=offsets.astype(np.int8)))
+        extra = {}
+        if settings is not None:
+            extra = {k: np.asarray(v) for k, v in vars(settings).items() if v is not None}
+        atomic_write(path, lambda tmp: np.savez_compressed(tmp, offsets=offsets.astype(np.int8), **extra))
     elif path.suffix == ".mat":
         from scipy.io import savemat
 
@@ -82,6 +98,18 @@ def write_offsets(path: Path, offsets: np.ndarray) -> None:
         atomic_write(path, lambda tmp: savemat(tmp, {"mat": mat}, do_compression=True))
     else:
         raise ValueError(f"{path}: offsets files end in .npz or .mat")
+
+
+def read_offset_settings(path: Path) -> OffsetSettings:
+    """The :class:`OffsetSettings` stored in an ``.npz`` offsets file (all None for ``.mat`` and older files)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        return OffsetSettings()
+    with np.load(path, allow_pickle=False) as data:
+        scale = int(data["scale"]) if "scale" in data else None
+        iterations = int(data["iterations"]) if "iterations" in data else None
+        rule = str(data["rule"]) if "rule" in data else "argmax"
+    return OffsetSettings(scale, iterations, rule)
 
 
 def read_offsets(path: Path) -> np.ndarray:
