@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import segfix
@@ -61,3 +64,20 @@ def test_improves_a_real_network_on_camvid_val(bundled, camvid):
     b, a = before.compute(), after.compute()
     assert a.miou - b.miou > 0.003
     assert a.mean_boundary_f[1] - b.mean_boundary_f[1] > 0.015
+
+
+def test_saving_the_bundled_model_keeps_its_licence_card_and_fp16_weights(bundled, tmp_path):
+    from safetensors import safe_open
+
+    model = bundled
+    model.save_pretrained(tmp_path / "copy")
+    card = (tmp_path / "copy" / "README.md").read_text()
+    assert "license: mit" not in card and "research" in card.lower()
+    bundled = Path(segfix.__file__).parent / "models" / "camvid-lite0" / "model.safetensors"
+    with safe_open(str(tmp_path / "copy" / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()}
+    assert dtypes == {torch.float16}
+    assert (tmp_path / "copy" / "model.safetensors").stat().st_size <= bundled.stat().st_size * 1.01
+    again = segfix.SegFix.from_pretrained(tmp_path / "copy")
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)

@@ -126,6 +126,11 @@ class SegFix(
         precision: ``'auto'`` (bf16 autocast on CUDA, fp32 elsewhere), ``'fp32'``, ``'bf16'`` or ``'fp16'``.
         flip_tta: also run the mirrored image and average (directions remapped), at twice the cost.
         ignore_index: label never moved or created by :meth:`refine`.
+
+    Attributes set by :meth:`from_pretrained` (None on a new model): ``weights_dtype``, the floating dtype
+    the weights file stored, which :meth:`save_pretrained` keeps (set it to ``torch.float32`` to save full
+    precision); ``source_card``, the loaded folder's model card, which :meth:`save_pretrained` writes again
+    so that the weights keep their licence.
     """
 
     def __init__(
@@ -216,6 +221,9 @@ class SegFix(
         self.flip_tta = flip_tta
         self.direction_vote = direction_vote
         self.ignore_index = ignore_index
+        # Set by from_pretrained: save_pretrained keeps the file's weight dtype and model card (licence).
+        self.weights_dtype: torch.dtype | None = None
+        self.source_card: str | None = None
 
     # ------------------------------------------------------------------ basics
 
@@ -583,7 +591,9 @@ class SegFix(
             config_file = _hub_file(name, CONFIG_NAME, kwargs)
             weights_file = _hub_file(name, WEIGHTS_NAME, kwargs)
         model = cls._build(config_file, overrides)
-        model._load_weights(weights_file, strict=strict)
+        model.weights_dtype = model._load_weights(weights_file, strict=strict)
+        card = Path(config_file).with_name("README.md")
+        model.source_card = card.read_text() if card.is_file() else None
         if device is not None:
             model.to(device)
         return model.eval()
@@ -619,7 +629,8 @@ class SegFix(
         except (TypeError, ValueError) as error:
             raise ModelLoadError(f"{config_file}: invalid config ({error})") from error
 
-    def _load_weights(self, weights_file: Path, *, strict: bool) -> None:
+    def _load_weights(self, weights_file: Path, *, strict: bool) -> torch.dtype | None:
+        """Load the file's tensors; returns the floating dtype they were stored in (None when mixed)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -651,11 +662,28 @@ class SegFix(
         if missing or unexpected:
             _logger.warning("non-strict load of %s: missing %s, unexpected %s", weights_file, missing, unexpected)
         self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        stored = {v.dtype for v in state.values() if v.is_floating_point()}
+        return stored.pop() if len(stored) == 1 else None
+
+    def generate_model_card(self, *args, **kwargs):
+        """The card of the model this one was loaded from (its licence and results stay with its weights),
+        else the library's template."""
+        if self.source_card is not None:
+            from huggingface_hub import ModelCard
+
+            return ModelCard(self.source_card)
+        return super().generate_model_card(*args, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         from safetensors.torch import save_file
 
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        def stored(tensor: torch.Tensor) -> torch.Tensor:
+            tensor = tensor.detach().contiguous().cpu()
+            if self.weights_dtype is not None and tensor.is_floating_point():
+                return tensor.to(self.weights_dtype)
+            return tensor
+
+        state = {k: stored(v) for k, v in self.state_dict().items()}
         target = Path(save_directory) / WEIGHTS_NAME
         tmp = target.with_name(f".{WEIGHTS_NAME}.partial")
         save_file(state, str(tmp), metadata={"format": "pt", "library": "segfix"})

@@ -279,6 +279,7 @@ def train(
     if init is not None:
         net = SegFix.from_pretrained(str(init), **{k: v for k, v in model_kwargs.items() if k != "ignore_index"})
         net.float()  # bundled weights are stored in fp16; train in fp32 master weights
+        net.weights_dtype = None  # and save what was trained, in full precision
     else:
         net = SegFix(**model_kwargs)
     num_directions = net.num_directions
