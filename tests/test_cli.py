@@ -347,3 +347,19 @@ def test_refine_with_offsets_uses_the_scale_the_files_record(folders, tmp_path):
         expected = segfix.refine_semantic(coarse, formats.read_offsets(offs / f"img{i}.npz"), scale=1)
         np.testing.assert_array_equal(read_label(out / f"img{i}.png"), expected)
         np.testing.assert_array_equal(read_label(by_model / f"img{i}.png"), expected)  # both routes agree
+
+
+def test_every_command_and_argument_has_help(capsys):
+    import argparse
+
+    from segfix.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in sub.choices.items():
+        assert command.description, name
+        for action in command._actions:
+            assert action.help, f"segfix {name} {action.dest}"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"segfix-pytorch {segfix.__version__}"

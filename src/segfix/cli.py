@@ -498,10 +498,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--scale-range", type=float, nargs=2, metavar=("MIN", "MAX"), help="random scale range")
     tr.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints (default 200)")
-    tr.add_argument("--optimizer", choices=["sgd", "adamw"])
+    tr.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd with momentum (the original) or adamw")
     tr.add_argument("--workers", type=_non_negative_int, help="data-loading processes (0: in the main process)")
-    tr.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
-    tr.add_argument("--seed", type=int)
+    tr.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast dtype; auto: bf16 on GPUs and CPUs that compute it natively, else fp32",
+    )
+    tr.add_argument("--seed", type=int, help="seeds the initial weights and every batch (default 0)")
     tr.add_argument(
         "--holdout",
         type=int,
@@ -554,9 +558,18 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--images", help="folder of the RGB images (matched by file name)")
     rf.add_argument("--model", help="bundled model name, model folder or Hub repo id")
     rf.add_argument("--offsets", help="folder of offset files <name>.npz or <name>.mat")
-    rf.add_argument("--kind", choices=["semantic", "cityscapes-instance", "coco"], default="semantic")
+    rf.add_argument(
+        "--kind",
+        choices=["semantic", "cityscapes-instance", "coco"],
+        default="semantic",
+        help="label PNGs (default), Cityscapes instance *_pred.txt + masks, or a COCO results JSON",
+    )
     rf.add_argument("--dataset", choices=sorted(PRESETS), help="sets the label format and ignore index")
-    rf.add_argument("--label-format", choices=LABEL_FORMATS)
+    rf.add_argument(
+        "--label-format",
+        choices=LABEL_FORMATS,
+        help="how ids are stored: trainid (as is), cityscapes-labelid, ade20k (0 = ignore); default from --dataset",
+    )
     rf.add_argument("--ignore-index", type=int, help="stored label never moved or created (default 255)")
     rf.add_argument("--coco-images", help="COCO annotation JSON mapping image ids to file names")
     rf.add_argument(
@@ -577,13 +590,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write <name>.npz (int8 (2, H, W), key 'offsets') or, with --format mat, the "
         "original's <name>.mat (key 'mat', H x W x 2, (dy, dx)) for every image.",
     )
-    of.add_argument("images")
-    of.add_argument("--output", required=True)
-    of.add_argument("--model", required=True)
-    of.add_argument("--format", choices=["npz", "mat"], default="npz")
+    of.add_argument("images", help="folder of RGB images (searched recursively)")
+    of.add_argument("--output", required=True, help="folder for one offsets file per image (not an input folder)")
+    of.add_argument("--model", required=True, help="bundled model name, model folder or Hub repo id")
+    of.add_argument(
+        "--format",
+        choices=["npz", "mat"],
+        default="npz",
+        help="npz: int8, records scale and rule (default); mat: the original's layout",
+    )
     of.add_argument("--batch-size", type=_positive_int, default=4, help="images per network pass (default 4)")
     of.add_argument("--workers", type=_positive_int, default=2, help="threads reading files (default 2)")
-    of.add_argument("--device")
+    of.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
     of.set_defaults(func=_offsets)
 
     ev = sub.add_parser(
@@ -593,18 +611,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare prints a second folder beside the first (before/after and the "
         "difference per class).",
     )
-    ev.add_argument("pred")
-    ev.add_argument("gt")
+    ev.add_argument("pred", help="folder of predicted label PNGs")
+    ev.add_argument("gt", help="folder of ground-truth label PNGs (matched by file name)")
     ev.add_argument("--compare", help="a second prediction folder, e.g. the refined one")
-    ev.add_argument("--dataset", choices=sorted(PRESETS))
+    ev.add_argument("--dataset", choices=sorted(PRESETS), help="sets classes, names, ignore label and format")
     ev.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")
-    ev.add_argument("--label-format", choices=LABEL_FORMATS)
+    ev.add_argument(
+        "--label-format",
+        choices=LABEL_FORMATS,
+        help="how ids are stored: trainid (as is), cityscapes-labelid, ade20k (0 = ignore); default from --dataset",
+    )
     ev.add_argument(
         "--tolerances", type=_positive_float, nargs="+", default=[1, 2, 3], help="boundary F-score tolerances in px"
     )
-    ev.add_argument("--json")
-    ev.add_argument("--csv")
-    ev.add_argument("--markdown")
+    ev.add_argument("--json", help="also write the scores as JSON to this file")
+    ev.add_argument("--csv", help="also write the per-class table as CSV to this file")
+    ev.add_argument("--markdown", help="also write the printed table to this file")
     ev.set_defaults(func=_eval)
 
     st = sub.add_parser(
@@ -613,10 +635,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="For each class, the share of its ground-truth pixels within 1..5 px of another segment "
         "(SegFix supplementary Table 1): how much of a dataset SegFix can reach.",
     )
-    st.add_argument("gt")
-    st.add_argument("--dataset", choices=sorted(PRESETS))
+    st.add_argument("gt", help="folder of ground-truth label PNGs")
+    st.add_argument("--dataset", choices=sorted(PRESETS), help="sets classes, names, ignore label and format")
     st.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")
-    st.add_argument("--label-format", choices=LABEL_FORMATS)
+    st.add_argument(
+        "--label-format",
+        choices=LABEL_FORMATS,
+        help="how ids are stored: trainid (as is), cityscapes-labelid, ade20k (0 = ignore); default from --dataset",
+    )
     st.add_argument(
         "--widths", type=_positive_float, nargs="+", default=[1, 2, 3, 4, 5], help="band widths in px (default 1-5)"
     )
@@ -628,8 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read a .pth of the original implementation (weights only, no unpickling of "
         "code) into a SegFix model folder.",
     )
-    cv.add_argument("checkpoint")
-    cv.add_argument("--output", required=True)
+    cv.add_argument("checkpoint", help="the original's .pth file (read with weights_only=True)")
+    cv.add_argument("--output", required=True, help="new model folder (config.json + model.safetensors)")
     cv.add_argument("--backbone", default="hrnet_w48", help="timm HRNet matching the checkpoint")
     cv.set_defaults(func=_convert)
     return parser
