@@ -33,3 +33,28 @@ def test_readme_commands_are_make_targets():
         assert re.search(rf"^{target}:", makefile, flags=re.M), f"README runs 'make {target}', Makefile lacks it"
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert shutil.which("make") is not None
+
+
+DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _python_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.S | re.M)
+
+
+@pytest.mark.parametrize("path", [p for p in DOC_FILES if _python_blocks(p)], ids=lambda p: p.name)
+def test_every_python_snippet_runs_as_pasted(path, tmp_path, monkeypatch):
+    """Each page's snippets run in order, in one namespace, in a fresh folder, with warnings as errors."""
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__snippet__"}
+    for i, block in enumerate(_python_blocks(path)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            exec(compile(block, f"{path.name} snippet {i + 1}", "exec"), namespace)  # noqa: S102
+
+
+def test_the_snippets_cover_the_pages_users_paste_from():
+    pages = {p.name for p in DOC_FILES if _python_blocks(p)}
+    assert {"README.md", "quickstart.md", "concepts.md", "training.md"} <= pages

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import metrics
 from .directions import DIRECTION_VECTORS, angle_to_direction, direction_to_offset, direction_vectors, flip_direction
+from .example import Example, load_example
 from .model import ModelLoadError, Prediction, SegFix
 from .network import SegFixNet
 from .pretrained import list_models, load_imagenet_backbone
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DIRECTION_VECTORS",
     "BoundaryTargets",
+    "Example",
     "ModelLoadError",
     "Prediction",
     "SegFix",
@@ -38,6 +40,7 @@ __all__ = [
     "flip_direction",
     "gradient_kernels",
     "instance_targets",
+    "load_example",
     "metrics",
     "refine_instances",
     "refine_semantic",

@@ -193,7 +193,7 @@ def boundary_iou_counts(
     return counts
 
 
-@dataclass
+@dataclass(repr=False)
 class MetricsResult:
     """Dataset-level scores as fractions in [0, 1]; NaN marks a class that does not count.
 
@@ -249,6 +249,14 @@ class MetricsResult:
             "mean": {k: _pct(v) for k, v in self.means().items()},
             "pixel_accuracy": _pct(self.pixel_accuracy),
         }
+
+    def __repr__(self) -> str:
+        f = self.mean_boundary_f
+        boundary = ", ".join(f"F@{_fmt_tol(t)}px {v * 100:.2f}" for t, v in f.items())
+        return f"MetricsResult(mIoU {self.miou * 100:.2f}, {boundary}, BIoU {self.mean_boundary_iou * 100:.2f})"
+
+    def _repr_markdown_(self) -> str:  # notebooks show the per-class table
+        return self.to_markdown()
 
     def to_markdown(self) -> str:
         """A Markdown table, one row per class plus the mean, scores in percent."""

@@ -70,7 +70,7 @@ class ModelLoadError(ValueError):
     """A model folder, cache entry or file could not be loaded; the message says why and how to fix it."""
 
 
-@dataclass
+@dataclass(repr=False)
 class Prediction:
     """Dense SegFix predictions at image resolution.
 
@@ -87,6 +87,24 @@ class Prediction:
     direction: Any
     boundary: Any
     direction_prob: Any = None
+
+    def __repr__(self) -> str:
+        def shape(x) -> str:
+            if x is None:
+                return "None"
+            if isinstance(x, list):
+                return f"list of {len(x)}"
+            kind = "tensor" if isinstance(x, torch.Tensor) else "array"
+            return f"{kind}{tuple(x.shape)}"
+
+        share = ""
+        if not isinstance(self.boundary, list):
+            pixels = self.boundary.numel() if isinstance(self.boundary, torch.Tensor) else self.boundary.size
+            share = f", {float(self.boundary.sum()) / max(pixels, 1):.1%} boundary"
+        return (
+            f"Prediction(boundary_prob={shape(self.boundary_prob)}, direction={shape(self.direction)}, "
+            f"boundary={shape(self.boundary)}, direction_prob={shape(self.direction_prob)}{share})"
+        )
 
 
 class SegFix(
