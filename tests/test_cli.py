@@ -98,7 +98,7 @@ def test_refine_with_a_model_resumes_and_reports_bad_files(folders, tmp_path, ca
     assert main(args) == 1  # two inputs could not be processed
     written = sorted(p.name for p in out.glob("*.png"))
     assert written == ["img0.png", "img1.png", "img2.png"]
-    assert (out / "viz" / "img0.jpg").is_file()
+    assert (out / "viz" / "img0.png").is_file()
     mtime = (out / "img0.png").stat().st_mtime_ns
     (out / "img1.png").unlink()  # as if killed before writing it
     assert main(args) == 1

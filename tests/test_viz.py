@@ -7,6 +7,8 @@ import pytest
 
 from segfix import viz
 
+from conftest import voronoi_labels
+
 
 def test_colorize_and_palettes():
     label = np.array([[0, 1], [255, 2]])
@@ -41,3 +43,53 @@ def test_overlay_direction_error_panel():
     assert sheet.size == (10, 2 * (4 + 22))
     with pytest.raises(ValueError, match="as many titles"):
         viz.panel([image], ["a", "b"])
+
+
+def test_change_crops_centre_on_the_most_changes_and_zoom():
+    from segfix import viz
+
+    before = np.zeros((60, 80), np.uint8)
+    after = before.copy()
+    after[40:44, 60:64] = 1  # 16 changed pixels here
+    after[5, 5] = 1  # one elsewhere
+    image = np.zeros((60, 80, 3), np.uint8)
+    crops = viz.change_crops([image, viz.colorize(after, 2)], after != before, count=2, size=16, zoom=3)
+    assert len(crops) == 2 and crops[0][0].shape == (48, 48, 3)
+    # the first crop holds the 4x4 block, magnified 3x: 16 * 9 coloured pixels of class 1
+    first = crops[0][1]
+    assert (first == viz.colorize(np.ones((1, 1), np.uint8), 2)[0, 0]).all(-1).sum() == 16 * 9
+    assert viz.change_crops([image], np.zeros((60, 80), bool)) == []
+
+
+def test_error_map_grow_thickens_fixes_but_not_grey():
+    from segfix import viz
+
+    target = np.zeros((9, 9), np.uint8)
+    before = target.copy()
+    before[4, 4] = 1  # fixed by after
+    before[0, 0] = 1  # still wrong
+    after = target.copy()
+    after[0, 0] = 1
+    plain = viz.error_map(before, after, target)
+    grown = viz.error_map(before, after, target, grow=1)
+    green = np.array(viz.FIXED, np.uint8)
+    assert (plain == green).all(-1).sum() == 1 and (grown == green).all(-1).sum() == 5
+    assert (grown[0, 0] == viz.STILL_WRONG).all()
+    blue = viz.error_map(before, after)  # no reference: changed pixels
+    assert (blue != 255).any(-1).sum() == 1
+
+
+def test_direction_legend_and_refinement_sheet():
+    from segfix import viz
+
+    legend = viz.direction_legend(8, size=64)
+    assert legend.shape == (64, 64, 3)
+    colours = viz.direction_wheel(np.arange(8)[None])[0]
+    for colour in colours:  # every direction's colour is drawn
+        assert (legend == colour).all(-1).any()
+    truth = voronoi_labels((48, 64), 6, 4, seed=0)
+    coarse = truth.copy()
+    coarse[:, 2:] = truth[:, :-2]
+    image = np.zeros((48, 64, 3), np.uint8)
+    sheet = viz.refinement_sheet(image, coarse, truth, truth, palette_name="camvid", crops=2)
+    assert sheet.width >= 3 * 64 and sheet.height > 2 * 48  # panels, then rows of zoomed crops

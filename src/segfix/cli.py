@@ -240,7 +240,7 @@ def _refine(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.offsets is None):
         raise SystemExit("segfix refine: pass exactly one of --model or --offsets")
     model = _load_model(args.model, args.device) if args.model else None
-    num_classes, ignore, label_format, _ = PRESETS.get(args.dataset, (None, 255, "trainid", None))
+    num_classes, ignore, label_format, palette = PRESETS.get(args.dataset, (None, 255, "trainid", None))
     label_format = args.label_format or label_format
     ignore = args.ignore_index if args.ignore_index is not None else ignore
     labels = Path(args.predictions)
@@ -262,6 +262,7 @@ def _refine(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         save_viz=args.save_viz,
+        palette=palette,
         progress=update,
     )
     bar.close()
@@ -581,7 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--batch-size", type=_positive_int, default=4, help="images per network pass (default 4)")
     rf.add_argument("--workers", type=_positive_int, default=2, help="threads reading files (default 2)")
     rf.add_argument("--device", help="cpu, cuda, cuda:1, ...")
-    rf.add_argument("--save-viz", action="store_true", help="also write pictures into OUTPUT/viz/")
+    rf.add_argument(
+        "--save-viz",
+        action="store_true",
+        help="also write a PNG per image into OUTPUT/viz/: prediction, refined, changes, directions, zoomed crops "
+        "(colours from --dataset)",
+    )
     rf.set_defaults(func=_refine)
 
     of = sub.add_parser(

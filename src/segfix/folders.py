@@ -248,6 +248,7 @@ def refine_folder(
     batch_size: int = 4,
     workers: int = 2,
     save_viz: bool = False,
+    palette: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> JobReport:
     """Refine every prediction in ``labels_dir`` and write the result with the same name into ``output_dir``.
@@ -259,6 +260,8 @@ def refine_folder(
         scale: default: the model's ``semantic_scale`` / ``instance_scale``; with offset files the scale each
             file records (``segfix offsets`` writes the model's), else 2 for semantic, 1 for instances (the paper).
         iterations: steps along the offsets; default: the model's ``iterations``, or the file's, else 1.
+        save_viz: also write ``viz/<name>.png`` per semantic map (:func:`segfix.viz.refinement_sheet`).
+        palette: colours for those pictures: ``'camvid'``, ``'cityscapes'`` (see :data:`segfix.viz.PALETTES`).
         progress: called with the number of items finished after each batch.
     """
     labels_dir, output_dir = Path(labels_dir), Path(output_dir)
@@ -322,7 +325,8 @@ def refine_folder(
             ledger.add(str(item.relative_to(labels_dir)))
             write_png(target(item), decode_labels(refined, stored, label_format))
             if save_viz:
-                _write_viz(output_dir / "viz" / f"{item.stem}.jpg", image, classes, refined, offsets)
+                viz_path = output_dir / "viz" / f"{item.stem}.png"
+                _write_viz(viz_path, image, classes, refined, prediction, offsets, palette, ignore_index)
         else:
             pred: InstancePrediction = data
             if len(pred.masks) and offsets.shape[-2:] != pred.masks.shape[-2:]:
@@ -380,22 +384,19 @@ def _capture(fn):
     return run
 
 
-def _write_viz(path: Path, image, before, after, offsets) -> None:
+def _write_viz(path: Path, image, before, after, prediction, offsets, palette_name, ignore_index) -> None:
     from . import viz
 
-    num_classes = int(max(before[before != 255].max(initial=0), after[after != 255].max(initial=0))) + 1
-    panels = [
-        viz.colorize(before, num_classes),
-        viz.colorize(after, num_classes),
-        viz.direction_wheel(_offsets_to_direction(offsets), None),
-    ]
-    titles = ["prediction", "refined", "offset directions"]
-    if image is not None:
-        moved = (offsets != 0).any(0)
-        panels.insert(0, viz.overlay_boundary(image, moved))
-        titles.insert(0, "image + moving pixels")
-    sheet = viz.panel(panels, titles, columns=2)
-    atomic_write(path, lambda tmp: sheet.convert("RGB").save(tmp, format="JPEG", quality=88))
+    if image is None:  # offsets from files: no image was read, show the label maps alone
+        image = viz.colorize(before, name=palette_name, ignore_index=ignore_index)
+    if isinstance(prediction, np.ndarray):
+        direction, moving = _offsets_to_direction(offsets), (offsets != 0).any(0)
+    else:
+        direction, moving = prediction.direction, prediction.boundary
+    sheet = viz.refinement_sheet(
+        image, before, after, palette_name=palette_name, ignore_index=ignore_index, direction=direction, moving=moving
+    )
+    atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
 
 
 def _offsets_to_direction(offsets: np.ndarray) -> np.ndarray:

@@ -14,7 +14,18 @@ from PIL import Image, ImageDraw
 
 from .directions import direction_vectors
 
-__all__ = ["PALETTES", "colorize", "direction_wheel", "error_map", "overlay_boundary", "palette", "panel"]
+__all__ = [
+    "PALETTES",
+    "change_crops",
+    "colorize",
+    "direction_legend",
+    "direction_wheel",
+    "error_map",
+    "overlay_boundary",
+    "palette",
+    "panel",
+    "refinement_sheet",
+]
 
 CITYSCAPES_PALETTE = [
     (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
@@ -83,19 +94,94 @@ def direction_wheel(
     return colours[index]
 
 
+FIXED, BROKEN, STILL_WRONG = (0, 170, 0), (220, 0, 0), (150, 150, 150)
+
+
 def error_map(
-    before: np.ndarray, after: np.ndarray, target: np.ndarray, *, ignore_index: int | None = 255
+    before: np.ndarray,
+    after: np.ndarray,
+    target: np.ndarray | None = None,
+    *,
+    ignore_index: int | None = 255,
+    grow: int = 0,
 ) -> np.ndarray:
-    """Pixels fixed by refinement in green, broken in red, still wrong in grey, correct in white."""
+    """Pixels fixed by refinement in green, broken in red, still wrong in grey, correct in white.
+
+    Without a ``target`` (no reference at hand): changed pixels in blue, the rest white. ``grow`` thickens the
+    green, red and blue marks by that many pixels so that 1-px changes show at full-image scale (grey is
+    never grown).
+    """
+    if target is None:
+        out = np.full((*before.shape, 3), 255, np.uint8)
+        out[_grown(before != after, grow)] = (30, 90, 230)
+        return out
     valid = target != ignore_index if ignore_index is not None else np.ones(target.shape, bool)
     wrong_before = (before != target) & valid
     wrong_after = (after != target) & valid
     out = np.full((*target.shape, 3), 255, np.uint8)
-    out[wrong_before & wrong_after] = (150, 150, 150)
-    out[wrong_before & ~wrong_after] = (0, 170, 0)
-    out[~wrong_before & wrong_after] = (220, 0, 0)
+    out[wrong_before & wrong_after] = STILL_WRONG
     out[~valid] = (40, 40, 40)
+    out[_grown(wrong_before & ~wrong_after, grow)] = FIXED
+    out[_grown(~wrong_before & wrong_after, grow)] = BROKEN
     return out
+
+
+def _grown(mask: np.ndarray, width: int) -> np.ndarray:
+    if width <= 0 or not mask.any():
+        return mask
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, iterations=width)
+
+
+def change_crops(
+    images: Sequence[np.ndarray], changed: np.ndarray, *, count: int = 3, size: int = 48, zoom: int = 4
+) -> list[list[np.ndarray]]:
+    """Zoomed crops around the places with the most changed pixels, so that 1-px changes can be seen.
+
+    Args:
+        images: ``(H, W, 3)`` uint8 pictures of the same scene (image, before, after, changes...).
+        changed: bool ``(H, W)``, the pixels refinement changed.
+        count: at most this many crops (non-overlapping windows, most changes first).
+        size: crop side in pixels before zooming.
+        zoom: nearest-neighbour magnification.
+
+    Returns:
+        One list per crop, holding the crop of every image in order; empty when nothing changed.
+    """
+    from scipy import ndimage
+
+    h, w = changed.shape
+    size = max(1, min(size, h, w))
+    density = ndimage.uniform_filter(changed.astype(np.float32), size, mode="constant")
+    crops = []
+    for _ in range(count):
+        if density.max() <= 0:
+            break
+        cy, cx = np.unravel_index(int(density.argmax()), density.shape)
+        y0, x0 = min(max(cy - size // 2, 0), h - size), min(max(cx - size // 2, 0), w - size)
+        crops.append(
+            [np.kron(img[y0 : y0 + size, x0 : x0 + size], np.ones((zoom, zoom, 1), np.uint8)) for img in images]
+        )
+        density[max(y0 - size // 2, 0) : y0 + size + size // 2, max(x0 - size // 2, 0) : x0 + size + size // 2] = 0
+    return crops
+
+
+def direction_legend(
+    num_directions: int = 8, size: int = 96, background: Sequence[int] = (255, 255, 255)
+) -> np.ndarray:
+    """A wheel that reads :func:`direction_wheel`: each direction's colour drawn as a spoke pointing its way."""
+    vectors = direction_vectors(num_directions).astype(float)
+    colours = direction_wheel(np.arange(num_directions)[None], None, num_directions)[0]
+    canvas = Image.new("RGB", (size, size), tuple(background))
+    draw = ImageDraw.Draw(canvas)
+    c = size / 2
+    for (dy, dx), colour in zip(vectors, colours):
+        norm = float(np.hypot(dy, dx))
+        end = (c + dx / norm * (size * 0.45), c + dy / norm * (size * 0.45))
+        draw.line([(c, c), end], fill=tuple(int(v) for v in colour), width=max(2, size // 16))
+    draw.ellipse([c - 3, c - 3, c + 3, c + 3], fill=(0, 0, 0))
+    return np.asarray(canvas)
 
 
 def panel(
@@ -113,3 +199,65 @@ def panel(
         sheet.paste(Image.fromarray(np.asarray(img, np.uint8)), (x, y + caption_height))
         draw.text((x + 6, y + 5), title, fill=(0, 0, 0))
     return sheet
+
+
+def refinement_sheet(
+    image: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    target: np.ndarray | None = None,
+    *,
+    num_classes: int | None = None,
+    palette_name: str | None = None,
+    ignore_index: int | None = 255,
+    direction: np.ndarray | None = None,
+    moving: np.ndarray | None = None,
+    num_directions: int = 8,
+    crops: int = 3,
+) -> Image.Image:
+    """One picture of a refinement: full-size panels, then zoomed crops where most pixels changed.
+
+    Panels: the image with the changed pixels marked, the prediction, the refined map, the changes (against
+    ``target``: fixed green, broken red, still wrong grey; without it: changed blue), and with ``direction``
+    the predicted directions on the ``moving`` pixels beside a legend wheel. Each crop row repeats image,
+    prediction, refined and changes around one of the ``crops`` places with the most changes.
+    """
+    if num_classes is None:
+        valid = [m[m != ignore_index] if ignore_index is not None else m for m in (before, after)]
+        num_classes = int(max(v.max(initial=0) for v in valid)) + 1
+    changed = before != after
+
+    def colours(labels: np.ndarray) -> np.ndarray:
+        return colorize(labels, num_classes, name=palette_name, ignore_index=ignore_index)
+
+    changes = error_map(before, after, target, ignore_index=ignore_index)
+    legend_text = "fixed green / broken red / still wrong grey" if target is not None else "changed pixels (blue)"
+    full = [overlay_boundary(image, changed, color=(30, 90, 230)), colours(before), colours(after)]
+    titles = [f"image, {int(changed.sum())} pixels changed", "prediction", "refined"]
+    full.append(error_map(before, after, target, ignore_index=ignore_index, grow=1))
+    titles.append(legend_text + " (thickened)")
+    if direction is not None:
+        wheel = direction_wheel(direction, moving, num_directions)
+        legend = direction_legend(num_directions, size=min(96, *wheel.shape[:2]))
+        wheel = wheel.copy()
+        wheel[: legend.shape[0], : legend.shape[1]] = legend
+        full.append(wheel)
+        titles.append("predicted directions (wheel: legend)")
+        if target is not None:
+            full.append(colours(target))
+            titles.append("reference")
+    sheets = [panel(full, titles, columns=3)]
+    zoomed = change_crops([image, colours(before), colours(after), changes], changed, count=crops)
+    for i, row in enumerate(zoomed):
+        sheets.append(panel(row, [f"zoom {i + 1}: image", "prediction", "refined", "changes"], columns=4))
+    return _stack(sheets)
+
+
+def _stack(sheets: Sequence[Image.Image]) -> Image.Image:
+    width = max(s.width for s in sheets)
+    out = Image.new("RGB", (width, sum(s.height for s in sheets)), "white")
+    y = 0
+    for sheet in sheets:
+        out.paste(sheet, (0, y))
+        y += sheet.height
+    return out
