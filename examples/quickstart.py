@@ -5,11 +5,7 @@ Run: ``python examples/quickstart.py`` (writes quickstart.png). The same steps a
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 import segfix
 from segfix import SegFix, viz
@@ -17,34 +13,26 @@ from segfix.metrics import SegmentationMetrics
 
 
 def main(output: Path = Path("quickstart.png")) -> None:
-    assets = resources.files("segfix") / "assets"
-    image = np.asarray(Image.open(assets / "coffee.jpg").convert("RGB"))
-    coarse = np.asarray(Image.open(assets / "coffee_coarse.png"))  # any model's prediction
-    reference = np.asarray(Image.open(assets / "coffee_reference.png"))
-
+    example = segfix.load_example()  # a CC0 photo, a coarse map (any model's prediction), a reference
     model = SegFix.from_pretrained("camvid-lite0")  # bundled: no download
-    refined = model.refine(image, coarse)
+    refined = model.refine(example.image, example.coarse)
 
-    for name, labels in (("coarse", coarse), ("refined", refined)):
-        m = SegmentationMetrics(int(reference.max()) + 1)
-        m.update(labels, reference)
-        r = m.compute()
-        print(f"{name:8s} mIoU {r.miou:.2%}  boundary F@1px {r.mean_boundary_f[1]:.2%}")
+    for name, labels in (("coarse", example.coarse), ("refined", refined)):
+        m = SegmentationMetrics(example.num_classes)
+        m.update(labels, example.reference)
+        print(f"{name:8s}", m.compute())
 
-    prediction = model.predict(image)
-    sheet = viz.panel(
-        [
-            image,
-            viz.overlay_boundary(image, prediction.boundary),
-            viz.direction_wheel(prediction.direction, prediction.boundary),
-            viz.colorize(coarse, 5),
-            viz.colorize(refined, 5),
-            viz.error_map(coarse, refined, reference),
-        ],
-        ["image", "predicted boundary", "predicted directions", "coarse", "refined", "fixed / broken"],
+    prediction = model.predict(example.image)
+    sheet = viz.refinement_sheet(
+        example.image,
+        example.coarse,
+        refined,
+        example.reference,
+        direction=prediction.direction,
+        moving=prediction.boundary,
     )
     sheet.save(output)
-    print(f"wrote {output}; offsets moved {int((refined != coarse).sum())} pixels; models: {segfix.list_models()}")
+    print(f"wrote {output}; {int((refined != example.coarse).sum())} pixels changed; models: {segfix.list_models()}")
 
 
 if __name__ == "__main__":

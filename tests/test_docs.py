@@ -58,3 +58,17 @@ def test_every_python_snippet_runs_as_pasted(path, tmp_path, monkeypatch):
 def test_the_snippets_cover_the_pages_users_paste_from():
     pages = {p.name for p in DOC_FILES if _python_blocks(p)}
     assert {"README.md", "quickstart.md", "concepts.md", "training.md"} <= pages
+
+
+@pytest.mark.parametrize("name", ["quickstart.ipynb", "train_eval.ipynb"])
+def test_notebooks_are_committed_with_clean_outputs(name):
+    """nbmake re-runs the notebooks; this checks what a reader sees on GitHub: outputs, and no warnings."""
+    import json
+
+    cells = [c for c in json.loads((ROOT / "examples" / name).read_text())["cells"] if c["cell_type"] == "code"]
+    assert all(c.get("outputs") for c in cells[1:]), "every cell after the imports shows its result"
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            assert output.get("name") != "stderr", "".join(output.get("text", ""))
+            text = "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
+            assert "Warning" not in text and "array([" not in text and "Sequential(" not in text

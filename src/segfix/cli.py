@@ -7,7 +7,6 @@ import logging
 import sys
 import time
 import traceback
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +22,15 @@ def _version() -> str:
     return __version__
 
 
-def _asset(name: str) -> Path:
-    return Path(str(resources.files("segfix") / "assets" / name))
-
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import boundary_targets, refine_semantic, viz
-    from ._io import atomic_write, read_image, read_label, write_png
+    from . import boundary_targets, load_example, refine_semantic, viz
+    from ._io import atomic_write, write_png
     from .metrics import SegmentationMetrics
     from .pretrained import list_models
 
-    image = read_image(_asset("coffee.jpg"))
-    reference = read_label(_asset("coffee_reference.png"))
-    coarse = read_label(_asset("coffee_coarse.png"))
-    num_classes = int(reference.max()) + 1
+    example = load_example()
+    image, reference, coarse, num_classes = example.image, example.reference, example.coarse, example.num_classes
     oracle = refine_semantic(coarse, boundary_targets(reference, min_pixels=0).offsets(), scale=2)
 
     rows = [("coarse input", coarse)]
@@ -52,31 +46,15 @@ def _demo(args: argparse.Namespace) -> int:
         prediction = model.predict(image)
         rows.append((f"SegFix ({model_name})", refined))
         what = f"the SegFix model {model_name!r} ({elapsed * 1e3:.0f} ms)"
-        band, band_title = viz.overlay_boundary(image, prediction.boundary), "predicted boundary"
     else:
         refined = oracle
         what = "offsets from the reference labels (the oracle)"
-        band, band_title = viz.overlay_boundary(image, boundary_targets(reference, min_pixels=0).boundary), "boundary"
     rows.append(("oracle offsets (upper bound)", oracle))
 
     out = Path(args.output)
-    sheet = viz.panel(
-        [
-            image,
-            viz.colorize(reference, num_classes),
-            viz.colorize(coarse, num_classes),
-            band,
-            viz.colorize(refined, num_classes),
-            viz.error_map(coarse, refined, reference),
-        ],
-        [
-            "image (CC0 photo)",
-            "reference labels",
-            "coarse prediction",
-            band_title,
-            "refined",
-            "fixed green / broken red / still wrong grey",
-        ],
+    direction, moving = (prediction.direction, prediction.boundary) if model_name is not None else (None, None)
+    sheet = viz.refinement_sheet(
+        image, coarse, refined, reference, num_classes=num_classes, direction=direction, moving=moving
     )
     atomic_write(out / "demo.png", lambda tmp: sheet.save(tmp, format="PNG"))
     write_png(out / "refined.png", refined.astype(np.uint8))
