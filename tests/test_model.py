@@ -180,6 +180,29 @@ def test_load_from_seeded_hub_cache_offline(model, tmp_path, monkeypatch):
         SegFix.from_pretrained("org/absent", cache_dir=tmp_path / "cache", local_files_only=True)
 
 
+def test_unreachable_hub_reads_the_cache_at_once(model, tmp_path, monkeypatch):
+    """Without HF_HUB_OFFLINE, a Hub that cannot be reached (here: a closed port on this machine) neither
+    retries for half a minute nor fails a model that is cached."""
+    import socket
+    import time
+
+    import huggingface_hub.constants
+
+    with socket.socket() as probe:  # a free local port: nothing listens there once the socket is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    model.save_pretrained(tmp_path / "m")
+    seed_cache(tmp_path / "m", tmp_path / "cache")
+    start = time.perf_counter()
+    loaded = SegFix.from_pretrained("org/segfix-tiny", cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(loaded.predict_offsets(image()), model.predict_offsets(image()))
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        SegFix.from_pretrained("org/absent", cache_dir=tmp_path / "cache")
+    assert time.perf_counter() - start < 10
+
+
 def test_load_errors(model, tmp_path):
     model.save_pretrained(tmp_path / "m")
     folder = tmp_path / "m"

@@ -606,6 +606,9 @@ class SegFix(
                 local_files_only=local_files_only,
                 token=token,
             )
+            if not local_files_only and not _hub_reachable():
+                # No route to the Hub: read the cache at once instead of retrying for half a minute.
+                kwargs["local_files_only"] = True
             config_file = _hub_file(name, CONFIG_NAME, kwargs)
             weights_file = _hub_file(name, WEIGHTS_NAME, kwargs)
         model = cls._build(config_file, overrides)
@@ -766,6 +769,24 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 def _looks_like_path(name: str) -> bool:
     """True unless ``name`` has the form of a Hub repo id (``name`` or ``org/name``)."""
     return _REPO_ID.match(name) is None or name.endswith((".json", ".safetensors"))
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub endpoint opens (False at once when offline or unresolvable)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _hub_file(repo_id: str, filename: str, kwargs: dict) -> Path:
