@@ -56,6 +56,7 @@ def main() -> None:
     variants = ["ESPNet", *learned, "oracle, scale 1", "oracle, scale 2"]
     metrics = {v: SegmentationMetrics(11, ignore_index=255, class_names=CAMVID_CLASSES) for v in variants}
     seconds = dict.fromkeys(learned, 0.0)
+    agree, counted = np.zeros(11, np.int64), np.zeros(11, np.int64)
     for name in names:
         gt = read_label(root / "valannot" / name).astype(np.int64)
         gt[gt == 11] = 255
@@ -67,6 +68,12 @@ def main() -> None:
             refined = refiner.refine(image, coarse)
             seconds[variant] += time.perf_counter() - start
             metrics[variant].update(refined, gt)
+        targets = segfix.boundary_targets(gt, border="replicate", zero_gradient="no_direction")
+        prediction = model.predict(image)
+        both = targets.boundary & prediction.boundary & (gt != 255) & (targets.direction >= 0)
+        classes = gt[both]
+        counted += np.bincount(classes, minlength=11)[:11]
+        agree += np.bincount(classes[prediction.direction[both] == targets.direction[both]], minlength=11)[:11]
         oracle = segfix.boundary_targets(gt).offsets()
         for scale in (1, 2):
             metrics[f"oracle, scale {scale}"].update(segfix.refine_semantic(coarse, oracle, scale=scale), gt)
@@ -103,6 +110,12 @@ def main() -> None:
         "per class: ESPNet -> ESPNet + SegFix",
         ["class", "IoU", "IoU after", "F@1", "F@1 after", "F@2", "F@2 after", "F@3", "F@3 after"],
         per_class,
+    )
+    share = agree / np.maximum(counted, 1)
+    print(
+        "\ndirection accuracy on pixels that are boundary in both the prediction and the ground truth: "
+        f"all {agree.sum() / max(counted.sum(), 1):.1%}, pole {share[2]:.1%}, sign {share[6]:.1%}; per class "
+        + ", ".join(f"{n} {a:.1%}" for n, a in zip(CAMVID_CLASSES, share))
     )
     worse = [CAMVID_CLASSES[i] for i in range(11) if after.iou[i] < base.iou[i]]
     print(f"\nclasses whose IoU fell: {worse or 'none'}")

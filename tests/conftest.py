@@ -13,6 +13,18 @@ from segfix._synthetic import voronoi_labels  # noqa: F401  (re-exported for the
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
 
 
+try:  # the fuzz suite's profiles; `--hypothesis-profile thorough` runs 50x the default cases
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "default", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    )
+    settings.register_profile("thorough", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+    settings.load_profile("default")
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    pass
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 

@@ -19,19 +19,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segfix
 from segfix import formats
 from segfix.cli import main
 from segfix.metrics import SegmentationMetrics
-
-settings.register_profile(
-    "default", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
-)
-settings.register_profile("thorough", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
-settings.load_profile("default")
 
 LABEL_DTYPES = ["uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool"]
 OFFSET_DTYPES = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
