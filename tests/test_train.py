@@ -281,3 +281,51 @@ def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch, capabil
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     assert training_precision(torch.device("cpu")) == expected
     assert training_precision(torch.device("cuda")) == "bf16"
+
+
+def test_segment_class_weights_balance_classes_and_keep_a_weighted_mean():
+    import torch
+
+    from segfix.losses import segment_class_weights
+
+    label = torch.tensor([[[0, 0, 0, 0, 0, 0, 1, 1]]])  # class 1 holds a quarter of the supervised pixels
+    supervised = torch.ones_like(label, dtype=torch.bool)
+    supervised[0, 0, 0] = False
+    w = segment_class_weights(label, supervised, 0.5)
+    assert w[0, 0, 0] == 0  # unsupervised pixels get no weight
+    share0, share1 = 5 / 7, 2 / 7
+    expected = torch.tensor([share0**-0.5] * 5 + [share1**-0.5] * 2)
+    torch.testing.assert_close(w[supervised], expected / expected.mean())
+    torch.testing.assert_close(segment_class_weights(label, supervised, 0.0)[supervised], torch.ones(7))
+
+
+def test_pixel_weighted_direction_loss_matches_a_manual_computation():
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    b_logits, d_logits = torch.randn(1, 2, 4, 4), torch.randn(1, 8, 4, 4)
+    b_target = torch.randint(0, 2, (1, 4, 4))
+    d_target = torch.randint(-1, 8, (1, 4, 4))
+    pixel = torch.rand(1, 4, 4)
+    _, parts = segfix_loss(b_logits, d_logits, b_target, d_target, direction_pixel_weight=pixel)
+    valid = d_target >= 0
+    counts = torch.bincount(d_target[valid], minlength=8).float()
+    class_w = 1 - counts / counts.sum()
+    ce = F.cross_entropy(d_logits, d_target.clamp_min(0), reduction="none")
+    w = torch.where(valid, class_w[d_target.clamp_min(0)] * pixel, 0.0)
+    assert abs(parts["direction"] - float((ce * w).sum() / w.sum())) < 1e-5
+    _, ones = segfix_loss(b_logits, d_logits, b_target, d_target, direction_pixel_weight=torch.ones(1, 4, 4))
+    _, plain = segfix_loss(b_logits, d_logits, b_target, d_target)
+    assert abs(ones["direction"] - plain["direction"]) < 1e-5
+
+
+def test_fine_tuning_starts_from_the_given_model(tmp_path):
+    first = train([TinySet()], tmp_path / "first", iterations=2, **COMMON)
+    settings = {k: v for k, v in COMMON.items() if k not in ("lr", "model")}
+    # lr 0: the parameters must stay those of the model it started from (only BN statistics move)
+    tuned = train([TinySet()], tmp_path / "tuned", iterations=1, init=first, lr=0.0, class_balance=0.5, **settings)
+    a, b = segfix.SegFix.from_pretrained(first), segfix.SegFix.from_pretrained(tuned)
+    assert a.config == b.config
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
