@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,fast,imagenet]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,imagenet]"
 	touch $(STAMP)
 
 demo: $(STAMP)  ## refine the bundled example; writes outputs/demo/demo.png

@@ -1,7 +1,7 @@
-"""Optional compiled CPU kernels (numba). Each has a pure numpy/torch twin that is the specification.
+"""Compiled CPU kernels (numba). Each has a pure numpy/torch twin that is the specification.
 
-Install with ``pip install "segfix-pytorch[fast]"``. Without numba, ``HAVE_NUMBA`` is False and callers use
-their numpy fallback; results are identical either way (tests compare both).
+numba is a dependency of segfix-pytorch; where it cannot be installed, ``HAVE_NUMBA`` is False and callers use
+their numpy fallback. Results are identical either way (tests compare both).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 _logger = logging.getLogger(__name__)
 
-try:  # numba is an optional speed-up, never required
+try:  # a dependency, but the package still works where it cannot be installed
     import numba
 
     HAVE_NUMBA = True

@@ -7,8 +7,8 @@ PyTorch moves pixels even at zero offset and blends ids into classes that were n
 
 Two implementations share one specification:
 
-* numpy: with numba installed (``pip install "segfix-pytorch[fast]"``) a compiled single pass whose cost is
-  close to copying the label map once; without it, a vectorised numpy gather over the pixels whose offset is
+* numpy: with numba (a dependency) a compiled single pass whose cost is close to copying the label map
+  once; in an environment without numba, a vectorised numpy gather over the pixels whose offset is
   non-zero (the boundary band, typically 5-15 % of an image).
 * torch: a dense gather that runs on any device (CPU, CUDA, MPS) and keeps tensors where they are.
 
