@@ -370,3 +370,41 @@ def test_direction_vote_with_a_certain_direction_is_the_argmax_shift():
     labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
     expected = segfix.shift_labels(labels, model.predict_offsets(image()), scale=2)
     np.testing.assert_array_equal(model.refine(image(), labels), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_modules_own_dtype_is_used(model, dtype):
+    labels = np.random.default_rng(1).integers(0, 4, (48, 64)).astype(np.uint8)
+    reference = model.predict(image())
+    low = SegFix(**TINY).eval()
+    low.load_state_dict(model.state_dict())
+    low.to(dtype)
+    prediction = low.predict(image())  # used to fail: input float32 against half weights
+    assert prediction.boundary_prob.dtype == np.float32
+    np.testing.assert_allclose(prediction.boundary_prob, reference.boundary_prob, atol=0.05)
+    assert low.refine(image(), labels).dtype == np.uint8
+
+
+def test_lists_of_maps_and_logits(model):
+    labels = [np.random.default_rng(i).integers(0, 4, (48, 64)).astype(np.uint8) for i in range(2)]
+    images = [image(seed=0), image(seed=1)]
+    out = model.refine(images, labels)
+    assert isinstance(out, list) and len(out) == 2
+    for img, lab, refined in zip(images, labels, out):
+        np.testing.assert_array_equal(refined, model.refine(img, lab))
+    with pytest.raises(ValueError, match="list of 1 maps for 2 images"):
+        model.refine(images, labels[:1])
+    with pytest.raises(TypeError, match=r"logits.*argmax\(0\)"):
+        model.refine(image(), np.random.default_rng(0).random((11, 48, 64), np.float32))
+    with pytest.raises(TypeError, match=r"logits.*argmax\(1\)"):
+        model.refine(torch.rand(2, 3, 48, 64), torch.rand(2, 11, 48, 64))
+
+
+def test_from_pretrained_takes_the_mixins_map_location(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    loaded = SegFix.from_pretrained(tmp_path / "m", map_location="cpu")
+    assert loaded.device.type == "cpu"
+    with pytest.raises(ValueError, match="HTTPS_PROXY"):
+        SegFix.from_pretrained(tmp_path / "m", proxies={"https": "http://127.0.0.1:1"})
+    with pytest.raises(ValueError, match="disagree"):
+        SegFix.from_pretrained(tmp_path / "m", device="cpu", map_location="meta")

@@ -22,7 +22,6 @@ def _version() -> str:
     return __version__
 
 
-
 def _demo(args: argparse.Namespace) -> int:
     from . import boundary_targets, load_example, refine_semantic, viz
     from ._io import atomic_write, write_png

@@ -319,14 +319,18 @@ class SegFix(
         """Refine a semantic label map predicted by any model for ``image``.
 
         Args:
-            image: the RGB image the label map was predicted from (or a batch).
-            label_map: integer ``(H, W)`` (or ``(N, H, W)`` for a batch), numpy or torch, same size as the image.
+            image: the RGB image the label map was predicted from (or a batch, or a list of images).
+            label_map: integer ``(H, W)`` (or ``(N, H, W)`` for a batch), numpy or torch, same size as the image;
+                or a list of maps, one per image (what ``post_process_semantic_segmentation`` returns).
+                Logits are refused with a hint: pass ``logits.argmax(dim)``.
             scale: offset scale; default ``semantic_scale`` from the config (2).
             iterations: steps along the field; default from the config (1).
 
         Returns:
-            The refined label map: same type, dtype, shape (and device) as ``label_map``.
+            The refined label map: same type, dtype, shape (and device) as ``label_map``; a list for a list.
         """
+        if isinstance(label_map, (list, tuple)):
+            return self._refine_each(image, label_map, scale=scale, iterations=iterations, inference=inference)
         if self.direction_vote:
             _require_array(label_map, "label_map")
             self._steps(scale, iterations, self.semantic_scale)  # refuse bad values before the network runs
@@ -337,6 +341,12 @@ class SegFix(
         scale, iterations = self._steps(scale, iterations, self.semantic_scale)
         offsets = self._offsets_for(image, label_map, inference)
         return refine_semantic(label_map, offsets, scale=scale, iterations=iterations, ignore_index=self.ignore_index)
+
+    def _refine_each(self, images, label_maps, **kwargs) -> list:
+        count = len(images) if isinstance(images, (list, tuple)) else images.shape[0] if images.ndim == 4 else 1
+        if count != len(label_maps):
+            raise ValueError(f"label_map: got a list of {len(label_maps)} maps for {count} images; pass one per image")
+        return [self.refine(images[i], m, **kwargs) for i, m in enumerate(label_maps)]
 
     def refine_prediction(
         self,
@@ -469,7 +479,9 @@ class SegFix(
         return prob, logits
 
     def _network_pass(self, images: torch.Tensor, inference: str) -> tuple[torch.Tensor, torch.Tensor]:
-        images = images.contiguous(memory_format=torch.channels_last)
+        # The module's own dtype wins (model.half(), model.to(torch.bfloat16)); autocast still applies on top.
+        weight_dtype = next(self.net.parameters()).dtype
+        images = images.to(dtype=weight_dtype).contiguous(memory_format=torch.channels_last)
         height, width = images.shape[-2:]
         sliding = inference == "sliding" or (inference == "auto" and height * width > self.max_whole_pixels)
         if sliding:
@@ -547,7 +559,9 @@ class SegFix(
         local_files_only: bool = False,
         token: str | bool | None = None,
         device: str | torch.device | None = None,
+        map_location: str | torch.device | None = None,
         strict: bool = True,
+        proxies: dict | None = None,
         **overrides,
     ) -> SegFix:
         """Load a model from a bundled short name, a local folder, or a HuggingFace Hub repo id.
@@ -561,7 +575,10 @@ class SegFix(
             local_files_only: use the cache only, never the network.
             token: Hub token for private repos.
             device: where to put the model (default CPU).
+            map_location: the Hub mixin's name for ``device`` (the weights are read there); give one of the two.
             strict: refuse missing or unexpected weights (default True).
+            proxies: accepted for the Hub mixin's older signature; this huggingface_hub takes proxies from the
+                ``HTTP(S)_PROXY`` environment, so a value here is refused with that hint.
             overrides: config values to change, e.g. ``inference="sliding"`` or ``semantic_scale=1``.
 
         Returns:
@@ -572,6 +589,15 @@ class SegFix(
                 that is not cached while offline; the message says how to fix it.
             FileNotFoundError: a path that does not exist.
         """
+        if map_location is not None:
+            if device is not None and torch.device(device) != torch.device(map_location):
+                raise ValueError(f"device={device!r} and map_location={map_location!r} disagree; give one of them")
+            device = map_location
+        if proxies:
+            raise ValueError(
+                "proxies: this huggingface_hub reads proxies from the HTTP_PROXY / HTTPS_PROXY environment "
+                "variables; set those instead"
+            )
         if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
             raise TypeError(
                 "pretrained_model_name_or_path: expected a bundled model name, a folder or a Hub repo id (str or "
@@ -827,6 +853,13 @@ def _as_rgb_array(image) -> np.ndarray:
 def _require_array(labels, name: str) -> None:
     if not isinstance(labels, (np.ndarray, torch.Tensor)):
         raise TypeError(f"{name}: expected a numpy.ndarray or torch.Tensor, got {describe(labels)}")
+    floating = labels.dtype.is_floating_point if isinstance(labels, torch.Tensor) else labels.dtype.kind == "f"
+    if floating:
+        axis = "1" if labels.ndim == 4 else "0"
+        raise TypeError(
+            f"{name}: expected integer class ids, got {describe(labels)}; these look like a model's logits or "
+            f"scores: pass their argmax over the class axis (e.g. .argmax({axis}))"
+        )
 
 
 def _stack_or_list(parts: list[torch.Tensor]):
