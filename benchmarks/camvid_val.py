@@ -3,7 +3,7 @@
 Reads the research-use CamVid copy in ../shared/data/camvid (never shipped). Prints per-class IoU and boundary
 F-score at 1/2/3 px, before and after, and the means for every variant.
 
-Run: ``python benchmarks/camvid_val.py [--model camvid-lite0] [--root ../shared/data/camvid]``.
+Run: ``python benchmarks/camvid_val.py [--model camvid-lite0-v2] [--root ../shared/data/camvid]``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="camvid-lite0")
+    parser.add_argument("--model", default="camvid-lite0-v2")
     parser.add_argument("--root", default=str(ROOT))
     parser.add_argument("--limit", type=int, help="first N images only")
     args = parser.parse_args()
@@ -49,6 +49,8 @@ def main() -> None:
     learned = {
         "ESPNet + SegFix": model,
         "ESPNet + SegFix, no flip": segfix.SegFix.from_pretrained(args.model, flip_tta=False),
+        # bf16 autocast: the quality cost of the faster precision on CPUs that compute bf16 natively
+        "ESPNet + SegFix, bf16": segfix.SegFix.from_pretrained(args.model, precision="bf16"),
         "ESPNet + SegFix, argmax rule, no flip": segfix.SegFix.from_pretrained(
             args.model, direction_vote=False, flip_tta=False
         ),

@@ -81,3 +81,39 @@ def test_saving_the_bundled_model_keeps_its_licence_card_and_fp16_weights(bundle
     again = segfix.SegFix.from_pretrained(tmp_path / "copy")
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
+    import huggingface_hub.constants
+
+    if bundled_model_dir("camvid-lite0-v2") is None:
+        pytest.skip("the bundled model files are not in this checkout")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert segfix.list_models()[0] == "camvid-lite0-v2"
+    model = segfix.SegFix.from_pretrained("camvid-lite0-v2")
+    assert model.direction_vote and model.semantic_scale == 1 and model.weights_dtype == torch.float16
+    card = (bundled_model_dir("camvid-lite0-v2") / "README.md").read_text()
+    assert "research" in card.lower() and "--init camvid-lite0" in card
+
+
+@pytest.mark.data
+def test_the_recommended_model_beats_the_previous_one_on_camvid_val(camvid):
+    """On every 8th val image (13): ESPNet + camvid-lite0-v2 scores at least as high as with camvid-lite0
+    (all of val: +0.74 / +2.84 against +0.64 / +2.69)."""
+    from segfix._io import read_image, read_label
+    from segfix.metrics import SegmentationMetrics
+
+    names = ["camvid-lite0", "camvid-lite0-v2"]
+    models = {n: segfix.SegFix.from_pretrained(n, flip_tta=False) for n in names}
+    scores = {n: SegmentationMetrics(11, ignore_index=255, tolerances=(1,)) for n in ["coarse", *names]}
+    for path in sorted((camvid / "valannot").glob("*.png"))[::8]:
+        truth = read_label(path).astype(np.int64)
+        truth[truth == 11] = 255
+        coarse = read_label(camvid / "val_espnet" / path.name)
+        image = read_image(camvid / "val" / path.name)
+        scores["coarse"].update(coarse, truth)
+        for n, m in models.items():
+            scores[n].update(m.refine(image, coarse), truth)
+    r = {n: s.compute() for n, s in scores.items()}
+    assert r["camvid-lite0-v2"].miou > r["coarse"].miou + 0.003
+    assert r["camvid-lite0-v2"].miou >= r["camvid-lite0"].miou - 0.0005

@@ -31,6 +31,12 @@ class BundledModel:
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {
+    # The recommended model comes first: list_models() keeps this order.
+    "camvid-lite0-v2": BundledModel(
+        name="camvid-lite0-v2",
+        description="camvid-lite0 fine-tuned 1700 more steps with class-balanced direction loss (CamVid train)",
+        license="weights: research use only (trained on CamVid, CC BY-NC 4.0 data); code: MIT",
+    ),
     "camvid-lite0": BundledModel(
         name="camvid-lite0",
         description="EfficientNet-Lite0 + FPN decoder trained on CamVid train (367 street scenes, 480x360)",
@@ -49,8 +55,9 @@ def bundled_model_dir(name: str) -> Path | None:
 
 
 def list_models() -> list[str]:
-    """Names of the models bundled with this installation, usable as ``SegFix.from_pretrained(name)``."""
-    return sorted(name for name in BUNDLED_MODELS if bundled_model_dir(name) is not None)
+    """Names of the models bundled with this installation, usable as ``SegFix.from_pretrained(name)``; the
+    recommended one first."""
+    return [name for name in BUNDLED_MODELS if bundled_model_dir(name) is not None]
 
 
 _IMAGENET_SOURCES = {
