@@ -343,6 +343,12 @@ class SegFix(
         return refine_semantic(label_map, offsets, scale=scale, iterations=iterations, ignore_index=self.ignore_index)
 
     def _refine_each(self, images, label_maps, **kwargs) -> list:
+        if not all(isinstance(m, (np.ndarray, torch.Tensor)) for m in label_maps):
+            kinds = sorted({type(m).__name__ for m in label_maps})
+            raise TypeError(
+                f"label_map: expected a numpy.ndarray or torch.Tensor (or a list of them, one per image), "
+                f"got a list of {kinds}"
+            )
         count = len(images) if isinstance(images, (list, tuple)) else images.shape[0] if images.ndim == 4 else 1
         if count != len(label_maps):
             raise ValueError(f"label_map: got a list of {len(label_maps)} maps for {count} images; pass one per image")
