@@ -99,7 +99,7 @@ def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
 @pytest.mark.data
 def test_the_recommended_model_beats_the_previous_one_on_camvid_val(camvid):
     """On every 8th val image (13): ESPNet + camvid-lite0-v2 scores at least as high as with camvid-lite0
-    (all of val: +0.74 / +2.84 against +0.64 / +2.69)."""
+    (all of val: +0.74 / +2.85 against +0.64 / +2.69)."""
     from segfix._io import read_image, read_label
     from segfix.metrics import SegmentationMetrics
 
