@@ -24,8 +24,7 @@ from .formats import (
     decode_labels,
     encode_labels,
     read_cityscapes_instances,
-    read_offset_settings,
-    read_offsets,
+    read_offset_file,
     rle_decode,
     rle_encode,
     write_cityscapes_instances,
@@ -186,6 +185,7 @@ class _OffsetSource:
             raise ValueError("a model needs the images: pass the images folder")
         self.model = model
         self.offsets = index_files(offsets_dir, (".npz", ".mat")) if offsets_dir is not None else {}
+        self.settings: dict[str, OffsetSettings] = {}  # what each loaded offsets file records
         self.images = find_images(images_dir) if images_dir is not None else {}
 
     def image_for(self, stem: str) -> Path:
@@ -198,14 +198,16 @@ class _OffsetSource:
         if self.model is None:
             if stem not in self.offsets:
                 raise FileNotFoundError(f"no offsets file {stem}.npz or {stem}.mat in the offsets folder")
-            return read_offsets(self.offsets[stem]), None
+            offsets, self.settings[stem] = read_offset_file(self.offsets[stem])
+            return offsets, None
         return None, read_image(self.image_for(stem))
 
     def steps(self, stem: str, scale: int | None, iterations: int | None, default_scale: int) -> tuple[int, int]:
-        """(scale, iterations) for one item: the caller's, else those its offsets file records, else the
-        model's, else ``default_scale`` and one step (the paper's, for files that record nothing)."""
-        if self.model is None and stem in self.offsets:
-            stored = read_offset_settings(self.offsets[stem])
+        """(scale, iterations) for one loaded item: the caller's, else those its offsets file recorded, else
+        ``default_scale`` and one step (the paper's, for files that record nothing). With a model the caller
+        passes the model's own."""
+        stored = self.settings.get(stem)
+        if stored is not None:
             return (
                 scale if scale is not None else stored.scale if stored.scale is not None else default_scale,
                 iterations if iterations is not None else stored.iterations or 1,

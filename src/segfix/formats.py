@@ -22,6 +22,7 @@ __all__ = [
     "decode_labels",
     "encode_labels",
     "read_cityscapes_instances",
+    "read_offset_file",
     "read_offset_settings",
     "read_offsets",
     "rle_decode",
@@ -102,24 +103,32 @@ def write_offsets(path: Path, offsets: np.ndarray, settings: OffsetSettings | No
 
 def read_offset_settings(path: Path) -> OffsetSettings:
     """The :class:`OffsetSettings` stored in an ``.npz`` offsets file (all None for ``.mat`` and older files)."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        return OffsetSettings()
-    with np.load(path, allow_pickle=False) as data:
-        scale = int(data["scale"]) if "scale" in data else None
-        iterations = int(data["iterations"]) if "iterations" in data else None
-        rule = str(data["rule"]) if "rule" in data else "argmax"
-    return OffsetSettings(scale, iterations, rule)
+    return read_offset_file(path)[1]
+
+
+def _settings_of(data) -> OffsetSettings:
+    return OffsetSettings(
+        scale=int(data["scale"]) if "scale" in data else None,
+        iterations=int(data["iterations"]) if "iterations" in data else None,
+        rule=str(data["rule"]) if "rule" in data else "argmax",
+    )
 
 
 def read_offsets(path: Path) -> np.ndarray:
     """Read offsets written by :func:`write_offsets` or released by the original; returns int8 ``(2, H, W)``."""
+    return read_offset_file(path)[0]
+
+
+def read_offset_file(path: Path) -> tuple[np.ndarray, OffsetSettings]:
+    """Offsets (int8 ``(2, H, W)``) and the settings the file records, from one read of the file."""
     path = Path(path)
+    settings = OffsetSettings()
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             if "offsets" not in data:
                 raise ValueError(f"{path}: expected key 'offsets', found {sorted(data.files)}")
             offsets = data["offsets"]
+            settings = _settings_of(data)
         if offsets.ndim != 3 or offsets.shape[0] != 2:
             raise ValueError(f"{path}: expected offsets of shape (2, H, W), got {offsets.shape}")
     elif path.suffix == ".mat":
@@ -140,7 +149,7 @@ def read_offsets(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: expected integer offsets, got {offsets.dtype}")
     if np.abs(offsets).max(initial=0) > 127:
         raise ValueError(f"{path}: offsets beyond +-127 px are not SegFix offsets")
-    return np.ascontiguousarray(offsets.astype(np.int8))
+    return np.ascontiguousarray(offsets.astype(np.int8)), settings
 
 
 @dataclass
