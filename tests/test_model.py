@@ -394,6 +394,8 @@ def test_lists_of_maps_and_logits(model):
         np.testing.assert_array_equal(refined, model.refine(img, lab))
     with pytest.raises(ValueError, match="list of 1 maps for 2 images"):
         model.refine(images, labels[:1])
+    (one,) = model.refine(images[0], labels[:1])  # one image, its map in a list
+    np.testing.assert_array_equal(one, out[0])
     with pytest.raises(TypeError, match=r"logits.*argmax\(0\)"):
         model.refine(image(), np.random.default_rng(0).random((11, 48, 64), np.float32))
     with pytest.raises(TypeError, match=r"logits.*argmax\(1\)"):

@@ -349,10 +349,13 @@ class SegFix(
                 f"label_map: expected a numpy.ndarray or torch.Tensor (or a list of them, one per image), "
                 f"got a list of {kinds}"
             )
-        count = len(images) if isinstance(images, (list, tuple)) else images.shape[0] if images.ndim == 4 else 1
-        if count != len(label_maps):
-            raise ValueError(f"label_map: got a list of {len(label_maps)} maps for {count} images; pass one per image")
-        return [self.refine(images[i], m, **kwargs) for i, m in enumerate(label_maps)]
+        batched = isinstance(images, (list, tuple)) or (getattr(images, "ndim", 0) == 4)
+        each = list(images) if batched else [images]
+        if len(each) != len(label_maps):
+            raise ValueError(
+                f"label_map: got a list of {len(label_maps)} maps for {len(each)} images; pass one per image"
+            )
+        return [self.refine(img, m, **kwargs) for img, m in zip(each, label_maps)]
 
     def refine_prediction(
         self,
@@ -624,10 +627,9 @@ class SegFix(
                 f"{name!r}: no such folder. Expected a folder written by SegFix.save_pretrained, "
                 f"a bundled model {list_models()}, or a Hub repo id 'org/name'"
             )
-        elif "/" not in name and difflib.get_close_matches(name, list(BUNDLED_MODELS), n=1, cutoff=0.75):
-            guess = difflib.get_close_matches(name, list(BUNDLED_MODELS), n=1, cutoff=0.75)[0]
+        elif "/" not in name and (guess := difflib.get_close_matches(name, list(BUNDLED_MODELS), n=1, cutoff=0.75)):
             raise ModelLoadError(
-                f"{name!r} is not a bundled model; did you mean {guess!r}? Bundled: {list_models()}; "
+                f"{name!r} is not a bundled model; did you mean {guess[0]!r}? Bundled: {list_models()}; "
                 "a Hub model is named 'org/name'"
             )
         else:
