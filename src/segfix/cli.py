@@ -597,13 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("pred", help="folder of predicted label PNGs")
     ev.add_argument("gt", help="folder of ground-truth label PNGs (matched by file name)")
     ev.add_argument("--compare", help="a second prediction folder, e.g. the refined one")
-    ev.add_argument("--dataset", choices=sorted(PRESETS), help="sets classes, names, ignore label and format")
-    ev.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")
-    ev.add_argument(
-        "--label-format",
-        choices=LABEL_FORMATS,
-        help="how ids are stored: trainid (as is), cityscapes-labelid, ade20k (0 = ignore); default from --dataset",
-    )
+    _add_label_arguments(ev)
     ev.add_argument(
         "--tolerances", type=_positive_float, nargs="+", default=[1, 2, 3], help="boundary F-score tolerances in px"
     )
@@ -619,13 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(SegFix supplementary Table 1): how much of a dataset SegFix can reach.",
     )
     st.add_argument("gt", help="folder of ground-truth label PNGs")
-    st.add_argument("--dataset", choices=sorted(PRESETS), help="sets classes, names, ignore label and format")
-    st.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")
-    st.add_argument(
-        "--label-format",
-        choices=LABEL_FORMATS,
-        help="how ids are stored: trainid (as is), cityscapes-labelid, ade20k (0 = ignore); default from --dataset",
-    )
+    _add_label_arguments(st)
     st.add_argument(
         "--widths", type=_positive_float, nargs="+", default=[1, 2, 3, 4, 5], help="band widths in px (default 1-5)"
     )
@@ -642,6 +630,19 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--backbone", default="hrnet_w48", help="timm HRNet matching the checkpoint")
     cv.set_defaults(func=_convert)
     return parser
+
+
+def _add_label_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dataset, --num-classes and --label-format: how a folder of label PNGs is read (eval, stats)."""
+    from .formats import LABEL_FORMATS
+
+    parser.add_argument("--dataset", choices=sorted(PRESETS), help="sets classes, names, ignore label and format")
+    parser.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")
+    parser.add_argument(
+        "--label-format",
+        choices=LABEL_FORMATS,
+        help="how ids are stored: trainid (as is), cityscapes-labelid, ade20k (0 = ignore); default from --dataset",
+    )
 
 
 def _number_type(convert, minimum: float, what: str):
