@@ -145,15 +145,19 @@ def _visible(paths: Iterable[Path]) -> list[Path]:
     return sorted(p for p in paths if p.is_file() and not p.name.startswith("."))
 
 
-def _unreadable(folder: Path, pattern: str) -> list[tuple[str, str]]:
-    """Entries matching ``pattern`` that are not readable files (dangling links, folders), reported by name."""
-    bad = []
-    for path in sorted(Path(folder).rglob(pattern)):
-        if path.name.startswith(".") or path.is_file():
+def _scan(folder: Path, wanted: Callable[[Path], bool]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """One walk of ``folder``: the visible files ``wanted`` accepts (sorted), and the entries it accepts that
+    are not readable files (broken links, folders), reported by name."""
+    files, bad = [], []
+    for path in sorted(Path(folder).rglob("*")):
+        if path.name.startswith(".") or not wanted(path):
             continue
-        what = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "not a regular file"
-        bad.append((str(path.relative_to(folder)), f"{path} is {what}, not a file"))
-    return bad
+        if path.is_file():
+            files.append(path)
+        else:
+            what = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "not a regular file"
+            bad.append((str(path.relative_to(folder)), f"{path} is {what}, not a file"))
+    return files, bad
 
 
 def require_folder(path: Path | None, what: str) -> None:
@@ -291,8 +295,8 @@ def refine_folder(
     if kind not in ("semantic", "cityscapes-instance"):
         raise ValueError(f"kind: expected 'semantic', 'cityscapes-instance' or 'coco', got {kind!r}")
     pattern = "*.png" if kind == "semantic" else "*_pred.txt"
-    items = _visible(labels_dir.rglob(pattern))
-    report.failed += _unreadable(labels_dir, pattern)
+    items, unreadable = _scan(labels_dir, lambda path: path.match(pattern))
+    report.failed += unreadable
     if not items and not report.failed:
         raise FileNotFoundError(f"predictions: no {pattern} files under {labels_dir}")
 
@@ -471,9 +475,9 @@ def offsets_folder(
     _check_output(output_dir, [images_dir])
     if file_format not in ("npz", "mat"):
         raise ValueError(f"file_format: expected 'npz' or 'mat', got {file_format!r}")
-    items = [p for p in _visible(images_dir.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    items, unreadable = _scan(images_dir, lambda path: path.suffix.lower() in IMAGE_SUFFIXES)
     report = JobReport()
-    report.failed += [bad for suffix in IMAGE_SUFFIXES for bad in _unreadable(images_dir, f"*{suffix}")]
+    report.failed += unreadable
     if not items and not report.failed:
         raise FileNotFoundError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) under {images_dir}")
     ledger = _Ledger(output_dir, "offsets")
