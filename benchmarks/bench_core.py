@@ -19,7 +19,7 @@ from scipy import ndimage
 
 import segfix
 from segfix import _kernels
-from segfix.shift import _shift_numpy, _shift_torch
+from segfix.shift import shift_labels
 
 from _common import machine, median_seconds, print_table, voronoi_labels
 
@@ -63,13 +63,14 @@ def main() -> None:
     traffic = label.nbytes + offsets.nbytes + label.nbytes  # read labels + offsets, write labels
     floor = traffic / bandwidth
     rows = []
-    impls = [("numpy gather (sparse)", lambda: _shift_numpy(label, offsets, 2, 1, use_numba=False))]
+    impls = [("numpy gather (sparse)", lambda: shift_labels(label, offsets, scale=2, backend="numpy"))]
     if _kernels.HAVE_NUMBA:
-        impls.insert(0, ("numba kernel (default)", lambda: _shift_numpy(label, offsets, 2, 1, use_numba=True)))
+        impls.insert(0, ("numba kernel (default)", lambda: shift_labels(label, offsets, scale=2, backend="numba")))
     import torch
 
     lt, ot = torch.from_numpy(label), torch.from_numpy(offsets)
-    impls.append(("torch dense gather (CPU)", lambda: _shift_torch(lt, ot, 2, 1)))
+    impls.append(("CPU torch tensors (default: the numba kernel in place)", lambda: shift_labels(lt, ot, scale=2)))
+    impls.append(("torch dense gather (CPU)", lambda: shift_labels(lt, ot, scale=2, backend="torch")))
     for name, fn in impls:
         t = median_seconds(fn, repeat=25)
         rows.append([name, f"{t * 1e3:.2f}", f"{floor * 1e3:.2f}", f"{t / floor:.2f}x"])
@@ -79,7 +80,7 @@ def main() -> None:
         scattered = np.zeros_like(offsets)
         moving = rng.random(shape) < share
         scattered[:, moving] = rng.integers(-1, 2, (2, int(moving.sum())))
-        t = median_seconds(lambda: _shift_numpy(label, scattered, 2, 1, use_numba=True), repeat=25)
+        t = median_seconds(lambda: shift_labels(label, scattered, scale=2, backend="numba"), repeat=25)
         rows.append(["numba kernel, scattered offsets", f"{t * 1e3:.2f}", f"{floor * 1e3:.2f}", f"{t / floor:.2f}x"])
     print(
         f"\nmemory copy bandwidth (read+write): {bandwidth / 1e9:.1f} GB/s; boundary pixels: {share:.1%}; "

@@ -86,20 +86,22 @@ def test_saving_the_bundled_model_keeps_its_licence_card_and_fp16_weights(bundle
 def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
     import huggingface_hub.constants
 
-    if bundled_model_dir("camvid-lite0-v2") is None:
+    if bundled_model_dir("camvid-lite0-v3") is None:
         pytest.skip("the bundled model files are not in this checkout")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    assert segfix.list_models()[0] == "camvid-lite0-v2"
-    model = segfix.SegFix.from_pretrained("camvid-lite0-v2")
+    assert segfix.list_models()[:3] == ["camvid-lite0-v3", "camvid-lite0-v2", "camvid-lite0"]
+    model = segfix.SegFix.from_pretrained("camvid-lite0-v3")
     assert model.direction_vote and model.semantic_scale == 1 and model.weights_dtype == torch.float16
-    card = (bundled_model_dir("camvid-lite0-v2") / "README.md").read_text()
-    assert "research" in card.lower() and "--init camvid-lite0" in card
+    assert not model.flip_tta and model.min_short_side == 720
+    assert model.network_scale((360, 480)) == 2.0 and model.network_scale((1024, 2048)) == 1.0
+    card = (bundled_model_dir("camvid-lite0-v3") / "README.md").read_text()
+    assert "research" in card.lower() and "--init camvid-lite0-v2" in card
 
 
 @pytest.mark.data
 def test_the_recommended_model_beats_the_previous_one_on_camvid_val(camvid):
     """On every 8th val image (13): ESPNet + camvid-lite0-v2 scores at least as high as with camvid-lite0
-    (all of val: +0.74 / +2.85 against +0.64 / +2.69)."""
+    (all of val: +0.74 / +2.85 against +0.64 / +2.69), and camvid-lite0-v3 as shipped refines too."""
     from segfix._io import read_image, read_label
     from segfix.metrics import SegmentationMetrics
 
@@ -117,3 +119,12 @@ def test_the_recommended_model_beats_the_previous_one_on_camvid_val(camvid):
     r = {n: s.compute() for n, s in scores.items()}
     assert r["camvid-lite0-v2"].miou > r["coarse"].miou + 0.003
     assert r["camvid-lite0-v2"].miou >= r["camvid-lite0"].miou - 0.0005
+    v3 = segfix.SegFix.from_pretrained("camvid-lite0-v3")
+    after = SegmentationMetrics(11, ignore_index=255, tolerances=(1,))
+    for path in sorted((camvid / "valannot").glob("*.png"))[::8]:
+        truth = read_label(path).astype(np.int64)
+        truth[truth == 11] = 255
+        after.update(
+            v3.refine(read_image(camvid / "val" / path.name), read_label(camvid / "val_espnet" / path.name)), truth
+        )
+    assert after.compute().miou > r["coarse"].miou + 0.003

@@ -291,7 +291,7 @@ def test_python_dash_m_entry_point():
 
 
 def test_cityscapes_names_share_one_key():
-    from segfix.folders import match_stem
+    from segfix._io import match_stem
 
     key = "frankfurt_000000_000294"
     for name in (

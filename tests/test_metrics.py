@@ -195,3 +195,17 @@ def test_camvid_espnet_matches_reference(camvid):
     np.testing.assert_allclose(r.iou, iou)
     np.testing.assert_allclose(r.boundary_f[1], f[1])
     np.testing.assert_allclose(r.boundary_iou, biou)
+
+
+def test_boundary_iou_can_be_skipped_without_changing_the_other_scores():
+    rng = np.random.default_rng(5)
+    target = rng.integers(0, 3, (2, 20, 30))
+    pred = np.where(rng.random(target.shape) < 0.2, rng.integers(0, 3, target.shape), target)
+    full, light = SegmentationMetrics(3), SegmentationMetrics(3, boundary_iou_dilation=None)
+    full.update(pred, target)
+    light.update(pred, target)
+    a, b = full.compute(), light.compute()
+    np.testing.assert_array_equal(a.iou, b.iou)
+    for t in (1, 2, 3):
+        np.testing.assert_array_equal(a.boundary_f[t], b.boundary_f[t])
+    assert np.isnan(b.boundary_iou).all() and not np.isnan(a.boundary_iou).any()

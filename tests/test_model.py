@@ -332,13 +332,12 @@ def test_flip_tta_averages_the_mirrored_pass(model):
         tta.boundary_prob, (plain.boundary_prob + mirrored.boundary_prob[:, ::-1]) / 2, atol=1e-5
     )
     # Direction logits of the mirrored pass come back with their channels remapped (left <-> right, ...).
-    x = model._to_batch(img)[0][0]
     model.flip_tta = False
-    _, logits = model._dense(x, "whole")
-    _, logits_mirror = model._dense(x.flip(-1), "whole")
+    _, logits = model.dense(img, inference="whole")
+    _, logits_mirror = model.dense(np.ascontiguousarray(img[:, ::-1]), inference="whole")
     remap = segfix.flip_direction(np.arange(8), 8)
     model.flip_tta = True
-    _, logits_tta = model._dense(x, "whole")
+    _, logits_tta = model.dense(img, inference="whole")
     torch.testing.assert_close(logits_tta, (logits + logits_mirror.flip(-1)[:, remap]) / 2)
 
 

@@ -8,7 +8,6 @@ import torch
 
 import segfix
 from segfix import _kernels
-from segfix.shift import _shift_numpy, _shift_torch
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.int64, np.bool_]
 
@@ -45,9 +44,11 @@ def test_every_implementation_matches_the_loop(dtype, scale, iterations):
     public = segfix.shift_labels(labels, offsets, scale=scale, iterations=iterations)
     assert public.dtype == labels.dtype and public.shape == labels.shape
     np.testing.assert_array_equal(public, expected)
-    np.testing.assert_array_equal(_shift_numpy(labels, offsets, scale, iterations, use_numba=False), expected)
+    shifted = segfix.shift_labels(labels, offsets, scale=scale, iterations=iterations, backend="numpy")
+    np.testing.assert_array_equal(shifted, expected)
     if _kernels.HAVE_NUMBA:
-        np.testing.assert_array_equal(_shift_numpy(labels, offsets, scale, iterations, use_numba=True), expected)
+        shifted = segfix.shift_labels(labels, offsets, scale=scale, iterations=iterations, backend="numba")
+        np.testing.assert_array_equal(shifted, expected)
     torch_out = segfix.shift_labels(
         torch.from_numpy(labels), torch.from_numpy(offsets), scale=scale, iterations=iterations
     )
@@ -138,8 +139,14 @@ def test_batch_and_shared_field(device):
 def test_torch_dense_path_on_device_matches_numpy(device):
     rng = np.random.default_rng(2)
     labels, offsets = random_case(rng, shape=(64, 96), dtype=np.int64, reach=4, share=0.2)
-    expected = _shift_numpy(labels, offsets, 2, 3, use_numba=False)
-    got = _shift_torch(torch.from_numpy(labels).to(device), torch.from_numpy(offsets).to(device), 2, 3)
+    expected = segfix.shift_labels(labels, offsets, scale=2, iterations=3, backend="numpy")
+    got = segfix.shift_labels(
+        torch.from_numpy(labels).to(device),
+        torch.from_numpy(offsets).to(device),
+        scale=2,
+        iterations=3,
+        backend="torch",
+    )
     np.testing.assert_array_equal(got.cpu().numpy(), expected)
 
 
@@ -187,3 +194,34 @@ def test_cuda_matches_cpu_bit_for_bit():
             torch.from_numpy(labels).cuda(), torch.from_numpy(offsets).cuda(), scale=2, iterations=2
         )
         np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool, torch.uint16])
+def test_cpu_tensors_match_the_reference_for_every_dtype(dtype):
+    # CPU tensors take the compiled numpy kernel (reading their memory in place); the result must still be the
+    # loop reference's, in the tensor's own dtype, and views that are not contiguous must work too.
+    rng = np.random.default_rng(4)
+    labels, offsets = random_case(rng, shape=(37, 53), dtype=np.int64, reach=3, share=0.3)
+    labels = labels % 2 if dtype == torch.bool else labels
+    expected = loop_reference(labels, offsets, 2)
+    tensor = torch.from_numpy(labels).to(dtype)
+    out = segfix.shift_labels(tensor, torch.from_numpy(offsets), scale=2)
+    assert out.dtype == dtype and out.device.type == "cpu"
+    np.testing.assert_array_equal(out.to(torch.int64).numpy(), expected)
+    transposed = segfix.shift_labels(
+        tensor.t().contiguous().t(),
+        torch.from_numpy(offsets.copy()).transpose(1, 2).contiguous().transpose(1, 2),
+        scale=2,
+    )
+    np.testing.assert_array_equal(transposed.to(torch.int64).numpy(), expected)
+    assert torch.equal(tensor, torch.from_numpy(labels).to(dtype))  # the input is left as it was
+
+
+def test_backends_are_checked():
+    labels, offsets = np.zeros((4, 5), np.uint8), np.zeros((2, 4, 5), np.int8)
+    with pytest.raises(ValueError, match="backend: expected one of 'auto', 'numba', 'numpy', 'torch', got 'cuda'"):
+        segfix.shift_labels(labels, offsets, backend="cuda")
+    with pytest.raises(TypeError, match="backend 'torch': expected torch tensors"):
+        segfix.shift_labels(labels, offsets, backend="torch")
+    out = segfix.shift_labels(torch.from_numpy(labels), torch.from_numpy(offsets), backend="numpy")
+    assert isinstance(out, torch.Tensor)

@@ -189,3 +189,16 @@ def test_camvid_ground_truth_matches_reference(camvid):
         t = segfix.boundary_targets(label, ignore_index=11)
         ref = reference_targets(label, segments=semantic_segments(label, ignore_index=11), ignore_index=11)
         assert_matches_reference(t, ref, 8)
+
+
+def test_segment_depth_is_the_per_segment_distance_transform():
+    from scipy import ndimage
+
+    from segfix.targets import segment_depth
+
+    rng = np.random.default_rng(11)
+    label = rng.integers(0, 4, (6, 9)).repeat(4, 0).repeat(3, 1)
+    label[:5, :5] = 255
+    expected = sum(ndimage.distance_transform_edt(label == v) for v in (0, 1, 2, 3))
+    np.testing.assert_allclose(segment_depth(label, lambda values: values != 255), expected, rtol=0, atol=1e-12)
+    assert (segment_depth(label, lambda values: values != 255)[:5, :5] == 0).all()

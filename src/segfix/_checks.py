@@ -63,11 +63,15 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
+def num_elements(x: np.ndarray | torch.Tensor) -> int:
+    """Number of elements of a numpy array or a tensor."""
+    return x.numel() if isinstance(x, torch.Tensor) else int(x.size)
+
+
 def check_labels_nonnegative(labels: np.ndarray | torch.Tensor, name: str, ignore_index: int | None) -> None:
     """Reject negative labels other than ``ignore_index`` (which may itself be negative, e.g. -1)."""
-    is_torch = isinstance(labels, torch.Tensor)
     unsigned = value_range(labels)[0] >= 0
-    if unsigned or (labels.numel() if is_torch else labels.size) == 0:
+    if unsigned or num_elements(labels) == 0:
         return
     negative = labels < 0
     if ignore_index is not None and ignore_index < 0:

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["TEMP_PREFIX", "atomic_write", "is_temp_file", "read_image", "read_label", "write_png"]
+__all__ = ["TEMP_PREFIX", "atomic_write", "is_temp_file", "match_stem", "read_image", "read_label", "write_png"]
 
 TEMP_PREFIX = ".segfix-tmp-"
 """Name prefix of the temporary files :func:`atomic_write` creates: only files so named are ever cleaned up."""
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A reader (or a re-run after a kill) sees either the old file or the complete new one, never a half-written
@@ -70,3 +70,25 @@ def read_label(path: Path) -> np.ndarray:
     if array.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D label map, got shape {array.shape}")
     return array
+
+
+# Dataset suffixes between a shared key and the extension (Cityscapes' label files, prediction files).
+_STRIP = (
+    "_gtFine_labelIds",
+    "_gtFine_labelTrainIds",
+    "_gtFine_trainIds",
+    "_gtFine_color",
+    "_pred",
+    "_gtFine_instanceIds",
+)
+
+
+def match_stem(name: str) -> str:
+    """The key shared by an image and its label, prediction and offsets files: the file stem without dataset
+    suffixes (``_gtFine_labelIds``, ``_pred``, ...) and without Cityscapes' ``_leftImg8bit``."""
+    stem = Path(name).stem
+    for suffix in _STRIP:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return stem.removesuffix("_leftImg8bit")

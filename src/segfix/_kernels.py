@@ -17,7 +17,7 @@ try:  # a dependency, but the package still works where it cannot be installed
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - depends on the environment
-    numba = None
+    numba = None  # type: ignore[assignment]
     HAVE_NUMBA = False
 
 __all__ = ["HAVE_NUMBA", "shift_single"]
@@ -120,7 +120,7 @@ if HAVE_NUMBA:
     shift_kernel_int8 = _compile(_shift_once_int8)
     walk_kernel = _compile(_shift_walk)
 else:  # pragma: no cover
-    shift_kernel = shift_kernel_int8 = walk_kernel = None
+    shift_kernel = shift_kernel_int8 = walk_kernel = None  # type: ignore[assignment]
 
 
 def shift_single(labels: np.ndarray, dy: np.ndarray, dx: np.ndarray, scale: int, iterations: int) -> np.ndarray:

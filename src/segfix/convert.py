@@ -11,6 +11,7 @@ normalised with the ImageNet mean/std in BGR order, LeakyReLU heads, and 512-px 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,7 +22,7 @@ __all__ = ["OFFICIAL_CONFIG", "convert_official_checkpoint", "official_state_to_
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-OFFICIAL_CONFIG = dict(
+OFFICIAL_CONFIG: dict[str, Any] = dict(
     out_indices=(1, 2, 3, 4),
     backbone_kwargs={"feature_location": ""},
     backbone_upsample="bilinear",

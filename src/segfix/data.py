@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import read_image, read_label
+from ._io import match_stem, read_image, read_label
 
 __all__ = [
     "ADE20K",
@@ -136,11 +136,23 @@ class LabelledImages(Sequence):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def split(self, every: int) -> tuple[LabelledImages, LabelledImages]:
-        """(kept, held_out): every ``every``-th sample is held out, e.g. to pick settings off the test set."""
-        if every < 2:
-            raise ValueError(f"every: expected an integer >= 2, got {every!r}")
-        held = set(range(every - 1, len(self), every))
+    def split(self, every: int | str) -> tuple[LabelledImages, LabelledImages]:
+        """(kept, held_out), e.g. to pick settings off the test set.
+
+        ``every``: an integer N >= 2 holds out every N-th sample; a string holds out the samples whose image file
+        name starts with it, e.g. ``"0001TP"`` for one CamVid drive, so that the held-out scenes share no
+        sequence with the training ones."""
+        if isinstance(every, str):
+            held = {i for i, (image, _) in enumerate(self.pairs) if image.name.startswith(every)}
+            if not held or len(held) == len(self):
+                raise ValueError(
+                    f"holdout prefix {every!r}: expected it to match some but not all of the {len(self)} image "
+                    f"names, got {len(held)} matches (names look like {self.pairs[0][0].name!r})"
+                )
+        elif isinstance(every, bool) or not isinstance(every, int) or every < 2:
+            raise ValueError(f"every: expected an integer >= 2 or a file-name prefix, got {every!r}")
+        else:
+            held = set(range(every - 1, len(self), every))
         parts = []
         for keep in (False, True):
             indices = [i for i in range(len(self)) if (i in held) == keep]
@@ -168,16 +180,10 @@ class LabelledImages(Sequence):
         return Sample(image=image, label=label, name=image_path.stem, instance_ids=instance_ids)
 
 
-def _pair_by_stem(
-    images: list[Path], labels: list[Path], image_suffix: str = "", label_suffix: str = ""
-) -> list[tuple[Path, Path]]:
-    by_stem = {p.name[: len(p.name) - len(label_suffix)] if label_suffix else p.stem: p for p in labels}
-    pairs = []
-    for image in images:
-        stem = image.name[: len(image.name) - len(image_suffix)] if image_suffix else image.stem
-        if stem in by_stem:
-            pairs.append((image, by_stem[stem]))
-    return pairs
+def _pair_by_stem(images: list[Path], labels: list[Path]) -> list[tuple[Path, Path]]:
+    """(image, label) pairs whose file names share a key (:func:`segfix._io.match_stem`, the folder jobs' rule)."""
+    by_stem = {match_stem(p.name): p for p in labels}
+    return [(image, by_stem[match_stem(image.name)]) for image in images if match_stem(image.name) in by_stem]
 
 
 class CamVid(LabelledImages):
@@ -212,7 +218,7 @@ class Cityscapes(LabelledImages):
         if not images:
             raise FileNotFoundError(f"Cityscapes: no images in {root / 'leftImg8bit' / split}")
         labels = sorted((root / "gtFine" / split).glob("*/*_gtFine_labelIds.png"))
-        pairs = _pair_by_stem(images, labels, "_leftImg8bit.png", "_gtFine_labelIds.png")
+        pairs = _pair_by_stem(images, labels)
         instance_files = None
         if instances:
             instance_files = [lbl.with_name(lbl.name.replace("_labelIds", "_instanceIds")) for _, lbl in pairs]

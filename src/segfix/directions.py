@@ -26,7 +26,7 @@ from typing import overload
 import numpy as np
 import torch
 
-from ._checks import check_array, check_integer, check_ndim, check_num_directions, describe
+from ._checks import check_array, check_integer, check_ndim, check_num_directions, describe, num_elements
 
 __all__ = [
     "DIRECTION_VECTORS",
@@ -100,10 +100,9 @@ def flip_direction(direction: np.ndarray | torch.Tensor, num_directions: int = 8
 
 
 def _check_direction_range(direction: np.ndarray | torch.Tensor, num_directions: int) -> None:
-    is_torch = isinstance(direction, torch.Tensor)
-    if not (direction.numel() if is_torch else direction.size):
+    if not num_elements(direction):
         return
-    wide = direction.long() if is_torch else direction.astype(np.int64)
+    wide = direction.long() if isinstance(direction, torch.Tensor) else direction.astype(np.int64)
     lo, hi = int(wide.min()), int(wide.max())
     if lo < -1 or hi >= num_directions:
         raise ValueError(
@@ -155,12 +154,13 @@ def direction_to_offset(direction, boundary, *, num_directions: int = 8):
     # Row num_directions is the zero vector used for -1 and for off-boundary pixels.
     table = np.concatenate([vectors, np.zeros((1, 2), np.int8)])
     channel_axis = direction.ndim - 2
-    if is_torch:
+    if isinstance(direction, torch.Tensor):
         lut = torch.from_numpy(table).to(direction.device)
         wide = direction.long()  # torch has no comparisons on uint16/32/64
         index = torch.where(wide < 0, num_directions, wide)
         index = torch.where(boundary.bool(), index, num_directions)
         return torch.movedim(lut[index], -1, channel_axis).contiguous()
-    index = np.where(direction < 0, num_directions, direction)
-    index = np.where(boundary.astype(bool), index, num_directions)
-    return np.ascontiguousarray(np.moveaxis(table[index], -1, channel_axis))
+    assert isinstance(boundary, np.ndarray)  # checked above: both numpy or both torch
+    rows = np.where(direction < 0, num_directions, direction)
+    rows = np.where(boundary.astype(bool), rows, num_directions)
+    return np.ascontiguousarray(np.moveaxis(table[rows], -1, channel_axis))

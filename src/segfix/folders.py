@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write, is_temp_file, read_image, read_label, write_png
+from ._io import atomic_write, is_temp_file, match_stem, read_image, read_label, write_png
 from .directions import direction_to_offset
 from .formats import (
     InstancePrediction,
@@ -31,6 +31,7 @@ from .formats import (
     write_offsets,
 )
 from .refine import refine_instances, refine_semantic
+from .sharding import WHOLE_JOB, Shard
 
 __all__ = [
     "JobReport",
@@ -46,7 +47,6 @@ _logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Name endings that differ between an image and its label/prediction files in common datasets.
-_STRIP = ("_gtFine_labelIds", "_gtFine_trainIds", "_gtFine_color", "_pred", "_gtFine_instanceIds")
 
 
 @dataclass
@@ -63,17 +63,6 @@ class JobReport:
 
     def summary(self) -> str:
         return f"{len(self.done)} written, {len(self.skipped)} already done, {len(self.failed)} failed"
-
-
-def match_stem(name: str) -> str:
-    """The key shared by an image and its label, prediction and offsets files: the file stem without dataset
-    suffixes (``_gtFine_labelIds``, ``_pred``, ...) and without Cityscapes' ``_leftImg8bit``."""
-    stem = Path(name).stem
-    for suffix in _STRIP:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    return stem.removesuffix("_leftImg8bit")
 
 
 def index_files(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
@@ -108,9 +97,13 @@ class _Ledger:
     same name is reported and left alone, never taken for a result nor overwritten. A name is recorded just
     before its file is renamed into place, so a kill in between only means the file is made again."""
 
-    def __init__(self, output: Path, job: str) -> None:
-        self.path = Path(output) / f".segfix-{job}.done"
-        self.names = set(self.path.read_text().splitlines()) if self.path.is_file() else set()
+    def __init__(self, output: Path, job: str, shard: Shard = WHOLE_JOB) -> None:
+        self.path = Path(output) / f".segfix-{job}{shard.ledger_suffix()}.done"
+        # Every process's ledger counts, so a re-run with another number of processes still skips finished work.
+        self.names: set[str] = set()
+        for path in [Path(output) / f".segfix-{job}.done", *sorted(Path(output).glob(f".segfix-{job}.shard*.done"))]:
+            if path.is_file():
+                self.names.update(path.read_text().splitlines())
 
     def __contains__(self, name: str) -> bool:
         return name in self.names
@@ -255,6 +248,7 @@ def refine_folder(
     workers: int = 2,
     save_viz: bool = False,
     palette: str | None = None,
+    shard: Shard = WHOLE_JOB,
     progress: Callable[[int], None] | None = None,
 ) -> JobReport:
     """Refine every prediction in ``labels_dir`` and write the result with the same name into ``output_dir``.
@@ -268,6 +262,8 @@ def refine_folder(
         iterations: steps along the offsets; default: the model's ``iterations``, or the file's, else 1.
         save_viz: also write ``viz/<name>.png`` per semantic map (:func:`segfix.viz.refinement_sheet`).
         palette: colours for those pictures: ``'camvid'``, ``'cityscapes'`` (see :data:`segfix.viz.PALETTES`).
+        shard: handle only this process's slice of the sorted files (:class:`segfix.sharding.Shard`); the
+            report then covers that slice. A COCO results file is one item: shard 0 takes it.
         progress: called with the number of items finished after each batch.
     """
     labels_dir, output_dir = Path(labels_dir), Path(output_dir)
@@ -287,8 +283,10 @@ def refine_folder(
     else:  # offsets files: what each records, else the paper's scale
         default_scale = 2 if kind == "semantic" else 1
     report = JobReport()
-    ledger = _Ledger(output_dir, "refine")
+    ledger = _Ledger(output_dir, "refine", shard)
     if kind == "coco":
+        if shard.index != 0:
+            return report
         return _refine_coco(
             coco_results, coco_images, output_dir, source, (scale, iterations, default_scale), report, ledger
         )
@@ -296,9 +294,9 @@ def refine_folder(
         raise ValueError(f"kind: expected 'semantic', 'cityscapes-instance' or 'coco', got {kind!r}")
     pattern = "*.png" if kind == "semantic" else "*_pred.txt"
     items, unreadable = _scan(labels_dir, lambda path: path.match(pattern))
-    report.failed += unreadable
-    if not items and not report.failed:
+    if not items and not unreadable:
         raise FileNotFoundError(f"predictions: no {pattern} files under {labels_dir}")
+    items, report.failed = shard.take(items), shard.take(unreadable)
 
     def target(item: Path) -> Path:
         return output_dir / item.relative_to(labels_dir)
@@ -424,6 +422,8 @@ def _refine_coco(
     report: JobReport,
     ledger: _Ledger,
 ) -> JobReport:
+    if results is None:
+        raise ValueError("refine: COCO refinement needs the results file")
     records = json.loads(Path(results).read_text())
     if not isinstance(records, list):
         raise ValueError(f"{results}: expected a COCO results list [{{image_id, category_id, segmentation, score}}]")
@@ -467,20 +467,22 @@ def offsets_folder(
     file_format: str = "npz",
     batch_size: int = 4,
     workers: int = 2,
+    shard: Shard = WHOLE_JOB,
     progress: Callable[[int], None] | None = None,
 ) -> JobReport:
-    """Predict and save offsets for every image under ``images_dir`` (``.npz`` or the original's ``.mat``)."""
+    """Predict and save offsets for every image under ``images_dir`` (``.npz`` or the original's ``.mat``);
+    with ``shard``, only this process's slice of the sorted images (:class:`segfix.sharding.Shard`)."""
     images_dir, output_dir = Path(images_dir), Path(output_dir)
     require_folder(images_dir, "images")
     _check_output(output_dir, [images_dir])
     if file_format not in ("npz", "mat"):
         raise ValueError(f"file_format: expected 'npz' or 'mat', got {file_format!r}")
     items, unreadable = _scan(images_dir, lambda path: path.suffix.lower() in IMAGE_SUFFIXES)
-    report = JobReport()
-    report.failed += unreadable
-    if not items and not report.failed:
+    if not items and not unreadable:
         raise FileNotFoundError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) under {images_dir}")
-    ledger = _Ledger(output_dir, "offsets")
+    report = JobReport(failed=shard.take(unreadable))
+    items = shard.take(items)
+    ledger = _Ledger(output_dir, "offsets", shard)
     # The files say how to apply them, so that refine --offsets does what this model would do by argmax.
     settings = OffsetSettings(scale=model.semantic_scale, iterations=model.iterations, rule="argmax")
 

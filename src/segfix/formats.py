@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,8 @@ def write_offsets(path: Path, offsets: np.ndarray, settings: OffsetSettings | No
         extra = {}
         if settings is not None:
             extra = {k: np.asarray(v) for k, v in vars(settings).items() if v is not None}
-        atomic_write(path, lambda tmp: np.savez_compressed(tmp, offsets=offsets.astype(np.int8), **extra))
+        arrays: dict[str, Any] = {"offsets": offsets.astype(np.int8), **extra}
+        atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
     elif path.suffix == ".mat":
         from scipy.io import savemat
 
@@ -166,7 +168,10 @@ class InstancePrediction:
 def read_cityscapes_instances(txt: Path) -> InstancePrediction:
     """Read a Cityscapes ``*_pred.txt`` (lines ``mask.png classId score``, masks relative to the txt)."""
     txt = Path(txt)
-    masks, classes, scores, names = [], [], [], []
+    masks: list[np.ndarray] = []
+    classes: list[int] = []
+    scores: list[float] = []
+    names: list[str] = []
     for number, line in enumerate(txt.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -195,9 +200,12 @@ def write_cityscapes_instances(txt: Path, prediction: InstancePrediction) -> Non
 
 
 def rle_decode(rle: dict) -> np.ndarray:
-    """COCO RLE (``{"size": [h, w], "counts": str | list}``) -> bool mask ``(h, w)``."""
+    """COCO RLE (``{"size": [h, w], "counts": str | bytes | list}``) -> bool mask ``(h, w)``; pycocotools
+    gives ``bytes`` counts in memory and ``str`` in JSON."""
     h, w = rle["size"]
     counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
     if isinstance(counts, str):
         counts = _rle_counts_from_string(counts)
     flat = np.zeros(h * w, dtype=bool)

@@ -11,26 +11,15 @@ logits where windows overlap, as the original ``tester_offset.py`` does.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import autocast_context
+
 __all__ = ["autocast_context", "predict_sliding", "predict_whole", "window_starts"]
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast for ``precision`` in {'fp32', 'bf16', 'fp16', 'auto'}; 'auto' is bf16 on CUDA, fp32 elsewhere."""
-    if precision not in ("fp32", "bf16", "fp16", "auto"):
-        raise ValueError(f"precision: expected 'fp32', 'bf16', 'fp16' or 'auto', got {precision!r}")
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _upsample(x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
@@ -43,7 +32,7 @@ def predict_whole(
     net: nn.Module, images: torch.Tensor, *, align_corners: bool = False, precision: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``net`` on whole images ``(N, 3, H, W)``; see the module docstring for the outputs."""
-    size = tuple(images.shape[-2:])
+    size = (int(images.shape[-2]), int(images.shape[-1]))
     with autocast_context(images.device, precision):
         boundary_logits, direction_logits = net(images)
     boundary_prob = _upsample(boundary_logits.float().softmax(1)[:, 1:2], size, align_corners)[:, 0]
@@ -87,7 +76,7 @@ def predict_sliding(
     """
     n, _, height, width = images.shape
     boundary_sum = images.new_zeros((n, height, width), dtype=torch.float32)
-    direction_sum = None
+    direction_sum: torch.Tensor | None = None
     count = images.new_zeros((1, height, width), dtype=torch.float32)
     for rows, cols in _windows(height, width, window, stride):
         prob, logits = predict_whole(net, images[:, :, rows, cols], align_corners=align_corners, precision=precision)
@@ -96,4 +85,7 @@ def predict_sliding(
         boundary_sum[:, rows, cols] += prob
         direction_sum[:, :, rows, cols] += logits
         count[:, rows, cols] += 1
-    return boundary_sum / count, direction_sum / count.unsqueeze(1)
+    if direction_sum is None:  # pragma: no cover - _windows yields at least one window
+        raise ValueError(f"predict_sliding: no window covers an image of {height}x{width}")
+    # In place: the direction volume is the largest tensor of a refine (1 GiB at 4096x8192).
+    return boundary_sum.div_(count), direction_sum.div_(count.unsqueeze(1))

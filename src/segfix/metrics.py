@@ -300,7 +300,8 @@ class SegmentationMetrics:
         num_classes: classes are ``0 .. num_classes - 1``.
         ignore_index: ground-truth pixels with this value are not scored.
         tolerances: boundary F-score tolerances in pixels.
-        boundary_iou_dilation: Boundary IoU band width as a fraction of the image diagonal.
+        boundary_iou_dilation: Boundary IoU band width as a fraction of the image diagonal; None skips Boundary
+            IoU (NaN in the result), which a search over many settings does not need.
         class_names: optional names for tables.
 
     Example:
@@ -318,7 +319,7 @@ class SegmentationMetrics:
         *,
         ignore_index: int | None = 255,
         tolerances: Sequence[float] = (1, 2, 3),
-        boundary_iou_dilation: float = 0.02,
+        boundary_iou_dilation: float | None = 0.02,
         class_names: Sequence[str] | None = None,
     ) -> None:
         check_positive_int(num_classes, "num_classes")
@@ -349,9 +350,10 @@ class SegmentationMetrics:
         self.confusion += _confusion(pred, gt, self.num_classes, ignore)
         for p, g in zip(pred, gt):
             self.boundary_counts += boundary_fscore_counts(p, g, self.num_classes, self.tolerances, ignore_index=ignore)
-            self.biou_counts += boundary_iou_counts(
-                p, g, self.num_classes, dilation_ratio=self.boundary_iou_dilation, ignore_index=ignore
-            )
+            if self.boundary_iou_dilation is not None:
+                self.biou_counts += boundary_iou_counts(
+                    p, g, self.num_classes, dilation_ratio=self.boundary_iou_dilation, ignore_index=ignore
+                )
         self.num_images += len(pred)
 
     def compute(self) -> MetricsResult:
@@ -399,14 +401,14 @@ class BoundaryStatistics:
         self.total = np.zeros(num_classes, dtype=np.int64)
 
     def update(self, target) -> None:
-        from .targets import _dense_ids, _segment_depth  # one distance-transform implementation for both
+        from .targets import segment_depth  # one distance-transform implementation for both
+
+        def scored(values: np.ndarray) -> np.ndarray:
+            keep = (values >= 0) & (values < self.num_classes)
+            return keep & (values != self.ignore_index) if self.ignore_index is not None else keep
 
         for gt in _to_numpy_labels(target, "target", self.ignore_index):
-            values, dense, _ = _dense_ids(gt)
-            keep = (values >= 0) & (values < self.num_classes)
-            if self.ignore_index is not None:
-                keep &= values != self.ignore_index
-            depth = _segment_depth(dense, keep)
+            depth = segment_depth(gt, scored)
             valid = _scored(gt, self.num_classes, self.ignore_index)
             classes = gt[valid].astype(np.int64)
             self.total += np.bincount(classes, minlength=self.num_classes)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, overload
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from ._checks import check_positive_int, check_scale, describe
 from .directions import direction_to_offset, flip_direction
 from .inference import predict_sliding, predict_whole
 from .network import SegFixNet
-from .pretrained import BUNDLED_MODELS, bundled_model_dir, list_models
+from .pretrained import BUNDLED_MODELS, bundled_model_dir, hub_reachable, list_models
 from .refine import refine_instances, refine_semantic
 from .vote import vote_labels
 
@@ -68,6 +68,11 @@ refined = model.refine(image, label_map)
 
 class ModelLoadError(ValueError):
     """A model folder, cache entry or file could not be loaded; the message says why and how to fix it."""
+
+
+ImageInput: TypeAlias = "np.ndarray | torch.Tensor | Image.Image | Sequence[np.ndarray | torch.Tensor | Image.Image]"
+"""What the image argument of :meth:`SegFix.predict` and :meth:`SegFix.refine` takes: one RGB image ``(H, W, 3)``
+uint8 (numpy, PIL) or ``(3, H, W)`` float in [0, 1] (torch), a batch, or a list of images."""
 
 
 @dataclass(repr=False)
@@ -141,7 +146,11 @@ class SegFix(
         window_stride: sliding-window stride; default two thirds of the window.
         max_whole_pixels: larger images use sliding windows under ``'auto'`` (bounds memory).
         input_scale: resize images by this factor before the network (predictions return to full size).
-        precision: ``'auto'`` (bf16 autocast on CUDA, fp32 elsewhere), ``'fp32'``, ``'bf16'`` or ``'fp16'``.
+        min_short_side: then enlarge images whose shorter side is still below this many pixels until it reaches
+            it (at most 4x in all; 0 = off). A model trained on small frames sees thin structures a few pixels
+            wide better at twice the size, while large frames, already that size, keep their cost.
+        precision: ``'auto'`` (bf16 autocast on CUDA and on CPUs with bf16 instructions, fp32 elsewhere: see
+            :mod:`segfix.precision`), ``'fp32'``, ``'bf16'`` or ``'fp16'``.
         flip_tta: also run the mirrored image and average (directions remapped), at twice the cost.
         ignore_index: label never moved or created by :meth:`refine`.
 
@@ -150,6 +159,9 @@ class SegFix(
     precision); ``source_card``, the loaded folder's model card, which :meth:`save_pretrained` writes again
     so that the weights keep their licence.
     """
+
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
 
     def __init__(
         self,
@@ -177,6 +189,7 @@ class SegFix(
         window_stride: int | Sequence[int] | None = None,
         max_whole_pixels: int = 4 * 1024 * 1024,
         input_scale: float = 1.0,
+        min_short_side: int = 0,
         precision: str = "auto",
         flip_tta: bool = False,
         direction_vote: bool = False,
@@ -191,6 +204,10 @@ class SegFix(
             raise ValueError(f"mean/std: expected 3 values each (std > 0), got mean={mean!r}, std={std!r}")
         if not 0 < input_scale <= 4:
             raise ValueError(f"input_scale: expected a factor in (0, 4], got {input_scale!r}")
+        if isinstance(min_short_side, bool) or not isinstance(min_short_side, int) or not 0 <= min_short_side <= 16384:
+            raise ValueError(
+                f"min_short_side: expected an integer number of pixels in [0, 16384], got {min_short_side!r}"
+            )
         _check_settings(
             boundary_threshold=boundary_threshold,
             direction_threshold=direction_threshold,
@@ -231,10 +248,11 @@ class SegFix(
         self.inference = inference
         self.window_size = _pair(window_size)
         self.window_stride = (
-            _pair(window_stride) if window_stride is not None else tuple(max(1, 2 * w // 3) for w in self.window_size)
+            _pair(window_stride) if window_stride is not None else _pair([max(1, 2 * w // 3) for w in self.window_size])
         )
         self.max_whole_pixels = max_whole_pixels
         self.input_scale = input_scale
+        self.min_short_side = min_short_side
         self.precision = precision
         self.flip_tta = flip_tta
         self.direction_vote = direction_vote
@@ -252,7 +270,8 @@ class SegFix(
     @property
     def config(self) -> dict:
         """The constructor arguments, as written to ``config.json``."""
-        return dict(self._hub_mixin_config or {})
+        config = self._hub_mixin_config
+        return dict(config) if isinstance(config, dict) else {}
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised images ``(N, 3, H, W)`` -> (boundary logits, direction logits) at the network's stride."""
@@ -267,7 +286,7 @@ class SegFix(
     # ------------------------------------------------------------------ inference
 
     @torch.inference_mode()
-    def predict(self, image, *, inference: str | None = None, direction_prob: bool = False) -> Prediction:
+    def predict(self, image: ImageInput, *, inference: str | None = None, direction_prob: bool = False) -> Prediction:
         """Boundary probability and direction class per pixel, at image resolution.
 
         Args:
@@ -283,17 +302,37 @@ class SegFix(
         parts: list[list[torch.Tensor]] = [[], [], [], []] if direction_prob else [[], [], []]
         for group in batch:
             prob, logits = self._dense(group, inference or self.inference)
-            softmax = logits.softmax(1) if direction_prob else None
-            decided = self._decide(prob, logits, softmax)
-            for part, x in zip(parts, (*decided, softmax)):
+            # In place: at 4096x8192 the (N, 8, H, W) volume is 1 GiB, and the logits are not needed after
+            # (the argmax of the probabilities is that of the logits).
+            softmax = torch.softmax(logits, 1, out=logits) if direction_prob else None
+            decided = self.decide(prob, logits, softmax)
+            for part, x in zip(parts, (*decided, *([softmax] if softmax is not None else []))):
                 part.append(x)
         return Prediction(*(_finish(_stack_or_list(x), single, as_numpy, out_device) for x in parts))
 
-    def _decide(
+    @torch.inference_mode()
+    def dense(self, image: ImageInput, *, inference: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's dense outputs at image resolution, before any decision, with this model's inference
+        settings (input scale, flip averaging, whole image or windows).
+
+        Args:
+            image: one image, or a batch of images of one size (see the module docstring).
+
+        Returns:
+            (boundary probability ``(N, H, W)``, direction logits ``(N, D, H, W)``), float32 on the model's device.
+        """
+        batch, *_ = self._to_batch(image)
+        if len(batch) != 1:
+            sizes = sorted({tuple(b.shape[-2:]) for b in batch})
+            raise ValueError(f"dense: expected one image or images of one size, got sizes {sizes}")
+        return self._dense(batch[0], inference or self.inference)
+
+    def decide(
         self, prob: torch.Tensor, logits: torch.Tensor, direction_prob: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(boundary prob, direction class, pixels that may move) from the dense outputs; ``direction_prob``
-        is ``logits.softmax(1)`` when the caller already has it."""
+        """The decision step: (boundary prob, direction class, pixels that may move) from :meth:`dense`'s outputs,
+        by ``boundary_threshold`` and ``direction_threshold``; ``direction_prob`` is ``logits.softmax(1)`` when
+        the caller already has it. Shapes ``(N, H, W)`` each."""
         direction = logits.argmax(1)
         moving = prob > self.boundary_threshold
         if self.direction_threshold > 0 and not self.direction_vote:
@@ -303,19 +342,65 @@ class SegFix(
         return prob, direction, moving
 
     @torch.inference_mode()
-    def predict_offsets(self, image, *, inference: str | None = None):
+    def predict_offsets(self, image: ImageInput, *, inference: str | None = None) -> Any:
         """Integer offsets ``(2, H, W)`` (or ``(N, 2, H, W)``), int8, channel order ``(dy, dx)``, unscaled,
         zero off the predicted boundary."""
         batch, single, as_numpy, out_device = self._to_batch(image)
         offsets = []
         for group in batch:
-            _, direction, moving = self._decide(*self._dense(group, inference or self.inference))
+            _, direction, moving = self.decide(*self._dense(group, inference or self.inference))
             offsets.append(direction_to_offset(direction, moving, num_directions=self.num_directions))
         return _finish(_stack_or_list(offsets), single, as_numpy, out_device)
 
+    @overload
     def refine(
-        self, image, label_map, *, scale: int | None = None, iterations: int | None = None, inference: str | None = None
-    ):
+        self,
+        image: ImageInput,
+        label_map: np.ndarray,
+        *,
+        scale: int | None = None,
+        iterations: int | None = None,
+        inference: str | None = None,
+    ) -> np.ndarray: ...
+    @overload
+    def refine(
+        self,
+        image: ImageInput,
+        label_map: torch.Tensor,
+        *,
+        scale: int | None = None,
+        iterations: int | None = None,
+        inference: str | None = None,
+    ) -> torch.Tensor: ...
+    @overload
+    def refine(
+        self,
+        image: ImageInput,
+        label_map: list[np.ndarray],
+        *,
+        scale: int | None = None,
+        iterations: int | None = None,
+        inference: str | None = None,
+    ) -> list[np.ndarray]: ...
+    @overload
+    def refine(
+        self,
+        image: ImageInput,
+        label_map: list[torch.Tensor],
+        *,
+        scale: int | None = None,
+        iterations: int | None = None,
+        inference: str | None = None,
+    ) -> list[torch.Tensor]: ...
+    def refine(
+        self,
+        image: ImageInput,
+        label_map: Any,
+        *,
+        scale: int | None = None,
+        iterations: int | None = None,
+        inference: str | None = None,
+    ) -> Any:
         """Refine a semantic label map predicted by any model for ``image``.
 
         Args:
@@ -372,8 +457,9 @@ class SegFix(
         ``ignore_index`` defaults to the config's.
         """
         scale, steps = self._steps(scale, iterations, self.semantic_scale)
-        if ignore_index == "config":
-            ignore_index = self.ignore_index
+        ignore = self.ignore_index if ignore_index == "config" else ignore_index
+        if isinstance(ignore, str):
+            raise ValueError(f"ignore_index: expected an integer, None or 'config', got {ignore!r}")
         if self.direction_vote and prediction.direction_prob is None:
             raise ValueError("refine_prediction: direction_vote needs predict(..., direction_prob=True)")
         fields = [prediction.boundary, prediction.direction_prob if self.direction_vote else prediction.direction]
@@ -386,11 +472,11 @@ class SegFix(
             moving, field = moving[None], field[None]
         if not self.direction_vote:
             offsets = direction_to_offset(field, moving, num_directions=self.num_directions)
-            return refine_semantic(label_map, offsets, scale=scale, iterations=steps, ignore_index=ignore_index)
+            return refine_semantic(label_map, offsets, scale=scale, iterations=steps, ignore_index=ignore)
         refined = label_map
         for _ in range(steps):
             refined = vote_labels(
-                refined, field, moving, scale=scale, min_share=self.direction_threshold, ignore_index=ignore_index
+                refined, field, moving, scale=scale, min_share=self.direction_threshold, ignore_index=ignore
             )
         return refined
 
@@ -469,9 +555,10 @@ class SegFix(
         """Normalised batch ``(N, 3, H, W)`` -> (boundary prob ``(N, H, W)``, direction logits ``(N, D, H, W)``)."""
         if inference not in ("auto", "whole", "sliding"):
             raise ValueError(f"inference: expected 'auto', 'whole' or 'sliding', got {inference!r}")
-        size = tuple(images.shape[-2:])
-        if self.input_scale != 1.0:
-            scaled = tuple(max(1, round(s * self.input_scale)) for s in size)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        factor = self.network_scale(size)
+        if factor != 1.0:
+            scaled = tuple(max(1, round(s * factor)) for s in size)
             images = torch.nn.functional.interpolate(images, size=scaled, mode="bilinear", align_corners=False)
         prob, logits = self._network_pass(images, inference)
         if self.flip_tta:
@@ -480,17 +567,29 @@ class SegFix(
             remap = torch.as_tensor(
                 flip_direction(np.arange(self.num_directions), self.num_directions), device=logits.device
             )
-            prob = (prob + flipped_prob.flip(-1)) / 2
-            logits = (logits + flipped_logits.flip(-1)[:, remap]) / 2
-        if self.input_scale != 1.0:
+            prob = prob.add_(flipped_prob.flip(-1)).mul_(0.5)
+            logits = logits.add_(flipped_logits[:, remap].flip(-1)).mul_(0.5)
+            del flipped_prob, flipped_logits
+        if factor != 1.0:
             prob = torch.nn.functional.interpolate(prob[:, None], size=size, mode="bilinear")[:, 0]
             logits = torch.nn.functional.interpolate(logits, size=size, mode="bilinear")
         return prob, logits
+
+    def network_scale(self, size: tuple[int, int]) -> float:
+        """The factor an image of ``size`` (H, W) is resized by before the network: ``input_scale``, raised so
+        that the shorter side reaches ``min_short_side``, at most 4."""
+        factor = self.input_scale
+        short = min(size)
+        if self.min_short_side and short * factor < self.min_short_side:
+            factor = min(self.min_short_side / short, 4.0)
+        return factor
 
     def _network_pass(self, images: torch.Tensor, inference: str) -> tuple[torch.Tensor, torch.Tensor]:
         # The module's own dtype wins (model.half(), model.to(torch.bfloat16)); autocast still applies on top.
         weight_dtype = next(self.net.parameters()).dtype
         images = images.to(dtype=weight_dtype).contiguous(memory_format=torch.channels_last)
+        # A module already cast to half or bf16 runs in its own dtype: 'auto' adds no autocast on top.
+        precision = "fp32" if self.precision == "auto" and weight_dtype != torch.float32 else self.precision
         height, width = images.shape[-2:]
         sliding = inference == "sliding" or (inference == "auto" and height * width > self.max_whole_pixels)
         if sliding:
@@ -500,9 +599,9 @@ class SegFix(
                 window=self.window_size,
                 stride=self.window_stride,
                 align_corners=self.align_corners,
-                precision=self.precision,
+                precision=precision,
             )
-        return predict_whole(self.net, images, align_corners=self.align_corners, precision=self.precision)
+        return predict_whole(self.net, images, align_corners=self.align_corners, precision=precision)
 
     def _to_batch(self, image) -> tuple[list[torch.Tensor], bool, bool, torch.device | None]:
         """-> (normalised batches grouped by size, single image?, numpy output?, output device)."""
@@ -640,7 +739,7 @@ class SegFix(
                 local_files_only=local_files_only,
                 token=token,
             )
-            if not local_files_only and not _hub_reachable():
+            if not local_files_only and not hub_reachable():
                 # No route to the Hub: read the cache at once instead of retrying for half a minute.
                 kwargs["local_files_only"] = True
             config_file = _hub_file(name, CONFIG_NAME, kwargs)
@@ -791,10 +890,10 @@ def _pair_values(value: Any, name: str) -> tuple:
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
-    pair = tuple(int(v) for v in value)
+    pair = [int(v) for v in value]
     if len(pair) != 2:
         raise ValueError(f"expected one int or (h, w), got {value!r}")
-    return pair  # type: ignore[return-value]
+    return pair[0], pair[1]
 
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -803,24 +902,6 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 def _looks_like_path(name: str) -> bool:
     """True unless ``name`` has the form of a Hub repo id (``name`` or ``org/name``)."""
     return _REPO_ID.match(name) is None or name.endswith((".json", ".safetensors"))
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hub endpoint opens (False at once when offline or unresolvable)."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _hub_file(repo_id: str, filename: str, kwargs: dict) -> Path:

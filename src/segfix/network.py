@@ -21,6 +21,7 @@ Heads are ``conv(k x k) -> BN + activation -> conv 1x1``, named ``boundary_head`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import timm
 import torch
@@ -98,7 +99,8 @@ class BilinearUpsample(nn.Module):
 def _use_bilinear_upsampling(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.Upsample) and child.scale_factor is not None:
-            setattr(module, name, BilinearUpsample(float(child.scale_factor)))
+            factor = child.scale_factor
+            setattr(module, name, BilinearUpsample(float(factor[0] if isinstance(factor, tuple) else factor)))
         else:
             _use_bilinear_upsampling(child)
 
@@ -209,8 +211,9 @@ class SegFixNet(nn.Module):
             _use_bilinear_upsampling(self.backbone)
         elif backbone_upsample is not None:
             raise ValueError(f"backbone_upsample: expected None or 'bilinear', got {backbone_upsample!r}")
-        channels = self.backbone.feature_info.channels()
-        self.strides = self.backbone.feature_info.reduction()
+        feature_info = cast(Any, self.backbone).feature_info  # timm's features_only models carry it
+        channels = feature_info.channels()
+        self.strides = feature_info.reduction()
         self.output_stride = self.strides[0]
         if decoder == "fpn":
             self.decoder: nn.Module = FPNDecoder(channels, decoder_channels, align_corners)

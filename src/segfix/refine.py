@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import overload
 
 import numpy as np
@@ -114,6 +115,32 @@ def refine_semantic(
     return np.where(keep, label_map, refined)
 
 
+@overload
+def refine_instances(
+    masks: np.ndarray,
+    offsets: np.ndarray | None = None,
+    *,
+    boundary: np.ndarray | None = None,
+    direction: np.ndarray | None = None,
+    num_directions: int = 8,
+    scale: int = 1,
+    iterations: int = 1,
+    scores: np.ndarray | Sequence[float] | None = None,
+    resolve_overlaps: bool = False,
+) -> np.ndarray: ...
+@overload
+def refine_instances(
+    masks: torch.Tensor,
+    offsets: torch.Tensor | None = None,
+    *,
+    boundary: torch.Tensor | None = None,
+    direction: torch.Tensor | None = None,
+    num_directions: int = 8,
+    scale: int = 1,
+    iterations: int = 1,
+    scores: torch.Tensor | Sequence[float] | None = None,
+    resolve_overlaps: bool = False,
+) -> torch.Tensor: ...
 def refine_instances(
     masks,
     offsets=None,

@@ -10,7 +10,8 @@ Two implementations share one specification:
 * numpy: with numba (a dependency) a compiled single pass whose cost is close to copying the label map
   once; in an environment without numba, a vectorised numpy gather over the pixels whose offset is
   non-zero (the boundary band, typically 5-15 % of an image).
-* torch: a dense gather that runs on any device (CPU, CUDA, MPS) and keeps tensors where they are.
+* torch: CPU tensors go through the same compiled kernel, reading their memory in place; on other devices
+  (CUDA, MPS) a dense gather keeps tensors where they are.
 
 Both give bit-identical results; ``tests/test_shift.py`` holds them to it.
 """
@@ -34,19 +35,25 @@ from ._checks import (
     native_byte_order,
 )
 
-__all__ = ["MAX_ITERATIONS", "shift_labels"]
+__all__ = ["BACKENDS", "MAX_ITERATIONS", "shift_labels"]
 
 MAX_ITERATIONS = 1024
 """Most steps :func:`shift_labels` takes (the paper uses one or two; each step is a pass over the map)."""
 
 
-@overload
-def shift_labels(labels: np.ndarray, offsets: np.ndarray, *, scale: int = 1, iterations: int = 1) -> np.ndarray: ...
+BACKENDS = ("auto", "numba", "numpy", "torch")
+"""Implementations :func:`shift_labels` can use; all give bit-identical results."""
+
+
 @overload
 def shift_labels(
-    labels: torch.Tensor, offsets: torch.Tensor, *, scale: int = 1, iterations: int = 1
+    labels: np.ndarray, offsets: np.ndarray, *, scale: int = 1, iterations: int = 1, backend: str = "auto"
+) -> np.ndarray: ...
+@overload
+def shift_labels(
+    labels: torch.Tensor, offsets: torch.Tensor, *, scale: int = 1, iterations: int = 1, backend: str = "auto"
 ) -> torch.Tensor: ...
-def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1):
+def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1, backend: str = "auto"):
     """Move each pixel's label along an integer offset field, clamped to the image.
 
     With ``iterations == 1``: ``out[p] = labels[clamp(p + scale * offsets[p])]``. With ``iterations = T > 1``
@@ -61,6 +68,9 @@ def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1):
             ``(N, 2, H, W)`` / ``(2, H, W)`` (shared by all N) for a batch. Same library (and device) as labels.
         scale: integer multiplier applied to every offset (2 for SegFix's semantic refinement).
         iterations: number of steps along the field, at most :data:`MAX_ITERATIONS`.
+        backend: ``'auto'`` (the compiled numba kernel for numpy arrays and CPU tensors, the dense torch gather on
+            other devices), ``'numba'``, ``'numpy'`` (the vectorised fallback used where numba is missing) or
+            ``'torch'`` (the dense gather, tensors only). For benchmarks and tests: the results are identical.
 
     Returns:
         The shifted labels: same type, dtype, shape and device as ``labels`` (a new array; the input is not
@@ -78,6 +88,10 @@ def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1):
         array([[1, 2, 2, 2]], dtype=uint8)
     """
     scale = check_scale(scale)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend == "numba" and not _kernels.HAVE_NUMBA:
+        raise ImportError("backend 'numba': numba is not installed (pip install numba)")
     check_positive_int(iterations, "iterations")
     if iterations > MAX_ITERATIONS:
         raise ValueError(f"iterations: expected an integer in 1..{MAX_ITERATIONS}, got {iterations!r}")
@@ -90,9 +104,23 @@ def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1):
     scale = min(scale, limit)
     offsets = bounded_offsets(offsets, limit)
     if isinstance(labels, torch.Tensor):
+        host = backend in ("numba", "numpy") or (
+            backend == "auto" and labels.device.type == "cpu" and _kernels.HAVE_NUMBA
+        )
+        if host:
+            if labels.device.type != "cpu":
+                raise ValueError(f"backend {backend!r}: expected CPU tensors, got {labels.device}; use 'torch'")
+            # The compiled kernel reads the tensors' memory in place: on the CPU the dense int64 gather below
+            # costs about 70 times as much.
+            use_numba = None if backend == "auto" else backend == "numba"
+            shifted = _shift_numpy(labels.numpy(), offsets.numpy(), scale, int(iterations), use_numba=use_numba)
+            return torch.from_numpy(shifted)
         return _shift_torch(labels, offsets, scale, int(iterations))
+    if backend == "torch":
+        raise TypeError(f"backend 'torch': expected torch tensors, got {describe(labels)}")
     native = native_byte_order(labels)
-    out = _shift_numpy(native, native_byte_order(offsets), scale, int(iterations))
+    use_numba = None if backend == "auto" else backend == "numba"
+    out = _shift_numpy(native, native_byte_order(offsets), scale, int(iterations), use_numba=use_numba)
     return out if native is labels else out.astype(labels.dtype)
 
 
@@ -186,11 +214,10 @@ def _shift_torch(labels: torch.Tensor, offsets: torch.Tensor, scale: int, iterat
     device = labels.device
     y = torch.arange(height, device=device).repeat_interleave(width).expand_as(flat_labels)
     x = torch.arange(width, device=device).repeat(height).expand_as(flat_labels)
-    position = None
+    step_y, step_x = field[:, 0], field[:, 1]
     for _ in range(iterations):
-        step_y = field[:, 0] if position is None else field[:, 0].gather(1, position)
-        step_x = field[:, 1] if position is None else field[:, 1].gather(1, position)
         y = (y + scale * step_y).clamp_(0, height - 1)
         x = (x + scale * step_x).clamp_(0, width - 1)
         position = y * width + x
+        step_y, step_x = field[:, 0].gather(1, position), field[:, 1].gather(1, position)
     return flat_labels.gather(1, position).reshape(labels.shape)

@@ -33,6 +33,7 @@ up to 2 degrees; this module bins the exact angle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,7 +52,7 @@ from ._checks import (
 )
 from .directions import angle_to_direction, direction_to_offset
 
-__all__ = ["BoundaryTargets", "boundary_targets", "instance_targets", "gradient_kernels"]
+__all__ = ["BoundaryTargets", "boundary_targets", "gradient_kernels", "instance_targets", "segment_depth"]
 
 BorderMode = Literal["zero", "replicate"]
 ZeroGradientMode = Literal["angle_zero", "no_direction"]
@@ -208,6 +209,17 @@ def _check_options(max_distance: float, num_directions: int, border: str, zero_g
         raise ValueError(f"border: expected 'zero' or 'replicate', got {border!r}")
     if zero_gradient not in ("angle_zero", "no_direction"):
         raise ValueError(f"zero_gradient: expected 'angle_zero' or 'no_direction', got {zero_gradient!r}")
+
+
+def segment_depth(label: np.ndarray, valid: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Each pixel's Euclidean distance to the nearest pixel of another segment (a different value), float64
+    ``(H, W)``: the "depth" of SegFix's targets, computed per 8-connected component (exact, fast).
+
+    ``valid(values) -> bool mask`` picks the label values that get a depth; the others are 0 (e.g. ignore).
+    """
+    values, dense, _ = _dense_ids(label)
+    keep = np.ones(len(values), bool) if valid is None else np.asarray(valid(values), bool)
+    return _segment_depth(dense, keep)
 
 
 def _dense_ids(label: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,8 @@ from ._io import atomic_write
 from .augment import TrainTransform
 from .losses import segfix_loss, segment_class_weights
 from .model import SegFix
-from .pretrained import load_imagenet_backbone
+from .precision import autocast_context, resolve_precision
+from .pretrained import hub_reachable, init_backbone
 
 __all__ = [
     "RECIPES",
@@ -98,14 +100,9 @@ class TrainState:
 
 
 def training_precision(device: torch.device) -> str:
-    """What ``precision='auto'`` trains in on ``device``: 'bf16' on CUDA and on CPUs that compute bf16 natively
-    (AVX-512 or AMX), else 'fp32'."""
-    if device.type == "cuda":
-        return "bf16"
-    if device.type == "cpu":
-        capability = torch.backends.cpu.get_cpu_capability()
-        return "bf16" if capability.startswith("AVX512") or "AMX" in capability else "fp32"
-    return "fp32"
+    """What ``precision='auto'`` trains in on ``device`` (see :func:`segfix.precision.resolve_precision`): bf16
+    on CUDA and on CPUs with bf16 instructions (AVX512-BF16, AMX), else fp32."""
+    return resolve_precision("auto", device)
 
 
 def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9) -> float:
@@ -234,7 +231,9 @@ def train(
             targets.
         init: start from this trained model (bundled name, folder or Hub id) instead of ImageNet: its
             architecture and weights are used and ``model`` may only add inference settings. For fine-tuning.
-        imagenet: initialise the backbone from the offline ImageNet weights when available for it.
+        imagenet: initialise the backbone from ImageNet weights (:func:`segfix.pretrained.init_backbone`: timm's
+            from the Hugging Face cache or Hub, else the offline lite0/1/2 packages); a backbone with none raises
+            ``LookupError``. False trains from scratch, on purpose, with a warning.
         iterations: training steps.
         batch_size: global batch size, over all processes.
         crop_size: square crop side in pixels.
@@ -252,93 +251,52 @@ def train(
         resume: continue from ``output/checkpoint.pt`` (same arguments expected).
         validate_every: run :func:`evaluate_offsets` on ``val_dataset`` every so many steps (0: only at the end).
         val_coarse: folder of coarse predictions ``<name>.png`` for ``val_dataset`` to measure the refinement gain.
-        precision: 'fp32', 'bf16', 'fp16' or 'auto': bf16 autocast on CUDA and on CPUs with native bf16
-            support (AVX-512 / AMX), fp32 on other CPUs, where bf16 is emulated (a camvid-cpu step took 31 s in
-            bf16 and 3.3 s in fp32 on a 2-core AVX2 machine).
+        precision: 'fp32', 'bf16', 'fp16' or 'auto': bf16 autocast on CUDA and on CPUs with bf16 instructions
+            (AVX512-BF16 / AMX), fp32 on other CPUs, where bf16 is emulated (a camvid-cpu step took 31 s in
+            bf16 and 3.3 s in fp32 on a 2-core AVX2 machine); see :mod:`segfix.precision`.
         channels_last: default True on CUDA.
         instance: train on instance targets (``Sample.instance_ids``).
         cache_targets: keep the targets of unscaled samples in ``output/targets/<dataset>/`` and reuse them.
         on_step_end: optional ``callback(step, model)`` called on every process after each step (after the
             checkpoint), e.g. for custom logging.
     """
-    from .inference import autocast_context
-
     rank, world, local_rank = _distributed()
     output = Path(output)
-    if device is None:
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if precision == "auto":
-        precision = training_precision(device)
-    if proportions is None:
-        proportions = [1.0] * len(datasets)
-    model_kwargs = dict(model or {})
-    if "ignore_index" not in model_kwargs:
-        model_kwargs["ignore_index"] = datasets[0].ignore_index if hasattr(datasets[0], "ignore_index") else 255
-    torch.manual_seed(seed)  # the same initial weights on every process and every run
-    if init is not None:
-        net = SegFix.from_pretrained(str(init), **{k: v for k, v in model_kwargs.items() if k != "ignore_index"})
-        net.float()  # bundled weights are stored in fp16; train in fp32 master weights
-        net.weights_dtype = None  # and save what was trained, in full precision
-    else:
-        net = SegFix(**model_kwargs)
-    num_directions = net.num_directions
-    if imagenet and not resume and init is None:
-        backbone_name = model_kwargs.get("backbone", "tf_efficientnet_lite0")
-        try:
-            load_imagenet_backbone(net.net.backbone, backbone_name)
-        except (ValueError, ImportError) as error:
-            _logger.warning("training from scratch: %s", error)
-    if channels_last is None:
-        channels_last = device.type == "cuda"
+    device = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+    precision = resolve_precision(precision, device)
+    proportions = list(proportions) if proportions is not None else [1.0] * len(datasets)
+    model_kwargs: dict[str, Any] = dict(model or {})
+    model_kwargs.setdefault("ignore_index", getattr(datasets[0], "ignore_index", 255))
+    # A resumed run takes its weights from the checkpoint: no ImageNet initialisation (None) first.
+    net = _build_network(model_kwargs, init=init, imagenet=None if resume else imagenet, seed=seed)
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
-    params = [p for p in net.parameters() if p.requires_grad]
-    if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    elif optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer: expected 'sgd' or 'adamw', got {optimizer!r}")
-
-    state = TrainState()
+    opt = _make_optimizer(net, optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
     checkpoint = output / "checkpoint.pt"
-    if resume and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        net.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        state = TrainState(step=int(saved["step"]), history=list(saved.get("history", [])))
-        _logger.info("resumed from %s at step %d", checkpoint, state.step)
-
+    state = _resume_state(checkpoint, net, opt) if resume and checkpoint.is_file() else TrainState()
     module: nn.Module = net
     if world > 1:
         if device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         module = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    ignore = model_kwargs["ignore_index"]
     transforms = [
         TrainTransform(
             crop_size,
             scale_range,
-            ignore_index=getattr(d, "ignore_index", ignore),
+            ignore_index=int(getattr(d, "ignore_index", model_kwargs["ignore_index"])),
             max_distance=max_distance,
-            num_directions=num_directions,
+            num_directions=net.num_directions,
             instance=instance,
             cache_dir=output / "targets" / str(i) if cache_targets else None,
         )
         for i, d in enumerate(datasets)
     ]
     sampler = MixedBatchSampler(
-        [len(d) for d in datasets],
-        proportions,
-        batch_size,
-        iterations,
-        seed=seed,
-        start_step=state.step,
-        rank=rank,
-        world=world,
-    )
+        [len(d) for d in datasets], proportions, batch_size, iterations, seed=seed, start_step=state.step,
+        rank=rank, world=world,
+    )  # fmt: skip
     loader = DataLoader(
         _TrainingSet(datasets, transforms),
         batch_sampler=sampler,
@@ -347,74 +305,29 @@ def train(
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
-
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=iterations, initial=state.step, desc="segfix train", dynamic_ncols=True)
+    meter = _Throughput(iterations, state.step, enabled=progress and rank == 0, world=world)
     net.train()
-    wait_time = compute_time = 0.0
-    tick = time.perf_counter()
-    images_seen = 0
-    for images, boundary, direction, segment in loader:
-        fetched = time.perf_counter()
-        wait_time += fetched - tick
+    for images, boundary, direction, segment in meter.batches(loader):
         step = state.step
         for group in opt.param_groups:
             group["lr"] = poly_lr(lr, step, iterations, poly_power)
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        boundary, direction = boundary.to(device), direction.to(device)
-        pixel_weight = None
-        if class_balance:
-            pixel_weight = segment_class_weights(segment.to(device), direction >= 0, class_balance)
-        with autocast_context(device, precision):
-            boundary_logits, direction_logits = module(net.normalize(images))
-        loss, parts = segfix_loss(
-            boundary_logits,
-            direction_logits,
-            boundary,
-            direction,
-            align_corners=net.align_corners,
-            direction_pixel_weight=pixel_weight,
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_value = float(loss.detach())
+        batch = (images, boundary.to(device), direction.to(device), segment.to(device))
+        loss_value, parts = _train_step(net, module, opt, batch, precision=precision, class_balance=class_balance)
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss became {loss_value} at step {step}; lower the learning rate")
         state.step += 1
-        images_seen += images.shape[0] * world
-        tick = time.perf_counter()
-        compute_time += tick - fetched
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{loss_value:.3f}",
-                bnd=f"{parts['boundary']:.3f}",
-                dir=f"{parts['direction']:.3f}",
-                lr=f"{opt.param_groups[0]['lr']:.4f}",
-                img_s=f"{images_seen / max(wait_time + compute_time, 1e-9):.1f}",
-                data=f"{wait_time / max(wait_time + compute_time, 1e-9):.0%}",
-            )
+        meter.step_done(images.shape[0], loss_value, parts, opt.param_groups[0]["lr"])
         done = state.step == iterations
         if rank == 0 and (state.step % checkpoint_every == 0 or done):
             _save_checkpoint(checkpoint, net, opt, state)
         if rank == 0 and val_dataset is not None and ((validate_every and state.step % validate_every == 0) or done):
-            net.eval()
-            scores = evaluate_offsets(net, val_dataset, coarse_dir=val_coarse)
-            net.train()
-            scores["step"] = state.step
-            state.history.append(scores)
-            _logger.info("step %d: %s", state.step, {k: round(v, 4) for k, v in scores.items()})
-            _append_history(output / "history.jsonl", scores)
+            _validate(net, val_dataset, val_coarse, state, output / "history.jsonl")
         if on_step_end is not None:
             on_step_end(state.step, net)
-    if bar is not None:
-        bar.close()
+    meter.close()
     final = output / "model"
     if rank == 0:
         net.eval()
@@ -422,6 +335,109 @@ def train(
     if world > 1:
         dist.barrier()
     return final
+
+
+def _build_network(model_kwargs: dict, *, init, imagenet: bool | None, seed: int) -> SegFix:
+    """A new model (backbone from ImageNet unless told otherwise) or, with ``init``, a trained one to fine-tune."""
+    torch.manual_seed(seed)  # the same initial weights on every process and every run
+    if init is not None:
+        net = SegFix.from_pretrained(str(init), **{k: v for k, v in model_kwargs.items() if k != "ignore_index"})
+        net.float()  # bundled weights are stored in fp16; train in fp32 master weights
+        net.weights_dtype = None  # and save what was trained, in full precision
+        return net
+    net = SegFix(**model_kwargs)
+    if imagenet is not None:
+        backbone_name = model_kwargs.get("backbone", "tf_efficientnet_lite0")
+        source = init_backbone(
+            net.net.backbone, backbone_name, pretrained=imagenet, local_files_only=not imagenet or not hub_reachable()
+        )
+        _logger.info("backbone %s initialised from %s", backbone_name, source)
+    return net
+
+
+def _make_optimizer(net: nn.Module, name: str, *, lr: float, momentum: float, weight_decay: float):
+    params = [p for p in net.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer: expected 'sgd' or 'adamw', got {name!r}")
+
+
+def _resume_state(checkpoint: Path, net: nn.Module, opt: torch.optim.Optimizer) -> TrainState:
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    net.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    _logger.info("resumed from %s at step %d", checkpoint, int(saved["step"]))
+    return TrainState(step=int(saved["step"]), history=list(saved.get("history", [])))
+
+
+def _train_step(net: SegFix, module: nn.Module, opt, batch, *, precision: str, class_balance: float):
+    """One optimiser step on ``batch`` = (images, boundary, direction, segment); returns (loss, loss parts)."""
+    images, boundary, direction, segment = batch
+    pixel_weight = segment_class_weights(segment, direction >= 0, class_balance) if class_balance else None
+    with autocast_context(images.device, precision):
+        boundary_logits, direction_logits = module(net.normalize(images))
+    loss, parts = segfix_loss(
+        boundary_logits,
+        direction_logits,
+        boundary,
+        direction,
+        align_corners=net.align_corners,
+        direction_pixel_weight=pixel_weight,
+    )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach()), parts
+
+
+def _validate(net: SegFix, dataset, coarse_dir, state: TrainState, history_file: Path) -> None:
+    net.eval()
+    scores = evaluate_offsets(net, dataset, coarse_dir=coarse_dir)
+    net.train()
+    scores["step"] = state.step
+    state.history.append(scores)
+    _logger.info("step %d: %s", state.step, {k: round(v, 4) for k, v in scores.items()})
+    _append_history(history_file, scores)
+
+
+class _Throughput:
+    """The progress bar of a training run: loss parts, learning rate, images per second, time spent waiting
+    for data."""
+
+    def __init__(self, total: int, initial: int, *, enabled: bool, world: int) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="segfix train", dynamic_ncols=True)
+        self.world, self.images, self.wait, self.compute = world, 0, 0.0, 0.0
+        self.tick = time.perf_counter()
+
+    def batches(self, loader):
+        for batch in loader:
+            fetched = time.perf_counter()
+            self.wait += fetched - self.tick
+            self.tick = fetched
+            yield batch
+
+    def step_done(self, batch_size: int, loss: float, parts: dict, lr: float) -> None:
+        now = time.perf_counter()
+        self.compute += now - self.tick
+        self.tick = now
+        self.images += batch_size * self.world
+        if self.bar is not None:
+            busy = max(self.wait + self.compute, 1e-9)
+            self.bar.update(1)
+            self.bar.set_postfix(
+                loss=f"{loss:.3f}", bnd=f"{parts['boundary']:.3f}", dir=f"{parts['direction']:.3f}",
+                lr=f"{lr:.4f}", img_s=f"{self.images / busy:.1f}", data=f"{self.wait / busy:.0%}",
+            )  # fmt: skip
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _save_checkpoint(path: Path, net: SegFix, opt: torch.optim.Optimizer, state: TrainState) -> None:
@@ -504,6 +520,10 @@ def coarse_proxy(label: np.ndarray, num_classes: int, ignore_index: int, stride:
     return up[0].argmax(0).numpy().astype(label.dtype)
 
 
+COST_MARGIN = 0.05
+"""mIoU points a cheaper setting may trail the best one by and still be chosen by :func:`select_settings`."""
+
+
 @torch.inference_mode()
 def select_settings(
     model: SegFix,
@@ -515,39 +535,60 @@ def select_settings(
     direction_thresholds: Sequence[float] = (0.0, 0.5),
     votes: Sequence[bool] = (False, True),
     flips: Sequence[bool] = (False, True),
+    min_short_sides: Sequence[int] = (0,),
     stride: int = 8,
 ) -> tuple[dict, list[dict]]:
     """Pick ``semantic_scale``, ``iterations``, ``boundary_threshold``, ``direction_threshold``,
-    ``direction_vote`` and ``flip_tta`` on held-out data by the mIoU gain of refining :func:`coarse_proxy`
-    predictions (ties: boundary F-score at 1 px). Returns (best, all rows); the model is left as it was."""
+    ``direction_vote``, ``flip_tta`` and ``min_short_side`` on held-out data by the mIoU gain of refining
+    :func:`coarse_proxy` predictions (ties: boundary F-score at 1 px). Returns (best, all rows); the model is
+    left as it was. Of settings within :data:`COST_MARGIN` of the best gain the cheapest is taken
+    (:func:`choose_row`)."""
     from .metrics import SegmentationMetrics
     from .model import Prediction
 
-    keys = ("boundary_threshold", "direction_threshold", "semantic_scale", "iterations", "direction_vote", "flip_tta")
+    keys = (
+        "boundary_threshold",
+        "direction_threshold",
+        "semantic_scale",
+        "iterations",
+        "direction_vote",
+        "flip_tta",
+        "min_short_side",
+    )
     saved = {k: getattr(model, k) for k in keys}
     samples = [dataset[i] for i in range(len(dataset))]
+    # A size that no held-out image is below changes nothing: measuring it again would only repeat size 0.
+    min_short_sides = [
+        m for m in min_short_sides if m == 0 or any(min(s.image.shape[:2]) * model.input_scale < m for s in samples)
+    ] or [0]
     coarse = [coarse_proxy(s.label, dataset.num_classes, dataset.ignore_index, stride) for s in samples]
-    base = SegmentationMetrics(dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,))
+    base = SegmentationMetrics(
+        dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,), boundary_iou_dilation=None
+    )
     for sample, proxy in zip(samples, coarse):
         base.update(proxy, sample.label)
     b = base.compute()
     rows = []
     # The search sets the model's attributes one combination at a time; the caller gets its model back.
     try:
-        dense = {}
-        for flip in flips:
-            model.flip_tta = flip
-            dense[flip] = []
+        dense: dict[tuple[bool, int], list] = {}
+        for flip, short_side in itertools.product(flips, min_short_sides):
+            model.flip_tta, model.min_short_side = flip, short_side
+            dense[flip, short_side] = []
             for sample in samples:
-                batch, *_ = model._to_batch(sample.image)
-                prob, logits = model._dense(batch[0], model.inference)
-                dense[flip].append((prob, logits, logits.softmax(1)))
-        for combo in itertools.product(thresholds, direction_thresholds, scales, iterations, votes, flips):
+                prob, logits = model.dense(sample.image)
+                dense[flip, short_side].append((prob, logits, logits.softmax(1)))
+        grid = itertools.product(thresholds, direction_thresholds, scales, iterations, votes, flips, min_short_sides)
+        for combo in grid:
             for key, value in zip(keys, combo):
                 setattr(model, key, value)
-            m = SegmentationMetrics(dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,))
-            for sample, proxy, (prob, logits, direction_prob) in zip(samples, coarse, dense[model.flip_tta]):
-                _, direction, moving = model._decide(prob, logits, direction_prob)
+            m = SegmentationMetrics(
+                dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,), boundary_iou_dilation=None
+            )
+            for sample, proxy, (prob, logits, direction_prob) in zip(
+                samples, coarse, dense[model.flip_tta, model.min_short_side]
+            ):
+                _, direction, moving = model.decide(prob, logits, direction_prob)
                 prediction = Prediction(prob[0], direction[0], moving[0], direction_prob[0])
                 m.update(model.refine_prediction(prediction, proxy, ignore_index=dataset.ignore_index), sample.label)
             a = m.compute()
@@ -561,5 +602,22 @@ def select_settings(
     finally:
         for key, value in saved.items():
             setattr(model, key, value)
-    best = max(rows, key=lambda r: (round(r["miou_gain"], 3), r["f1px_gain"]))
-    return {k: best[k] for k in keys}, rows
+    return {k: v for k, v in choose_row(rows, samples, model.input_scale).items() if k in keys}, rows
+
+
+def choose_row(rows: Sequence[dict], samples: Sequence, input_scale: float = 1.0, margin: float = COST_MARGIN) -> dict:
+    """The cheapest of the rows whose mIoU gain is within ``margin`` points of the best (then the larger gain,
+    then boundary F-score). Cost counts network passes: flip averaging doubles it, upscaling by ``f`` costs
+    ``f**2``, so a flip or a larger size is kept only where it pays on the held-out images."""
+    best_gain = max(r["miou_gain"] for r in rows)
+    shorts = [min(s.image.shape[:2]) for s in samples]
+
+    def cost(row: dict) -> float:
+        factors = [
+            max(input_scale, row["min_short_side"] / short) if row["min_short_side"] else input_scale
+            for short in shorts
+        ]
+        return (2 if row["flip_tta"] else 1) * sum(min(f, 4.0) ** 2 for f in factors)
+
+    close = [r for r in rows if r["miou_gain"] >= best_gain - margin]
+    return min(close, key=lambda r: (round(cost(r), 6), -r["miou_gain"], -r["f1px_gain"]))

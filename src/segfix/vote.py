@@ -15,6 +15,8 @@ copied, and an ignore pixel never changes.
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 import torch
 
@@ -34,6 +36,26 @@ from .directions import direction_vectors
 __all__ = ["vote_labels"]
 
 
+@overload
+def vote_labels(
+    label_map: np.ndarray,
+    direction_prob: np.ndarray | torch.Tensor,
+    moving: np.ndarray | torch.Tensor,
+    *,
+    scale: int = 1,
+    min_share: float = 0.0,
+    ignore_index: int | None = 255,
+) -> np.ndarray: ...
+@overload
+def vote_labels(
+    label_map: torch.Tensor,
+    direction_prob: np.ndarray | torch.Tensor,
+    moving: np.ndarray | torch.Tensor,
+    *,
+    scale: int = 1,
+    min_share: float = 0.0,
+    ignore_index: int | None = 255,
+) -> torch.Tensor: ...
 def vote_labels(
     label_map,
     direction_prob,
