@@ -1,6 +1,6 @@
 """Training throughput and memory on this machine: images/s, share of time waiting for data, peak RSS.
 
-Uses the bundled model's architecture (``RECIPES['camvid-cpu']['model']``) at crop 512, batch 8, with
+Uses the bundled model's architecture (``RECIPES['camvid-cpu'].model``) at crop 512, batch 8, with
 targets computed on the fly in 2 data-loading workers; CamVid from ../shared when present, synthetic scenes
 otherwise. Compares fp32 with bf16 autocast (AMX on this CPU). Each configuration runs in a fresh process.
 
@@ -63,7 +63,7 @@ def child(precision: str, steps: int, crop: int, batch: int) -> dict:
             crop_size=crop,
             workers=2,
             precision=precision,
-            model=RECIPES["camvid-cpu"]["model"],
+            model=RECIPES["camvid-cpu"].model,
             imagenet=False,
             progress=False,
             checkpoint_every=10**9,

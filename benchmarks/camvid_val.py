@@ -3,7 +3,9 @@
 Reads the research-use CamVid copy in ../shared/data/camvid (never shipped). Prints per-class IoU and boundary
 F-score at 1/2/3 px, before and after, and the means for every variant.
 
-Run: ``python benchmarks/camvid_val.py [--model camvid-lite0-v2] [--root ../shared/data/camvid]``.
+Run: ``python benchmarks/camvid_val.py [--model camvid-lite0-v3] [--root ../shared/data/camvid]``. The
+precision ``'auto'`` picks bf16 where it is native (CUDA, or a CPU with AVX512-BF16/AMX), and then an fp32
+variant shows what it costs; elsewhere auto is fp32 (bf16 would be emulated, ten times slower).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import segfix  # noqa: E402
 from segfix._io import read_image, read_label  # noqa: E402
 from segfix.data import CAMVID_CLASSES  # noqa: E402
 from segfix.metrics import SegmentationMetrics  # noqa: E402
+from segfix.precision import resolve_precision  # noqa: E402
 
 from _common import machine, print_table  # noqa: E402
 
@@ -28,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="camvid-lite0-v2")
+    parser.add_argument("--model", default=segfix.list_models()[0], help="default: the recommended bundled model")
     parser.add_argument("--root", default=str(ROOT))
     parser.add_argument("--limit", type=int, help="first N images only")
     args = parser.parse_args()
@@ -49,12 +52,13 @@ def main() -> None:
     learned = {
         "ESPNet + SegFix": model,
         "ESPNet + SegFix, no flip": segfix.SegFix.from_pretrained(args.model, flip_tta=False),
-        # bf16 autocast: the quality cost of the faster precision on CPUs that compute bf16 natively
-        "ESPNet + SegFix, bf16": segfix.SegFix.from_pretrained(args.model, precision="bf16"),
         "ESPNet + SegFix, argmax rule, no flip": segfix.SegFix.from_pretrained(
             args.model, direction_vote=False, flip_tta=False
         ),
     }
+    if resolve_precision("auto", model.device) == "bf16":
+        # 'auto' runs bf16 here: fp32 beside it shows what the faster precision costs
+        learned["ESPNet + SegFix, fp32"] = segfix.SegFix.from_pretrained(args.model, precision="fp32")
     variants = ["ESPNet", *learned, "oracle, scale 1", "oracle, scale 2"]
     metrics = {v: SegmentationMetrics(11, ignore_index=255, class_names=CAMVID_CLASSES) for v in variants}
     seconds = dict.fromkeys(learned, 0.0)

@@ -15,7 +15,8 @@ from scipy import ndimage
 from segfix import SegFix
 from segfix.data import Sample
 from segfix.metrics import SegmentationMetrics
-from segfix.train import coarse_proxy, evaluate_offsets, train
+from segfix.train import evaluate_offsets, train
+from segfix.tuning import coarse_proxy
 
 
 class Scenes:

@@ -14,6 +14,7 @@ from PIL import Image
 import segfix
 from segfix import formats
 from segfix.cli import main
+from segfix.settings import split_config
 
 from conftest import read_label, voronoi_labels
 
@@ -323,8 +324,8 @@ def test_tune_writes_a_tuned_model_and_never_overwrites(folders, tmp_path, capsy
     out = tmp_path / "tuned"
     assert main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)]) == 0
     chosen = json.loads((out / "settings.json").read_text())["chosen"]
-    config = json.loads((out / "config.json").read_text())
-    assert {k: config[k] for k in chosen} == chosen and set(chosen) >= {"direction_vote", "flip_tta"}
+    _, stored = split_config(json.loads((out / "config.json").read_text()))
+    assert {k: stored.get(k) for k in chosen} == chosen and set(chosen) >= {"direction_vote", "flip_tta"}
     tuned = segfix.SegFix.from_pretrained(out)
     assert tuned.direction_vote == chosen["direction_vote"]
     with pytest.raises(SystemExit, match="not empty"):
@@ -347,6 +348,32 @@ def test_refine_with_offsets_uses_the_scale_the_files_record(folders, tmp_path):
         expected = segfix.refine_semantic(coarse, formats.read_offsets(offs / f"img{i}.npz"), scale=1)
         np.testing.assert_array_equal(read_label(out / f"img{i}.png"), expected)
         np.testing.assert_array_equal(read_label(by_model / f"img{i}.png"), expected)  # both routes agree
+
+
+def test_a_vote_model_gives_the_same_maps_by_offset_files_and_by_the_model(folders, tmp_path):
+    model_dir = tmp_path / "model"
+    model = segfix.SegFix(**TINY, semantic_scale=1, boundary_threshold=0.2, direction_vote=True, iterations=2).eval()
+    model.save_pretrained(model_dir)
+    offs = tmp_path / "offs"
+    assert main(["offsets", str(folders / "images"), "--model", str(model_dir), "--output", str(offs)]) == 0
+    stored = formats.read_offset_settings(offs / "img0.npz")
+    assert (stored.rule, stored.scale, stored.iterations) == ("vote", 1, 2)
+    by_files, by_model = tmp_path / "by_files", tmp_path / "by_model"
+    assert main(["refine", str(folders / "preds"), "--offsets", str(offs), "--output", str(by_files)]) == 0
+    args = ["refine", str(folders / "preds"), "--model", str(model_dir), "--images", str(folders / "images")]
+    assert main([*args, "--output", str(by_model)]) == 0
+    changed = 0
+    for i in range(3):
+        image, _, coarse = scene(i)
+        # The reference: the vote itself, from the model's own probabilities, two steps at scale 1.
+        prediction = model.predict(image, direction_prob=True)
+        expected = coarse
+        for _ in range(2):
+            expected = segfix.vote_labels(expected, prediction.direction_prob, prediction.boundary, scale=1)
+        np.testing.assert_array_equal(read_label(by_files / f"img{i}.png"), expected)
+        np.testing.assert_array_equal(read_label(by_model / f"img{i}.png"), expected)
+        changed += int((expected != coarse).sum())
+    assert changed > 0  # the routes agree on maps that the vote really changed
 
 
 def test_every_command_and_argument_has_help(capsys):

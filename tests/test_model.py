@@ -150,7 +150,9 @@ def test_save_load_round_trip(model, tmp_path):
     overridden = SegFix.from_pretrained(tmp_path / "m", semantic_scale=1, inference="sliding")
     assert overridden.semantic_scale == 1 and overridden.inference == "sliding"
     overridden.save_pretrained(tmp_path / "m2")
-    assert json.loads((tmp_path / "m2" / "config.json").read_text())["semantic_scale"] == 1
+    stored = json.loads((tmp_path / "m2" / "config.json").read_text())
+    assert stored["decision"]["semantic_scale"] == 1 and stored["inference"]["mode"] == "sliding"
+    assert stored["network"] == model.config["network"]
 
 
 def seed_cache(saved, cache, repo="org/segfix-tiny", revision="main"):

@@ -14,7 +14,8 @@ import segfix
 from segfix.augment import TrainTransform, hflip
 from segfix.data import Sample
 from segfix.losses import segfix_loss
-from segfix.train import MixedBatchSampler, coarse_proxy, poly_lr, train
+from segfix.train import MixedBatchSampler, poly_lr, train
+from segfix.tuning import coarse_proxy
 
 from conftest import voronoi_labels
 
@@ -240,7 +241,7 @@ def test_cached_targets_with_flips_equal_recomputed_ones(tmp_path):
 
 
 def test_select_settings_searches_the_vote_and_restores_the_model():
-    from segfix.train import select_settings
+    from segfix.tuning import select_settings
 
     model = segfix.SegFix(**TINY_MODEL).eval()
     before = dict(model.config)
@@ -327,7 +328,7 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
 def test_the_cheapest_setting_within_the_margin_wins():
     from types import SimpleNamespace
 
-    from segfix.train import choose_row
+    from segfix.tuning import choose_row
 
     samples = [SimpleNamespace(image=np.zeros((360, 480, 3), np.uint8))]
 

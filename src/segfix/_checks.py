@@ -7,12 +7,15 @@ arrived. Private implementations trust their inputs; only public entry points ca
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 SUPPORTED_NUM_DIRECTIONS = (4, 8, 16)
+
+LabelArray = TypeVar("LabelArray", np.ndarray, torch.Tensor)
+"""A label map or mask stack, numpy or torch: functions typed with it return the type they were given."""
 
 _INTEGER_NUMPY_KINDS = "iu"
 

@@ -97,37 +97,36 @@ def _dataset(spec: str, split: str | None = None):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import RECIPES, train
+    from .recipes import RECIPES, TrainRecipe
+    from .train import train
 
-    settings = dict(RECIPES[args.recipe]) if args.recipe else {}
+    recipe = RECIPES[args.recipe] if args.recipe else TrainRecipe()
     keys = ("iterations", "batch_size", "crop_size", "lr", "workers", "precision", "optimizer", "seed", "init")
-    for key in (*keys, "class_balance", "scale_range", "checkpoint_every"):
+    changes: dict[str, Any] = {"resume": args.resume}
+    for key in (*keys, "class_balance", "scale_range", "checkpoint_every", "holdout", "proportions"):
         value = getattr(args, key)
         if value is not None:
-            settings[key] = value
+            changes[key] = tuple(value) if key in ("scale_range", "proportions") else value
     if args.backbone:
-        settings["model"] = {**settings.get("model", {}), "backbone": args.backbone}
+        changes["model"] = {**(recipe.model or {}), "backbone": args.backbone}
     if args.from_scratch:
-        settings["imagenet"] = False
-    recipe_holdout = settings.pop("holdout", 0)
-    holdout_every = recipe_holdout if args.holdout is None else args.holdout
-    datasets = [_dataset(spec) for spec in args.dataset]
-    held_out = None
-    if holdout_every:
-        datasets[0], held_out = datasets[0].split(holdout_every)
-    if args.proportions:
-        settings["proportions"] = args.proportions
+        changes["imagenet"] = False
+    val_dataset = None
     if args.val_dataset:
         kind_root, _, split = args.val_dataset.partition("@")
-        settings["val_dataset"] = _dataset(kind_root, split or "val")
-        settings["val_coarse"] = args.val_coarse
-        settings["validate_every"] = args.validate_every
+        val_dataset = _dataset(kind_root, split or "val")
+        changes.update(val_coarse=args.val_coarse, validate_every=args.validate_every)
+    recipe = recipe.replace(**changes)
+    datasets = [_dataset(spec) for spec in args.dataset]
+    held_out = None
+    if recipe.holdout:
+        datasets[0], held_out = datasets[0].split(recipe.holdout)
     output = Path(args.output)
     print(
         f"segfix train: {', '.join(f'{type(d).__name__} ({len(d)} images)' for d in datasets)}"
         f"{f'; {len(held_out)} held out' if held_out is not None else ''} -> {output}"
     )
-    final = train(datasets, output, resume=args.resume, **settings)
+    final = train(datasets, output, recipe, val_dataset=val_dataset)
     if held_out is not None:
         _choose_settings(str(final), held_out, final, output / "settings.json")
     print(f"  model written to {final} (load with SegFix.from_pretrained({str(final)!r}))")
@@ -143,7 +142,7 @@ def _choose_settings(source: str, held_out, target: Path, settings_file: Path, d
 
     from ._io import atomic_write
     from .model import SegFix
-    from .train import select_settings
+    from .tuning import select_settings
 
     # Upscaled inference is a candidate: on small frames (CamVid's 360 rows) thin structures gain from it.
     model = SegFix.from_pretrained(source, device=device)
@@ -317,22 +316,6 @@ def _offsets(args: argparse.Namespace) -> int:
     return _report("offsets", report, args.output, shard, launched=args.shard is None)
 
 
-def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
-    from .folders import index_files, require_folder
-
-    require_folder(pred_dir, "predictions")
-    require_folder(gt_dir, "ground truth")
-    preds, gts = index_files(pred_dir, (".png",)), index_files(gt_dir, (".png",))
-    if not gts:
-        raise FileNotFoundError(f"ground truth: no .png files under {gt_dir}")
-    missing = sorted(set(gts) - set(preds))
-    if missing:
-        raise SystemExit(
-            f"segfix eval: {len(missing)} ground-truth maps have no prediction in {pred_dir}, e.g. {missing[:3]}"
-        )
-    return [(preds[k], gts[k]) for k in sorted(gts)]
-
-
 def _label_settings(args: argparse.Namespace, command: str) -> tuple[int, int, str, list[str]]:
     """(num_classes, stored ignore label, label format, class names) from --dataset / --num-classes /
     --label-format."""
@@ -345,119 +328,56 @@ def _label_settings(args: argparse.Namespace, command: str) -> tuple[int, int, s
     return num_classes, ignore, args.label_format or label_format, names
 
 
-def _read_ground_truth(path: Path, label_format: str, ignore: int) -> np.ndarray:
-    """Class ids of a ground-truth PNG with the dataset's ignore label mapped to 255."""
-    from ._io import read_label
-    from .formats import encode_labels
-
-    gt = encode_labels(read_label(path), label_format)
-    gt[gt == ignore] = 255
-    return gt
-
-
 def _eval(args: argparse.Namespace) -> int:
     import json
 
-    from ._io import read_label
-    from .formats import encode_labels
-    from .metrics import SegmentationMetrics
+    from .evaluation import comparison_markdown, evaluate_folder, write_results_csv
 
     num_classes, ignore, label_format, names = _label_settings(args, "eval")
     folders = [Path(args.pred)] + ([Path(args.compare)] if args.compare else [])
     results = []
     for folder in folders:
-        pairs = _pairs(folder, Path(args.gt))
-        metrics = SegmentationMetrics(
-            num_classes, ignore_index=255, tolerances=tuple(args.tolerances), class_names=names
+        bar, update = _progress(len(list(Path(args.gt).rglob("*.png"))), f"segfix eval {folder.name}")
+        results.append(
+            evaluate_folder(
+                folder,
+                Path(args.gt),
+                num_classes=num_classes,
+                stored_ignore=ignore,
+                label_format=label_format,
+                class_names=names,
+                tolerances=args.tolerances,
+                progress=update,
+            )
         )
-        bar, update = _progress(len(pairs), f"segfix eval {folder.name}")
-        for pred_path, gt_path in pairs:
-            try:
-                gt = _read_ground_truth(gt_path, label_format, ignore)
-                pred = encode_labels(read_label(pred_path), label_format)
-                if pred.shape != gt.shape:
-                    raise ValueError(f"size {pred.shape[::-1]} differs from the ground truth's {gt.shape[::-1]}")
-                metrics.update(pred, gt)
-            except (OSError, ValueError, TypeError) as error:
-                raise ValueError(f"{pred_path} (ground truth {gt_path}): {error}") from error
-            update(1)
         bar.close()
-        results.append(metrics.compute())
-    table = _comparison_markdown(results, folders) if len(results) == 2 else results[0].to_markdown()
+    table = comparison_markdown(results[0], results[-1], folders) if len(results) == 2 else results[0].to_markdown()
     print(table)
-    payload = {str(f): r.as_dict() for f, r in zip(folders, results)}
     if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=1))
+        Path(args.json).write_text(json.dumps({str(f): r.as_dict() for f, r in zip(folders, results)}, indent=1))
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
     if args.csv:
-        _write_csv(Path(args.csv), results, folders)
+        write_results_csv(Path(args.csv), results, folders)
     return 0
 
 
-def _comparison_markdown(results, folders) -> str:
-    before, after = results
-    cols_b, cols_a = before.columns(), after.columns()
-    header = "| class | " + " | ".join(f"{c} before | {c} after | Δ" for c in cols_b) + " |"
-    lines = [header, "|---" * (1 + 3 * len(cols_b)) + "|"]
-
-    def cells(values_b, values_a):
-        out = []
-        for b, a in zip(values_b, values_a):
-            fmt = lambda v: "-" if np.isnan(v) else f"{v * 100:.2f}"  # noqa: E731
-            delta = "-" if np.isnan(a) or np.isnan(b) else f"{(a - b) * 100:+.2f}"
-            out += [fmt(b), fmt(a), delta]
-        return " | ".join(out)
-
-    for i, name in enumerate(before.class_names):
-        lines.append(f"| {name} | " + cells([c[i] for c in cols_b.values()], [c[i] for c in cols_a.values()]) + " |")
-    lines.append("| **mean** | " + cells(list(before.means().values()), list(after.means().values())) + " |")
-    return f"before: {folders[0]}, after: {folders[1]}\n\n" + "\n".join(lines)
-
-
-def _write_csv(path: Path, results, folders) -> None:
-    import csv
-
-    from ._io import atomic_write
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            out = csv.writer(f)
-            out.writerow(["predictions", "class", *results[0].columns()])
-            for folder, r in zip(folders, results):
-                cols = r.columns()
-                for i, name in enumerate(r.class_names):
-                    out.writerow([folder, name, *(f"{c[i] * 100:.4f}" for c in cols.values())])
-                out.writerow([folder, "mean", *(f"{v * 100:.4f}" for v in r.means().values())])
-
-    atomic_write(path, write)
-
-
 def _stats(args: argparse.Namespace) -> int:
-    from .metrics import BoundaryStatistics
+    from .evaluation import boundary_statistics_folder, statistics_markdown
 
     num_classes, ignore, label_format, names = _label_settings(args, "stats")
-    stats = BoundaryStatistics(num_classes, widths=tuple(args.widths), class_names=names)
-    from .folders import require_folder
-
-    require_folder(Path(args.gt), "ground truth")
-    files = sorted(p for p in Path(args.gt).rglob("*.png") if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise FileNotFoundError(f"ground truth: no .png files under {args.gt}")
-    bar, update = _progress(len(files), "segfix stats")
-    for path in files:
-        try:
-            stats.update(_read_ground_truth(path, label_format, ignore))
-        except (OSError, ValueError, TypeError) as error:
-            raise ValueError(f"{path}: {error}") from error
-        update(1)
+    bar, update = _progress(len(list(Path(args.gt).rglob("*.png"))) if Path(args.gt).is_dir() else 0, "segfix stats")
+    stats = boundary_statistics_folder(
+        Path(args.gt),
+        num_classes=num_classes,
+        stored_ignore=ignore,
+        label_format=label_format,
+        class_names=names,
+        widths=args.widths,
+        progress=update,
+    )
     bar.close()
-    share = stats.compute()
-    print("| class | " + " | ".join(f"{w:g} px" for w in args.widths) + " |")
-    print("|---" * (len(args.widths) + 1) + "|")
-    for name, row in zip(names, share):
-        print(f"| {name} | " + " | ".join("-" if np.isnan(v) else f"{v * 100:.2f}" for v in row) + " |")
-    print("| **all** | " + " | ".join(f"{v * 100:.2f}" for v in stats.within.sum(0) / max(stats.total.sum(), 1)) + " |")
+    print(statistics_markdown(stats, names, args.widths))
     return 0
 
 
@@ -501,7 +421,7 @@ def _add_train_command(sub) -> None:
     )
     tr.add_argument(
         "--recipe",
-        choices=sorted(__import__("segfix.train", fromlist=["RECIPES"]).RECIPES),
+        choices=sorted(__import__("segfix.recipes", fromlist=["RECIPES"]).RECIPES),
         help="named settings (flags below override them)",
     )
     tr.add_argument("--output", required=True, help="run folder (checkpoint.pt, model/, history.jsonl)")

@@ -11,26 +11,26 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._io import atomic_write, is_temp_file, match_stem, read_image, read_label, write_png
-from .directions import direction_to_offset
+from .field import RefinementField, apply_field, apply_field_to_instances
 from .formats import (
     InstancePrediction,
-    OffsetSettings,
     decode_labels,
     encode_labels,
     read_cityscapes_instances,
-    read_offset_file,
+    read_field,
     rle_decode,
     rle_encode,
     write_cityscapes_instances,
-    write_offsets,
+    write_field,
 )
-from .refine import refine_instances, refine_semantic
 from .sharding import WHOLE_JOB, Shard
 
 __all__ = [
@@ -53,9 +53,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 class JobReport:
     """What a folder job did: names written, skipped (already done) and failed (with the reason)."""
 
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    done: list[str] = dataclass_field(default_factory=list)
+    skipped: list[str] = dataclass_field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclass_field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -172,62 +172,155 @@ def _check_output(output: Path, inputs: Iterable[Path | None]) -> None:
             )
 
 
-class _OffsetSource:
-    """Offsets for an item: read from a folder of .npz/.mat files, or predicted by a model from the image."""
+class _FieldSource:
+    """The refinement field of an item: read from a folder of .npz/.mat files, or predicted by a model from the
+    image. Either way the caller's ``scale`` / ``iterations`` win over what the field carries."""
 
-    def __init__(self, model=None, offsets_dir: Path | None = None, images_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model=None,
+        offsets_dir: Path | None = None,
+        images_dir: Path | None = None,
+        *,
+        instance: bool = False,
+        steps: tuple[int | None, int | None] = (None, None),
+    ) -> None:
         if (model is None) == (offsets_dir is None):
             raise ValueError("expected exactly one of a model or an offsets folder")
         if model is not None and images_dir is None:
             raise ValueError("a model needs the images: pass the images folder")
-        self.model = model
+        self.model, self.instance, self.steps = model, instance, steps
         self.offsets = index_files(offsets_dir, (".npz", ".mat")) if offsets_dir is not None else {}
-        self.settings: dict[str, OffsetSettings] = {}  # what each loaded offsets file records
         self.images = find_images(images_dir) if images_dir is not None else {}
 
-    def image_for(self, stem: str) -> Path:
-        if stem not in self.images:
-            raise FileNotFoundError(f"no image named {stem}.* in the images folder")
-        return self.images[stem]
-
-    def load(self, stem: str):
-        """-> (offsets or None, image or None); a model's offsets are computed later, in batches."""
+    def load(self, stem: str) -> tuple[RefinementField | None, np.ndarray | None]:
+        """-> (the field read from its file, None) or (None, the image): a model's fields come from
+        :meth:`predict`, in batches."""
         if self.model is None:
             if stem not in self.offsets:
                 raise FileNotFoundError(f"no offsets file {stem}.npz or {stem}.mat in the offsets folder")
-            offsets, self.settings[stem] = read_offset_file(self.offsets[stem])
-            return offsets, None
-        return None, read_image(self.image_for(stem))
+            # Files that record nothing get the paper's scale: 2 for semantic maps, 1 for instances.
+            field = read_field(self.offsets[stem], default_scale=1 if self.instance else 2)
+            return field.with_steps(*self.steps), None
+        if stem not in self.images:
+            raise FileNotFoundError(f"no image named {stem}.* in the images folder")
+        return None, read_image(self.images[stem])
 
-    def steps(self, stem: str, scale: int | None, iterations: int | None, default_scale: int) -> tuple[int, int]:
-        """(scale, iterations) for one loaded item: the caller's, else those its offsets file recorded, else
-        ``default_scale`` and one step (the paper's, for files that record nothing). With a model the caller
-        passes the model's own."""
-        stored = self.settings.get(stem)
-        if stored is not None:
-            return (
-                scale if scale is not None else stored.scale if stored.scale is not None else default_scale,
-                iterations if iterations is not None else stored.iterations or 1,
-            )
-        return (scale if scale is not None else default_scale, iterations if iterations is not None else 1)
-
-    def predict(self, images: Sequence[np.ndarray]) -> list:
-        """Per image: offsets ``(2, H, W)``, or for a model with ``direction_vote`` its :class:`Prediction` (the
-        vote needs the direction probabilities, not one offset)."""
+    def predict(self, images: Sequence[Any]) -> list[RefinementField]:
+        """One field per image, by the model's own settings (semantic or instance)."""
         if not images:
             return []
-        if getattr(self.model, "direction_vote", False):
-            return [self.model.predict(image, direction_prob=True) for image in images]
-        result = self.model.predict_offsets(list(images))
-        if isinstance(result, list):
-            return result
-        return list(result) if result.ndim == 4 else [result]
+        fields = self.model.predict_field(list(images), instance=self.instance)
+        fields = fields if isinstance(fields, list) else [fields[i] for i in range(len(fields))]
+        return [f.with_steps(*self.steps) for f in fields]
 
-    def offsets_of(self, prediction) -> np.ndarray:
-        """The offsets of what :meth:`predict` or :meth:`load` returned."""
-        if isinstance(prediction, np.ndarray):
-            return prediction
-        return direction_to_offset(prediction.direction, prediction.boundary, num_directions=self.model.num_directions)
+    def fields_of(self, loaded: Sequence[tuple]) -> list[RefinementField]:
+        """The fields of loaded ``(data, field or None, image)`` items: those read, and the rest predicted."""
+        fields = [field for _, field, _ in loaded]
+        need = [i for i, field in enumerate(fields) if field is None]
+        for i, field in zip(need, self.predict([loaded[i][2] for i in need])):
+            fields[i] = field
+        return fields
+
+
+def _run_batches(
+    todo: Sequence[Path],
+    root: Path,
+    *,
+    load: Callable[[Path], Any],
+    compute: Callable[[list], list],
+    write: Callable[[Path, Any, Any], None],
+    report: JobReport,
+    batch_size: int,
+    workers: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """The one runner of every folder job: read ``batch_size`` items in ``workers`` threads (``load``), run
+    ``compute`` on the batch (the model; results in order), then ``write`` each result. A file that fails is
+    reported by name and the others go on; a failing batch fails its items."""
+
+    def name(item: Path) -> str:
+        return str(item.relative_to(root))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            ready = []
+            for item, (ok, value) in zip(chunk, pool.map(_capture(load), chunk)):
+                if ok:
+                    ready.append((item, value))
+                else:
+                    report.failed.append((name(item), value))
+            try:
+                results = compute([value for _, value in ready]) if ready else []
+            except Exception as error:  # noqa: BLE001 - one bad batch must not stop the job
+                report.failed += [(name(item), f"model failed: {error}") for item, _ in ready]
+                results = []
+            for (item, value), result in zip(ready, results):
+                try:
+                    write(item, value, result)
+                    report.done.append(name(item))
+                except Exception as error:  # noqa: BLE001 - reported per file
+                    report.failed.append((name(item), f"{type(error).__name__}: {error}"))
+            if progress is not None:
+                progress(len(chunk))
+
+
+def _capture(fn):
+    def run(arg):
+        try:
+            return True, fn(arg)
+        except Exception as error:  # noqa: BLE001 - reported per file
+            return False, f"{type(error).__name__}: {error}"
+
+    return run
+
+
+@dataclass(frozen=True)
+class _SemanticMaps:
+    """Adapter for label PNGs: read, refine by a field, write (and the optional picture)."""
+
+    label_format: str
+    ignore_index: int
+    save_viz: bool
+    palette: str | None
+    pattern: str = "*.png"
+
+    def read(self, path: Path) -> np.ndarray:
+        return read_label(path)
+
+    def refine(self, stored: np.ndarray, field: RefinementField) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> (the stored ids refined, the class ids before, after)."""
+        if field.size != stored.shape:
+            raise ValueError(f"prediction size {stored.shape} does not match offsets/image {field.size}")
+        classes = encode_labels(stored, self.label_format)
+        refined = apply_field(field, classes, ignore_index=self.ignore_index)
+        return decode_labels(refined, stored, self.label_format), classes, refined
+
+    def write(self, target: Path, refined: tuple, viz_path: Path, image, field: RefinementField) -> None:
+        write_png(target, refined[0])
+        if self.save_viz:
+            _write_viz(viz_path, image, refined[1], refined[2], field, self.palette, self.ignore_index)
+
+
+class _CityscapesInstances:
+    """Adapter for Cityscapes instance results: ``*_pred.txt`` plus mask PNGs."""
+
+    pattern = "*_pred.txt"
+
+    def read(self, path: Path) -> InstancePrediction:
+        return read_cityscapes_instances(path)
+
+    def refine(self, pred: InstancePrediction, field: RefinementField) -> InstancePrediction:
+        if not len(pred.masks):
+            return pred
+        if pred.masks.shape[-2:] != field.size:
+            raise ValueError(f"mask size {pred.masks.shape[-2:]} does not match offsets/image {field.size}")
+        masks = apply_field_to_instances(field, pred.masks)
+        return InstancePrediction(masks, pred.classes, pred.scores, pred.names)
+
+    def write(self, target: Path, refined: InstancePrediction, viz_path: Path, image, field) -> None:
+        write_cityscapes_instances(target, refined)
 
 
 def refine_folder(
@@ -256,10 +349,10 @@ def refine_folder(
     Args:
         kind: ``'semantic'`` (label PNGs), ``'cityscapes-instance'`` (``*_pred.txt`` + masks) or ``'coco'``
             (one COCO results JSON, ``coco_results``, mapped to images by ``coco_images`` or by image id = stem).
-        model / offsets_dir: where offsets come from (exactly one).
-        scale: default: the model's ``semantic_scale`` / ``instance_scale``; with offset files the scale each
-            file records (``segfix offsets`` writes the model's), else 2 for semantic, 1 for instances (the paper).
-        iterations: steps along the offsets; default: the model's ``iterations``, or the file's, else 1.
+        model / offsets_dir: where the fields come from (exactly one). A model refines by its own settings;
+            offset files by the scale, iterations and rule they record (``segfix offsets`` writes the model's),
+            else the paper's (scale 2 for semantic maps, 1 for instances, one step, argmax).
+        scale / iterations: override those of the model or the files.
         save_viz: also write ``viz/<name>.png`` per semantic map (:func:`segfix.viz.refinement_sheet`).
         palette: colours for those pictures: ``'camvid'``, ``'cityscapes'`` (see :data:`segfix.viz.PALETTES`).
         shard: handle only this process's slice of the sorted files (:class:`segfix.sharding.Shard`); the
@@ -267,6 +360,61 @@ def refine_folder(
         progress: called with the number of items finished after each batch.
     """
     labels_dir, output_dir = Path(labels_dir), Path(output_dir)
+    _check_refine_inputs(kind, labels_dir, output_dir, images_dir, offsets_dir, coco_results)
+    source = _FieldSource(model, offsets_dir, images_dir, instance=kind != "semantic", steps=(scale, iterations))
+    report, ledger = JobReport(), _Ledger(output_dir, "refine", shard)
+    if kind == "coco":
+        return (
+            report if shard.index != 0 else _refine_coco(coco_results, coco_images, output_dir, source, report, ledger)
+        )
+    adapter: Any = (
+        _SemanticMaps(label_format, ignore_index, save_viz, palette) if kind == "semantic" else _CityscapesInstances()
+    )
+    items, unreadable = _scan(labels_dir, lambda path: path.match(adapter.pattern))
+    if not items and not unreadable:
+        raise FileNotFoundError(f"predictions: no {adapter.pattern} files under {labels_dir}")
+    items, report.failed = shard.take(items), shard.take(unreadable)
+
+    def target(item: Path) -> Path:
+        return output_dir / item.relative_to(labels_dir)
+
+    def load(item: Path) -> tuple:
+        return adapter.read(item), *source.load(match_stem(item.name))
+
+    def write(item: Path, loaded: tuple, field: RefinementField) -> None:
+        refined = adapter.refine(loaded[0], field)
+        ledger.add(str(item.relative_to(labels_dir)))
+        adapter.write(target(item), refined, output_dir / "viz" / f"{item.stem}.png", loaded[2], field)
+
+    todo = _sort_existing(items, labels_dir, target, ledger, report)
+    _remove_stale_partials(target(item) for item in todo)
+    _run_batches(
+        todo,
+        labels_dir,
+        load=load,
+        compute=source.fields_of,
+        write=write,
+        report=report,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
+    for name, reason in report.failed:
+        _logger.warning("could not refine %s: %s", name, reason)
+    return report
+
+
+def _check_refine_inputs(
+    kind: str,
+    labels_dir: Path,
+    output_dir: Path,
+    images_dir: Path | None,
+    offsets_dir: Path | None,
+    coco_results: Path | None,
+) -> None:
+    """Refuse an unknown kind, missing inputs, or an output inside an input, before anything is read."""
+    if kind not in ("semantic", "cityscapes-instance", "coco"):
+        raise ValueError(f"kind: expected 'semantic', 'cityscapes-instance' or 'coco', got {kind!r}")
     if kind == "coco":
         if coco_results is None or not Path(coco_results).is_file():
             raise FileNotFoundError(f"kind 'coco' needs the COCO results JSON; no such file {coco_results}")
@@ -275,130 +423,22 @@ def refine_folder(
     require_folder(images_dir, "images")
     require_folder(offsets_dir, "offsets")
     _check_output(output_dir, [labels_dir, images_dir, offsets_dir, coco_results.parent if coco_results else None])
-    source = _OffsetSource(model, offsets_dir, images_dir)
-    if model is not None:
-        default_scale = model.semantic_scale if kind == "semantic" else model.instance_scale
-        scale = default_scale if scale is None else scale
-        iterations = model.iterations if iterations is None else iterations
-    else:  # offsets files: what each records, else the paper's scale
-        default_scale = 2 if kind == "semantic" else 1
-    report = JobReport()
-    ledger = _Ledger(output_dir, "refine", shard)
-    if kind == "coco":
-        if shard.index != 0:
-            return report
-        return _refine_coco(
-            coco_results, coco_images, output_dir, source, (scale, iterations, default_scale), report, ledger
-        )
-    if kind not in ("semantic", "cityscapes-instance"):
-        raise ValueError(f"kind: expected 'semantic', 'cityscapes-instance' or 'coco', got {kind!r}")
-    pattern = "*.png" if kind == "semantic" else "*_pred.txt"
-    items, unreadable = _scan(labels_dir, lambda path: path.match(pattern))
-    if not items and not unreadable:
-        raise FileNotFoundError(f"predictions: no {pattern} files under {labels_dir}")
-    items, report.failed = shard.take(items), shard.take(unreadable)
-
-    def target(item: Path) -> Path:
-        return output_dir / item.relative_to(labels_dir)
-
-    todo = _sort_existing(items, labels_dir, target, ledger, report)
-    _remove_stale_partials(target(item) for item in todo)
-
-    def load(item: Path):
-        stem = match_stem(item.name)
-        if kind == "semantic":
-            stored = read_label(item)
-            return stored, *source.load(stem)
-        prediction = read_cityscapes_instances(item)
-        return prediction, *source.load(stem)
-
-    def finish(item: Path, data, prediction, image: np.ndarray | None) -> None:
-        offsets = source.offsets_of(prediction)
-        step, steps = source.steps(match_stem(item.name), scale, iterations, default_scale)
-        if kind == "semantic":
-            stored = data
-            if offsets.shape[-2:] != stored.shape:
-                raise ValueError(f"prediction size {stored.shape} does not match offsets/image {offsets.shape[-2:]}")
-            classes = encode_labels(stored, label_format)
-            if isinstance(prediction, np.ndarray):  # offsets, read from a file or predicted by the argmax rule
-                refined = refine_semantic(classes, offsets, scale=step, iterations=steps, ignore_index=ignore_index)
-            else:
-                refined = source.model.refine_prediction(
-                    prediction, classes, scale=step, iterations=steps, ignore_index=ignore_index
-                )
-            ledger.add(str(item.relative_to(labels_dir)))
-            write_png(target(item), decode_labels(refined, stored, label_format))
-            if save_viz:
-                viz_path = output_dir / "viz" / f"{item.stem}.png"
-                _write_viz(viz_path, image, classes, refined, prediction, offsets, palette, ignore_index)
-        else:
-            pred: InstancePrediction = data
-            if len(pred.masks) and offsets.shape[-2:] != pred.masks.shape[-2:]:
-                raise ValueError(f"mask size {pred.masks.shape[-2:]} does not match offsets/image {offsets.shape[-2:]}")
-            masks = (
-                refine_instances(pred.masks, offsets, scale=step, iterations=steps) if len(pred.masks) else pred.masks
-            )
-            ledger.add(str(item.relative_to(labels_dir)))
-            write_cityscapes_instances(target(item), InstancePrediction(masks, pred.classes, pred.scores, pred.names))
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            loaded = list(pool.map(_capture(load), chunk))
-            ready = []
-            for item, (ok, value) in zip(chunk, loaded):
-                if ok:
-                    ready.append((item, *value))
-                else:
-                    report.failed.append((str(item.relative_to(labels_dir)), value))
-            need_images = [(i, img) for i, (_, _, off, img) in enumerate(ready) if off is None]
-            if need_images:
-                try:
-                    predicted = source.predict([img for _, img in need_images])
-                except Exception as error:  # noqa: BLE001 - one bad batch must not stop the job
-                    predicted = [None] * len(need_images)
-                    for i, _ in need_images:
-                        report.failed.append((str(ready[i][0].relative_to(labels_dir)), f"model failed: {error}"))
-                for (i, _), off in zip(need_images, predicted):
-                    item, data, _, img = ready[i]
-                    ready[i] = (item, data, off, img)
-            for item, data, offsets, image in ready:
-                if offsets is None:
-                    continue
-                name = str(item.relative_to(labels_dir))
-                try:
-                    finish(item, data, offsets, image)
-                    report.done.append(name)
-                except Exception as error:  # noqa: BLE001
-                    report.failed.append((name, f"{type(error).__name__}: {error}"))
-            if progress is not None:
-                progress(len(chunk))
-    for name, reason in report.failed:
-        _logger.warning("could not refine %s: %s", name, reason)
-    return report
 
 
-def _capture(fn):
-    def run(arg):
-        try:
-            return True, fn(arg)
-        except Exception as error:  # noqa: BLE001 - reported per file
-            return False, f"{type(error).__name__}: {error}"
-
-    return run
-
-
-def _write_viz(path: Path, image, before, after, prediction, offsets, palette_name, ignore_index) -> None:
+def _write_viz(path: Path, image, before, after, field: RefinementField, palette_name, ignore_index) -> None:
     from . import viz
 
     if image is None:  # offsets from files: no image was read, show the label maps alone
         image = viz.colorize(before, name=palette_name, ignore_index=ignore_index)
-    if isinstance(prediction, np.ndarray):
-        direction, moving = _offsets_to_direction(offsets), (offsets != 0).any(0)
-    else:
-        direction, moving = prediction.direction, prediction.boundary
+    one = field.numpy()
     sheet = viz.refinement_sheet(
-        image, before, after, palette_name=palette_name, ignore_index=ignore_index, direction=direction, moving=moving
+        image,
+        before,
+        after,
+        palette_name=palette_name,
+        ignore_index=ignore_index,
+        direction=_offsets_to_direction(one.offsets[0]),
+        moving=one.moving[0],
     )
     atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
 
@@ -417,8 +457,7 @@ def _refine_coco(
     results: Path | None,
     coco_images: Path | None,
     output_dir: Path,
-    source: _OffsetSource,
-    steps: tuple[int | None, int | None, int],
+    source: _FieldSource,
     report: JobReport,
     ledger: _Ledger,
 ) -> JobReport:
@@ -441,15 +480,13 @@ def _refine_coco(
     for image_id, indices in by_image.items():
         stem = names.get(image_id, str(image_id))
         try:
-            offsets, image = source.load(stem)
-            if offsets is None:
-                offsets = source.offsets_of(source.predict([image])[0])
+            field, image = source.load(stem)
+            if field is None:
+                field = source.predict([image])[0]
             masks = np.stack([rle_decode(records[i]["segmentation"]) for i in indices])
-            if masks.shape[-2:] != offsets.shape[-2:]:
-                raise ValueError(f"mask size {masks.shape[-2:]} does not match offsets/image {offsets.shape[-2:]}")
-            step, count = source.steps(stem, *steps)
-            out = refine_instances(masks, offsets, scale=step, iterations=count)
-            for i, mask in zip(indices, out):
+            if masks.shape[-2:] != field.size:
+                raise ValueError(f"mask size {masks.shape[-2:]} does not match offsets/image {field.size}")
+            for i, mask in zip(indices, apply_field_to_instances(field, masks)):
                 refined_records[i]["segmentation"] = rle_encode(mask)
             report.done.append(stem)
         except Exception as error:  # noqa: BLE001
@@ -470,40 +507,43 @@ def offsets_folder(
     shard: Shard = WHOLE_JOB,
     progress: Callable[[int], None] | None = None,
 ) -> JobReport:
-    """Predict and save offsets for every image under ``images_dir`` (``.npz`` or the original's ``.mat``);
-    with ``shard``, only this process's slice of the sorted images (:class:`segfix.sharding.Shard`)."""
+    """Predict and save the semantic refinement field of every image under ``images_dir``: ``.npz`` files
+    record the model's scale, iterations and rule (and for the vote the direction probabilities at the moving
+    pixels), so that ``refine --offsets`` gives what ``refine --model`` gives; the original's ``.mat`` holds
+    the argmax offsets alone. With ``shard``, only this process's slice of the sorted images."""
     images_dir, output_dir = Path(images_dir), Path(output_dir)
     require_folder(images_dir, "images")
     _check_output(output_dir, [images_dir])
     if file_format not in ("npz", "mat"):
         raise ValueError(f"file_format: expected 'npz' or 'mat', got {file_format!r}")
+    if file_format == "mat" and model.direction_vote:
+        _logger.warning(".mat files hold argmax offsets only: refining with them will not vote as this model does")
     items, unreadable = _scan(images_dir, lambda path: path.suffix.lower() in IMAGE_SUFFIXES)
     if not items and not unreadable:
         raise FileNotFoundError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) under {images_dir}")
     report = JobReport(failed=shard.take(unreadable))
     items = shard.take(items)
     ledger = _Ledger(output_dir, "offsets", shard)
-    # The files say how to apply them, so that refine --offsets does what this model would do by argmax.
-    settings = OffsetSettings(scale=model.semantic_scale, iterations=model.iterations, rule="argmax")
+    source = _FieldSource(model, images_dir=images_dir)
 
     def target(item: Path) -> Path:
         return (output_dir / item.relative_to(images_dir)).with_suffix(f".{file_format}")
 
+    def write(item: Path, image: np.ndarray, field: RefinementField) -> None:
+        ledger.add(str(item.relative_to(images_dir)))
+        write_field(target(item), field)
+
     todo = _sort_existing(items, images_dir, target, ledger, report)
     _remove_stale_partials(target(item) for item in todo)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            loaded = list(pool.map(_capture(read_image), chunk))
-            good = [(p, img) for p, (ok, img) in zip(chunk, loaded) if ok]
-            report.failed += [(str(p.relative_to(images_dir)), msg) for p, (ok, msg) in zip(chunk, loaded) if not ok]
-            if good:
-                predicted = model.predict_offsets([img for _, img in good])
-                predicted = predicted if isinstance(predicted, list) else list(predicted)
-                for (path, _), offsets in zip(good, predicted):
-                    ledger.add(str(path.relative_to(images_dir)))
-                    write_offsets(target(path), offsets, settings)
-                    report.done.append(str(path.relative_to(images_dir)))
-            if progress is not None:
-                progress(len(chunk))
+    _run_batches(
+        todo,
+        images_dir,
+        load=read_image,
+        compute=source.predict,
+        write=write,
+        report=report,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
     return report

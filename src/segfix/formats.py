@@ -15,6 +15,7 @@ import numpy as np
 
 from ._io import atomic_write, read_label, write_png
 from .data import CITYSCAPES_LABEL_TO_TRAIN
+from .field import RefinementField, field_from_offsets
 
 __all__ = [
     "LABEL_FORMATS",
@@ -23,12 +24,14 @@ __all__ = [
     "decode_labels",
     "encode_labels",
     "read_cityscapes_instances",
+    "read_field",
     "read_offset_file",
     "read_offset_settings",
     "read_offsets",
     "rle_decode",
     "rle_encode",
     "write_cityscapes_instances",
+    "write_field",
     "write_offsets",
 ]
 
@@ -76,22 +79,29 @@ def decode_labels(classes: np.ndarray, stored: np.ndarray, label_format: str) ->
 @dataclass(frozen=True)
 class OffsetSettings:
     """How stored offsets are meant to be applied: ``out[p] = labels[p + scale * offset]``, ``iterations``
-    times, by the argmax ``rule``. The original's ``.mat`` files carry none (None: the reader's default)."""
+    times, by the ``rule`` (``'argmax'``, or ``'vote'`` with the stored direction probabilities and
+    ``min_share``). The original's ``.mat`` files carry none (None: the reader's default)."""
 
     scale: int | None = None
     iterations: int | None = None
     rule: str = "argmax"
+    min_share: float | None = None
 
 
-def write_offsets(path: Path, offsets: np.ndarray, settings: OffsetSettings | None = None) -> None:
+def write_offsets(
+    path: Path, offsets: np.ndarray, settings: OffsetSettings | None = None, *, vote_prob: np.ndarray | None = None
+) -> None:
     """Write ``(2, H, W)`` offsets: ``.npz`` (key ``offsets``, int8, compressed, plus ``scale``,
-    ``iterations`` and ``rule`` when ``settings`` are given) or ``.mat`` (the original's layout: key ``mat``,
-    ``H x W x 2`` int64 ``(dy, dx)``; no settings, as the original's)."""
+    ``iterations``, ``rule`` and ``min_share`` when ``settings`` are given, and for the vote rule ``vote_prob``,
+    float32 ``(K, D)``: the direction probabilities of the K pixels with a non-zero offset, in row-major order)
+    or ``.mat`` (the original's layout: key ``mat``, ``H x W x 2`` int64 ``(dy, dx)``; no settings)."""
     path = Path(path)
     if path.suffix == ".npz":
         extra = {}
         if settings is not None:
             extra = {k: np.asarray(v) for k, v in vars(settings).items() if v is not None}
+        if vote_prob is not None:
+            extra["vote_prob"] = np.asarray(vote_prob, np.float32)
         arrays: dict[str, Any] = {"offsets": offsets.astype(np.int8), **extra}
         atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
     elif path.suffix == ".mat":
@@ -113,6 +123,7 @@ def _settings_of(data) -> OffsetSettings:
         scale=int(data["scale"]) if "scale" in data else None,
         iterations=int(data["iterations"]) if "iterations" in data else None,
         rule=str(data["rule"]) if "rule" in data else "argmax",
+        min_share=float(data["min_share"]) if "min_share" in data else None,
     )
 
 
@@ -123,14 +134,51 @@ def read_offsets(path: Path) -> np.ndarray:
 
 def read_offset_file(path: Path) -> tuple[np.ndarray, OffsetSettings]:
     """Offsets (int8 ``(2, H, W)``) and the settings the file records, from one read of the file."""
-    path = Path(path)
-    settings = OffsetSettings()
+    offsets, settings, _ = _read_offsets(Path(path), with_votes=False)
+    return offsets, settings
+
+
+def read_field(path: Path, *, default_scale: int) -> RefinementField:
+    """An offsets file as a :class:`segfix.field.RefinementField` of one image: the scale, iterations and rule
+    it records (``default_scale``, one step and the argmax rule where it records none, as the original's)."""
+    offsets, settings, vote_prob = _read_offsets(Path(path), with_votes=True)
+    if settings.rule not in ("argmax", "vote") or (settings.rule == "vote" and vote_prob is None):
+        raise ValueError(f"{path}: rule {settings.rule!r} needs what the file does not hold (vote_prob)")
+    return field_from_offsets(
+        offsets,
+        scale=settings.scale if settings.scale is not None else default_scale,
+        iterations=settings.iterations or 1,
+        rule=settings.rule,
+        min_share=settings.min_share or 0.0,
+        vote_prob=vote_prob,
+    )
+
+
+def write_field(path: Path, field: RefinementField) -> None:
+    """Write the field of one image so that :func:`read_field` gives it back: its offsets, scale, iterations
+    and rule, and for the vote its direction probabilities at the moving pixels. ``.mat`` files hold the
+    argmax offsets alone (the original's format)."""
+    if len(field) != 1:
+        raise ValueError(f"write_field: expected the field of one image, got {len(field)}")
+    one = field.numpy()
+    settings = OffsetSettings(one.scale, one.iterations, one.rule, one.min_share if one.rule == "vote" else None)
+    vote_prob = None
+    if one.rule == "vote":
+        moving = (one.offsets[0] != 0).any(0)
+        vote_prob = np.moveaxis(one.direction_prob[0], 0, -1)[moving]
+    write_offsets(path, one.offsets[0], settings, vote_prob=vote_prob)
+
+
+def _read_offsets(path: Path, *, with_votes: bool) -> tuple[np.ndarray, OffsetSettings, np.ndarray | None]:
+    settings, vote_prob = OffsetSettings(), None
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             if "offsets" not in data:
                 raise ValueError(f"{path}: expected key 'offsets', found {sorted(data.files)}")
             offsets = data["offsets"]
             settings = _settings_of(data)
+            if with_votes and "vote_prob" in data:
+                vote_prob = data["vote_prob"]
         if offsets.ndim != 3 or offsets.shape[0] != 2:
             raise ValueError(f"{path}: expected offsets of shape (2, H, W), got {offsets.shape}")
     elif path.suffix == ".mat":
@@ -151,7 +199,7 @@ def read_offset_file(path: Path) -> tuple[np.ndarray, OffsetSettings]:
         raise ValueError(f"{path}: expected integer offsets, got {offsets.dtype}")
     if np.abs(offsets).max(initial=0) > 127:
         raise ValueError(f"{path}: offsets beyond +-127 px are not SegFix offsets")
-    return np.ascontiguousarray(offsets.astype(np.int8)), settings
+    return np.ascontiguousarray(offsets.astype(np.int8)), settings, vote_prob
 
 
 @dataclass

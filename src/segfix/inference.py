@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .directions import flip_direction
 from .precision import autocast_context
+from .settings import InferenceSettings
 
-__all__ = ["autocast_context", "predict_sliding", "predict_whole", "window_starts"]
+__all__ = ["autocast_context", "dense_prediction", "predict_sliding", "predict_whole", "window_starts"]
 
 
 def _upsample(x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
@@ -89,3 +92,55 @@ def predict_sliding(
         raise ValueError(f"predict_sliding: no window covers an image of {height}x{width}")
     # In place: the direction volume is the largest tensor of a refine (1 GiB at 4096x8192).
     return boundary_sum.div_(count), direction_sum.div_(count.unsqueeze(1))
+
+
+def dense_prediction(
+    net: nn.Module,
+    images: torch.Tensor,
+    settings: InferenceSettings,
+    *,
+    input_factor: float = 1.0,
+    align_corners: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inference policy: normalised images ``(N, 3, H, W)`` -> (boundary prob ``(N, H, W)``, direction
+    logits ``(N, D, H, W)``) at image resolution.
+
+    The images are resized by ``input_factor`` for the network (results come back to full size), run whole or
+    in windows by ``settings``, and with ``settings.flip_tta`` also mirrored and averaged.
+    """
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    if input_factor != 1.0:
+        scaled = tuple(max(1, round(s * input_factor)) for s in size)
+        images = F.interpolate(images, size=scaled, mode="bilinear", align_corners=False)
+    prob, logits = _network_pass(net, images, settings, align_corners)
+    if settings.flip_tta:
+        # The mirrored image's directions point the mirrored way: remap the logit channels, then average.
+        flipped_prob, flipped_logits = _network_pass(net, images.flip(-1), settings, align_corners)
+        directions = logits.shape[1]
+        remap = torch.as_tensor(flip_direction(np.arange(directions), directions), device=logits.device)
+        prob = prob.add_(flipped_prob.flip(-1)).mul_(0.5)
+        logits = logits.add_(flipped_logits[:, remap].flip(-1)).mul_(0.5)
+        del flipped_prob, flipped_logits
+    if input_factor != 1.0:
+        prob = F.interpolate(prob[:, None], size=size, mode="bilinear")[:, 0]
+        logits = F.interpolate(logits, size=size, mode="bilinear")
+    return prob, logits
+
+
+def _network_pass(
+    net: nn.Module, images: torch.Tensor, settings: InferenceSettings, align_corners: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    weight_dtype = next(net.parameters()).dtype
+    images = images.to(dtype=weight_dtype).contiguous(memory_format=torch.channels_last)
+    # A module already cast to half or bf16 runs in its own dtype: 'auto' adds no autocast on top.
+    precision = "fp32" if settings.precision == "auto" and weight_dtype != torch.float32 else settings.precision
+    if settings.uses_windows(int(images.shape[-2]), int(images.shape[-1])):
+        return predict_sliding(
+            net,
+            images,
+            window=settings.window_size,
+            stride=settings.stride,
+            align_corners=align_corners,
+            precision=precision,
+        )
+    return predict_whole(net, images, align_corners=align_corners, precision=precision)

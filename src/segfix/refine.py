@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import overload
 
 import numpy as np
 import torch
 
 from ._checks import (
+    LabelArray,
     check_array,
     check_labels_nonnegative,
     check_ndim,
@@ -38,41 +38,17 @@ def resolve_offsets(offsets, boundary, direction, num_directions: int):
     return direction_to_offset(direction, boundary, num_directions=num_directions)
 
 
-@overload
 def refine_semantic(
-    label_map: np.ndarray,
-    offsets: np.ndarray | None = None,
+    label_map: LabelArray,
+    offsets: np.ndarray | torch.Tensor | None = None,
     *,
-    boundary: np.ndarray | None = None,
-    direction: np.ndarray | None = None,
+    boundary: np.ndarray | torch.Tensor | None = None,
+    direction: np.ndarray | torch.Tensor | None = None,
     num_directions: int = 8,
     scale: int = 2,
     iterations: int = 1,
     ignore_index: int | None = 255,
-) -> np.ndarray: ...
-@overload
-def refine_semantic(
-    label_map: torch.Tensor,
-    offsets: torch.Tensor | None = None,
-    *,
-    boundary: torch.Tensor | None = None,
-    direction: torch.Tensor | None = None,
-    num_directions: int = 8,
-    scale: int = 2,
-    iterations: int = 1,
-    ignore_index: int | None = 255,
-) -> torch.Tensor: ...
-def refine_semantic(
-    label_map,
-    offsets=None,
-    *,
-    boundary=None,
-    direction=None,
-    num_directions: int = 8,
-    scale: int = 2,
-    iterations: int = 1,
-    ignore_index: int | None = 255,
-):
+) -> LabelArray:
     """Refine a semantic label map: each boundary pixel takes the label ``scale * offset`` away.
 
     Ignore pixels are left as they are, and the ignore label is never copied into another pixel: where the
@@ -115,44 +91,18 @@ def refine_semantic(
     return np.where(keep, label_map, refined)
 
 
-@overload
 def refine_instances(
-    masks: np.ndarray,
-    offsets: np.ndarray | None = None,
+    masks: LabelArray,
+    offsets: np.ndarray | torch.Tensor | None = None,
     *,
-    boundary: np.ndarray | None = None,
-    direction: np.ndarray | None = None,
+    boundary: np.ndarray | torch.Tensor | None = None,
+    direction: np.ndarray | torch.Tensor | None = None,
     num_directions: int = 8,
     scale: int = 1,
     iterations: int = 1,
-    scores: np.ndarray | Sequence[float] | None = None,
+    scores: np.ndarray | torch.Tensor | Sequence[float] | None = None,
     resolve_overlaps: bool = False,
-) -> np.ndarray: ...
-@overload
-def refine_instances(
-    masks: torch.Tensor,
-    offsets: torch.Tensor | None = None,
-    *,
-    boundary: torch.Tensor | None = None,
-    direction: torch.Tensor | None = None,
-    num_directions: int = 8,
-    scale: int = 1,
-    iterations: int = 1,
-    scores: torch.Tensor | Sequence[float] | None = None,
-    resolve_overlaps: bool = False,
-) -> torch.Tensor: ...
-def refine_instances(
-    masks,
-    offsets=None,
-    *,
-    boundary=None,
-    direction=None,
-    num_directions: int = 8,
-    scale: int = 1,
-    iterations: int = 1,
-    scores=None,
-    resolve_overlaps: bool = False,
-):
+) -> LabelArray:
     """Refine a stack of instance masks with one offset field, as SegFix does for instance segmentation.
 
     Every mask is shifted independently by the same field (``out_k[p] = mask_k[clamp(p + scale * offset[p])]``),

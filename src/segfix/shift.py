@@ -18,13 +18,14 @@ Both give bit-identical results; ``tests/test_shift.py`` holds them to it.
 
 from __future__ import annotations
 
-from typing import overload
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import _kernels
 from ._checks import (
+    LabelArray,
     bounded_offsets,
     check_array,
     check_integer,
@@ -45,15 +46,14 @@ BACKENDS = ("auto", "numba", "numpy", "torch")
 """Implementations :func:`shift_labels` can use; all give bit-identical results."""
 
 
-@overload
 def shift_labels(
-    labels: np.ndarray, offsets: np.ndarray, *, scale: int = 1, iterations: int = 1, backend: str = "auto"
-) -> np.ndarray: ...
-@overload
-def shift_labels(
-    labels: torch.Tensor, offsets: torch.Tensor, *, scale: int = 1, iterations: int = 1, backend: str = "auto"
-) -> torch.Tensor: ...
-def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1, backend: str = "auto"):
+    labels: LabelArray,
+    offsets: np.ndarray | torch.Tensor,
+    *,
+    scale: int = 1,
+    iterations: int = 1,
+    backend: str = "auto",
+) -> LabelArray:
     """Move each pixel's label along an integer offset field, clamped to the image.
 
     With ``iterations == 1``: ``out[p] = labels[clamp(p + scale * offsets[p])]``. With ``iterations = T > 1``
@@ -95,14 +95,14 @@ def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1, backen
     check_positive_int(iterations, "iterations")
     if iterations > MAX_ITERATIONS:
         raise ValueError(f"iterations: expected an integer in 1..{MAX_ITERATIONS}, got {iterations!r}")
-    offsets = _check_shift_inputs(labels, offsets)
+    field: Any = _check_shift_inputs(labels, offsets)  # numpy with numpy labels, torch with torch ones
     if (labels.numel() if isinstance(labels, torch.Tensor) else labels.size) == 0:
         return labels.clone() if isinstance(labels, torch.Tensor) else labels.copy()
     # A step longer than the image lands on its border whatever its length: bounding the scale and the
     # offsets by the image size keeps every index computation far from integer overflow.
     limit = max(labels.shape[-2:])
     scale = min(scale, limit)
-    offsets = bounded_offsets(offsets, limit)
+    field = bounded_offsets(field, limit)
     if isinstance(labels, torch.Tensor):
         host = backend in ("numba", "numpy") or (
             backend == "auto" and labels.device.type == "cpu" and _kernels.HAVE_NUMBA
@@ -113,18 +113,18 @@ def shift_labels(labels, offsets, *, scale: int = 1, iterations: int = 1, backen
             # The compiled kernel reads the tensors' memory in place: on the CPU the dense int64 gather below
             # costs about 70 times as much.
             use_numba = None if backend == "auto" else backend == "numba"
-            shifted = _shift_numpy(labels.numpy(), offsets.numpy(), scale, int(iterations), use_numba=use_numba)
+            shifted = _shift_numpy(labels.numpy(), field.numpy(), scale, int(iterations), use_numba=use_numba)
             return torch.from_numpy(shifted)
-        return _shift_torch(labels, offsets, scale, int(iterations))
+        return _shift_torch(labels, field, scale, int(iterations))
     if backend == "torch":
         raise TypeError(f"backend 'torch': expected torch tensors, got {describe(labels)}")
     native = native_byte_order(labels)
     use_numba = None if backend == "auto" else backend == "numba"
-    out = _shift_numpy(native, native_byte_order(offsets), scale, int(iterations), use_numba=use_numba)
+    out = _shift_numpy(native, native_byte_order(field), scale, int(iterations), use_numba=use_numba)
     return out if native is labels else out.astype(labels.dtype)
 
 
-def _check_shift_inputs(labels, offsets):
+def _check_shift_inputs(labels: Any, offsets: Any) -> Any:
     """Validate and return offsets; the caller's arrays are never modified."""
     check_array(labels, "labels")
     check_array(offsets, "offsets")

@@ -11,7 +11,6 @@ exactly where an interrupted run stopped.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -33,62 +32,20 @@ from .losses import segfix_loss, segment_class_weights
 from .model import SegFix
 from .precision import autocast_context, resolve_precision
 from .pretrained import hub_reachable, init_backbone
+from .recipes import RECIPES, TrainRecipe
 
 __all__ = [
     "RECIPES",
     "MixedBatchSampler",
+    "TrainRecipe",
     "TrainState",
-    "coarse_proxy",
     "evaluate_offsets",
     "poly_lr",
-    "select_settings",
     "train",
     "training_precision",
 ]
 
 _logger = logging.getLogger(__name__)
-
-RECIPES: dict[str, dict] = {
-    # The original Cityscapes recipe (HRNet, 4 GPUs): 80k iterations, batch 16, crop 512, lr 0.04, wd 5e-4.
-    "cityscapes": dict(
-        cache_targets=True,
-        iterations=80_000,
-        batch_size=16,
-        crop_size=512,
-        lr=0.04,
-        weight_decay=5e-4,
-        scale_range=(1.0, 1.0),
-        optimizer="sgd",
-    ),
-    # Supplementary C: one model for Cityscapes + ADE20K, batch 16 = 8 + 8, lr 0.02, crop 512 for both.
-    "unified": dict(
-        iterations=100_000,
-        batch_size=16,
-        crop_size=512,
-        lr=0.02,
-        weight_decay=5e-4,
-        scale_range=(0.5, 2.0),
-        optimizer="sgd",
-        proportions=(0.5, 0.5),
-    ),
-    # The bundled CamVid model, trained on a 2-core CPU (see the model card for why these settings).
-    "camvid-cpu": dict(
-        iterations=2400,
-        batch_size=8,
-        crop_size=320,
-        lr=0.02,
-        weight_decay=1e-4,
-        scale_range=(0.75, 1.5),
-        optimizer="sgd",
-        workers=2,
-        precision="auto",
-        holdout=10,
-        model=dict(
-            out_indices=(0, 1, 2, 3, 4), decoder="fpn", decoder_channels=48, head_channels=48, head_kernel_size=3
-        ),
-    ),
-}
-"""Named settings for :func:`train` (plain data)."""
 
 
 @dataclass
@@ -190,144 +147,53 @@ def _distributed() -> tuple[int, int, int]:
 def train(
     datasets: Sequence,
     output: str | Path,
+    recipe: TrainRecipe | None = None,
     *,
-    proportions: Sequence[float] | None = None,
-    model: dict | None = None,
-    init: str | Path | None = None,
-    imagenet: bool = True,
-    iterations: int = 1000,
-    batch_size: int = 8,
-    crop_size: int = 512,
-    scale_range: tuple[float, float] = (0.5, 2.0),
-    max_distance: float = 5,
-    class_balance: float = 0.0,
-    optimizer: str = "sgd",
-    lr: float = 0.02,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    poly_power: float = 0.9,
-    workers: int = 2,
-    seed: int = 0,
-    resume: bool = False,
-    checkpoint_every: int = 200,
-    validate_every: int = 0,
     val_dataset=None,
-    val_coarse: str | Path | None = None,
-    device: str | torch.device | None = None,
-    precision: str = "auto",
-    channels_last: bool | None = None,
-    progress: bool = True,
-    instance: bool = False,
-    cache_targets: bool = False,
     on_step_end=None,
+    **options: Any,
 ) -> Path:
     """Train a SegFix model; returns the folder of the final model (loadable by ``SegFix.from_pretrained``).
 
     Args:
         datasets: readers from :mod:`segfix.data` (or anything yielding :class:`segfix.data.Sample`).
         output: run folder: ``checkpoint.pt`` (resumable), ``model/`` (final), ``history.jsonl``.
-        proportions: share of each dataset in every batch (default equal), e.g. (0.5, 0.5) for 8 + 8 of 16.
-        model: :class:`SegFix` constructor arguments (backbone, decoder, ...); ``num_directions`` also sets the
-            targets.
-        init: start from this trained model (bundled name, folder or Hub id) instead of ImageNet: its
-            architecture and weights are used and ``model`` may only add inference settings. For fine-tuning.
-        imagenet: initialise the backbone from ImageNet weights (:func:`segfix.pretrained.init_backbone`: timm's
-            from the Hugging Face cache or Hub, else the offline lite0/1/2 packages); a backbone with none raises
-            ``LookupError``. False trains from scratch, on purpose, with a warning.
-        iterations: training steps.
-        batch_size: global batch size, over all processes.
-        crop_size: square crop side in pixels.
-        scale_range: random scale factor range.
-        max_distance: boundary band half-width of the targets.
-        class_balance: weight each boundary pixel's direction loss by its semantic class's share of the
-            batch's boundary pixels to the power ``-class_balance`` (0: off; see
-            :func:`segfix.losses.segment_class_weights`), so thin classes are not drowned by long edges.
-        optimizer: ``'sgd'`` (momentum, the original) or ``'adamw'``.
-        lr: initial learning rate (poly schedule).
-        momentum: SGD momentum.
-        weight_decay: weight decay.
-        poly_power: exponent of the poly schedule.
-        workers: data-loading processes per training process.
-        resume: continue from ``output/checkpoint.pt`` (same arguments expected).
-        validate_every: run :func:`evaluate_offsets` on ``val_dataset`` every so many steps (0: only at the end).
-        val_coarse: folder of coarse predictions ``<name>.png`` for ``val_dataset`` to measure the refinement gain.
-        precision: 'fp32', 'bf16', 'fp16' or 'auto': bf16 autocast on CUDA and on CPUs with bf16 instructions
-            (AVX512-BF16 / AMX), fp32 on other CPUs, where bf16 is emulated (a camvid-cpu step took 31 s in
-            bf16 and 3.3 s in fp32 on a 2-core AVX2 machine); see :mod:`segfix.precision`.
-        channels_last: default True on CUDA.
-        instance: train on instance targets (``Sample.instance_ids``).
-        cache_targets: keep the targets of unscaled samples in ``output/targets/<dataset>/`` and reuse them.
+        recipe: every setting of the run (:class:`segfix.recipes.TrainRecipe`; default its defaults).
+        val_dataset: validate on it (:func:`evaluate_offsets`) every ``validate_every`` steps and at the end.
         on_step_end: optional ``callback(step, model)`` called on every process after each step (after the
             checkpoint), e.g. for custom logging.
+        options: recipe fields to change by name, e.g. ``iterations=100, lr=0.01``.
+
+    Launch on several GPUs or nodes with ``torchrun``: each process takes its slice of every global batch.
     """
+    recipe = (recipe or TrainRecipe()).replace(**options)
     rank, world, local_rank = _distributed()
     output = Path(output)
-    device = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
-    precision = resolve_precision(precision, device)
-    proportions = list(proportions) if proportions is not None else [1.0] * len(datasets)
-    model_kwargs: dict[str, Any] = dict(model or {})
+    device = torch.device(recipe.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+    model_kwargs: dict[str, Any] = dict(recipe.model or {})
     model_kwargs.setdefault("ignore_index", getattr(datasets[0], "ignore_index", 255))
     # A resumed run takes its weights from the checkpoint: no ImageNet initialisation (None) first.
-    net = _build_network(model_kwargs, init=init, imagenet=None if resume else imagenet, seed=seed)
-    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    imagenet = None if recipe.resume else recipe.imagenet
+    net = _build_network(model_kwargs, init=recipe.init, imagenet=imagenet, seed=recipe.seed)
+    channels_last = device.type == "cuda" if recipe.channels_last is None else recipe.channels_last
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
-    opt = _make_optimizer(net, optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = _make_optimizer(
+        net, recipe.optimizer, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
     checkpoint = output / "checkpoint.pt"
-    state = _resume_state(checkpoint, net, opt) if resume and checkpoint.is_file() else TrainState()
+    state = _resume_state(checkpoint, net, opt) if recipe.resume and checkpoint.is_file() else TrainState()
     module: nn.Module = net
     if world > 1:
         if device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         module = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    transforms = [
-        TrainTransform(
-            crop_size,
-            scale_range,
-            ignore_index=int(getattr(d, "ignore_index", model_kwargs["ignore_index"])),
-            max_distance=max_distance,
-            num_directions=net.num_directions,
-            instance=instance,
-            cache_dir=output / "targets" / str(i) if cache_targets else None,
-        )
-        for i, d in enumerate(datasets)
-    ]
-    sampler = MixedBatchSampler(
-        [len(d) for d in datasets], proportions, batch_size, iterations, seed=seed, start_step=state.step,
-        rank=rank, world=world,
-    )  # fmt: skip
-    loader = DataLoader(
-        _TrainingSet(datasets, transforms),
-        batch_sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if workers else None,
+    loader = _make_loader(
+        datasets, recipe, net.num_directions, model_kwargs["ignore_index"], output, state.step, device
     )
-    meter = _Throughput(iterations, state.step, enabled=progress and rank == 0, world=world)
-    net.train()
-    for images, boundary, direction, segment in meter.batches(loader):
-        step = state.step
-        for group in opt.param_groups:
-            group["lr"] = poly_lr(lr, step, iterations, poly_power)
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        batch = (images, boundary.to(device), direction.to(device), segment.to(device))
-        loss_value, parts = _train_step(net, module, opt, batch, precision=precision, class_balance=class_balance)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower the learning rate")
-        state.step += 1
-        meter.step_done(images.shape[0], loss_value, parts, opt.param_groups[0]["lr"])
-        done = state.step == iterations
-        if rank == 0 and (state.step % checkpoint_every == 0 or done):
-            _save_checkpoint(checkpoint, net, opt, state)
-        if rank == 0 and val_dataset is not None and ((validate_every and state.step % validate_every == 0) or done):
-            _validate(net, val_dataset, val_coarse, state, output / "history.jsonl")
-        if on_step_end is not None:
-            on_step_end(state.step, net)
-    meter.close()
+    run = _Run(net, module, opt, state, recipe, device, resolve_precision(recipe.precision, device), channels_last)
+    run.steps(loader, checkpoint, output, val_dataset, on_step_end)
     final = output / "model"
     if rank == 0:
         net.eval()
@@ -335,6 +201,87 @@ def train(
     if world > 1:
         dist.barrier()
     return final
+
+
+def _make_loader(
+    datasets: Sequence,
+    recipe: TrainRecipe,
+    num_directions: int,
+    ignore_index: int,
+    output: Path,
+    start_step: int,
+    device: torch.device,
+) -> DataLoader:
+    """Batches of ``(images, boundary, direction, segment)`` by the recipe, from ``start_step`` on."""
+    rank, world, _ = _distributed()
+    transforms = [
+        TrainTransform(
+            recipe.crop_size,
+            recipe.scale_range,
+            ignore_index=int(getattr(d, "ignore_index", ignore_index)),
+            max_distance=recipe.max_distance,
+            num_directions=num_directions,
+            instance=recipe.instance,
+            cache_dir=output / "targets" / str(i) if recipe.cache_targets else None,
+        )
+        for i, d in enumerate(datasets)
+    ]
+    proportions = list(recipe.proportions) if recipe.proportions is not None else [1.0] * len(datasets)
+    sampler = MixedBatchSampler(
+        [len(d) for d in datasets], proportions, recipe.batch_size, recipe.iterations, seed=recipe.seed,
+        start_step=start_step, rank=rank, world=world,
+    )  # fmt: skip
+    return DataLoader(
+        _TrainingSet(datasets, transforms),
+        batch_sampler=sampler,
+        num_workers=recipe.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if recipe.workers else None,
+    )
+
+
+@dataclass
+class _Run:
+    """One training run's moving parts; :meth:`steps` is the loop."""
+
+    net: SegFix
+    module: nn.Module
+    opt: torch.optim.Optimizer
+    state: TrainState
+    recipe: TrainRecipe
+    device: torch.device
+    precision: str
+    channels_last: bool
+
+    def steps(self, loader: DataLoader, checkpoint: Path, output: Path, val_dataset, on_step_end) -> None:
+        recipe, state, opt = self.recipe, self.state, self.opt
+        rank, world, _ = _distributed()
+        meter = _Throughput(recipe.iterations, state.step, enabled=recipe.progress and rank == 0, world=world)
+        self.net.train()
+        for images, boundary, direction, segment in meter.batches(loader):
+            for group in opt.param_groups:
+                group["lr"] = poly_lr(recipe.lr, state.step, recipe.iterations, recipe.poly_power)
+            images = images.to(self.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            batch = (images, boundary.to(self.device), direction.to(self.device), segment.to(self.device))
+            loss, parts = _train_step(
+                self.net, self.module, opt, batch, precision=self.precision, class_balance=recipe.class_balance
+            )
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {state.step}; lower the learning rate")
+            state.step += 1
+            meter.step_done(images.shape[0], loss, parts, opt.param_groups[0]["lr"])
+            done = state.step == recipe.iterations
+            if rank == 0 and (state.step % recipe.checkpoint_every == 0 or done):
+                _save_checkpoint(checkpoint, self.net, opt, state)
+            validate = (recipe.validate_every and state.step % recipe.validate_every == 0) or done
+            if rank == 0 and val_dataset is not None and validate:
+                _validate(self.net, val_dataset, recipe.val_coarse, state, output / "history.jsonl")
+            if on_step_end is not None:
+                on_step_end(state.step, self.net)
+        meter.close()
 
 
 def _build_network(model_kwargs: dict, *, init, imagenet: bool | None, seed: int) -> SegFix:
@@ -504,120 +451,3 @@ def _targets_for(label: np.ndarray, ignore_index: int, max_distance: float, num_
     return boundary_targets(
         label, ignore_index=ignore_index, max_distance=max_distance, num_directions=num_directions, border="replicate"
     )
-
-
-def coarse_proxy(label: np.ndarray, num_classes: int, ignore_index: int, stride: int = 8) -> np.ndarray:
-    """A stand-in for a segmentation network's output: ``label`` seen through a stride-``stride`` model
-    (majority vote per block, bilinear upsampling of the one-hot votes, argmax). Used to choose inference
-    settings on held-out training images, which have no real coarse predictions."""
-    import torch.nn.functional as F
-
-    h, w = label.shape
-    lab = torch.from_numpy(np.where(label == ignore_index, num_classes, label).astype(np.int64))
-    one_hot = F.one_hot(lab, num_classes + 1).permute(2, 0, 1)[None].float()
-    votes = F.avg_pool2d(one_hot, stride, ceil_mode=True)[:, :num_classes]
-    up = F.interpolate(votes, size=(h, w), mode="bilinear", align_corners=False)
-    return up[0].argmax(0).numpy().astype(label.dtype)
-
-
-COST_MARGIN = 0.05
-"""mIoU points a cheaper setting may trail the best one by and still be chosen by :func:`select_settings`."""
-
-
-@torch.inference_mode()
-def select_settings(
-    model: SegFix,
-    dataset,
-    *,
-    scales: Sequence[int] = (1, 2),
-    iterations: Sequence[int] = (1, 2),
-    thresholds: Sequence[float] = (0.4, 0.5, 0.6),
-    direction_thresholds: Sequence[float] = (0.0, 0.5),
-    votes: Sequence[bool] = (False, True),
-    flips: Sequence[bool] = (False, True),
-    min_short_sides: Sequence[int] = (0,),
-    stride: int = 8,
-) -> tuple[dict, list[dict]]:
-    """Pick ``semantic_scale``, ``iterations``, ``boundary_threshold``, ``direction_threshold``,
-    ``direction_vote``, ``flip_tta`` and ``min_short_side`` on held-out data by the mIoU gain of refining
-    :func:`coarse_proxy` predictions (ties: boundary F-score at 1 px). Returns (best, all rows); the model is
-    left as it was. Of settings within :data:`COST_MARGIN` of the best gain the cheapest is taken
-    (:func:`choose_row`)."""
-    from .metrics import SegmentationMetrics
-    from .model import Prediction
-
-    keys = (
-        "boundary_threshold",
-        "direction_threshold",
-        "semantic_scale",
-        "iterations",
-        "direction_vote",
-        "flip_tta",
-        "min_short_side",
-    )
-    saved = {k: getattr(model, k) for k in keys}
-    samples = [dataset[i] for i in range(len(dataset))]
-    # A size that no held-out image is below changes nothing: measuring it again would only repeat size 0.
-    min_short_sides = [
-        m for m in min_short_sides if m == 0 or any(min(s.image.shape[:2]) * model.input_scale < m for s in samples)
-    ] or [0]
-    coarse = [coarse_proxy(s.label, dataset.num_classes, dataset.ignore_index, stride) for s in samples]
-    base = SegmentationMetrics(
-        dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,), boundary_iou_dilation=None
-    )
-    for sample, proxy in zip(samples, coarse):
-        base.update(proxy, sample.label)
-    b = base.compute()
-    rows = []
-    # The search sets the model's attributes one combination at a time; the caller gets its model back.
-    try:
-        dense: dict[tuple[bool, int], list] = {}
-        for flip, short_side in itertools.product(flips, min_short_sides):
-            model.flip_tta, model.min_short_side = flip, short_side
-            dense[flip, short_side] = []
-            for sample in samples:
-                prob, logits = model.dense(sample.image)
-                dense[flip, short_side].append((prob, logits, logits.softmax(1)))
-        grid = itertools.product(thresholds, direction_thresholds, scales, iterations, votes, flips, min_short_sides)
-        for combo in grid:
-            for key, value in zip(keys, combo):
-                setattr(model, key, value)
-            m = SegmentationMetrics(
-                dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,), boundary_iou_dilation=None
-            )
-            for sample, proxy, (prob, logits, direction_prob) in zip(
-                samples, coarse, dense[model.flip_tta, model.min_short_side]
-            ):
-                _, direction, moving = model.decide(prob, logits, direction_prob)
-                prediction = Prediction(prob[0], direction[0], moving[0], direction_prob[0])
-                m.update(model.refine_prediction(prediction, proxy, ignore_index=dataset.ignore_index), sample.label)
-            a = m.compute()
-            rows.append(
-                {
-                    **dict(zip(keys, combo)),
-                    "miou_gain": (a.miou - b.miou) * 100,
-                    "f1px_gain": (a.mean_boundary_f[1] - b.mean_boundary_f[1]) * 100,
-                }
-            )
-    finally:
-        for key, value in saved.items():
-            setattr(model, key, value)
-    return {k: v for k, v in choose_row(rows, samples, model.input_scale).items() if k in keys}, rows
-
-
-def choose_row(rows: Sequence[dict], samples: Sequence, input_scale: float = 1.0, margin: float = COST_MARGIN) -> dict:
-    """The cheapest of the rows whose mIoU gain is within ``margin`` points of the best (then the larger gain,
-    then boundary F-score). Cost counts network passes: flip averaging doubles it, upscaling by ``f`` costs
-    ``f**2``, so a flip or a larger size is kept only where it pays on the held-out images."""
-    best_gain = max(r["miou_gain"] for r in rows)
-    shorts = [min(s.image.shape[:2]) for s in samples]
-
-    def cost(row: dict) -> float:
-        factors = [
-            max(input_scale, row["min_short_side"] / short) if row["min_short_side"] else input_scale
-            for short in shorts
-        ]
-        return (2 if row["flip_tta"] else 1) * sum(min(f, 4.0) ** 2 for f in factors)
-
-    close = [r for r in rows if r["miou_gain"] >= best_gain - margin]
-    return min(close, key=lambda r: (round(cost(r), 6), -r["miou_gain"], -r["f1px_gain"]))

@@ -15,12 +15,11 @@ copied, and an ignore pixel never changes.
 
 from __future__ import annotations
 
-from typing import overload
-
 import numpy as np
 import torch
 
 from ._checks import (
+    LabelArray,
     check_array,
     check_labels_nonnegative,
     check_ndim,
@@ -36,35 +35,15 @@ from .directions import direction_vectors
 __all__ = ["vote_labels"]
 
 
-@overload
 def vote_labels(
-    label_map: np.ndarray,
+    label_map: LabelArray,
     direction_prob: np.ndarray | torch.Tensor,
     moving: np.ndarray | torch.Tensor,
     *,
     scale: int = 1,
     min_share: float = 0.0,
     ignore_index: int | None = 255,
-) -> np.ndarray: ...
-@overload
-def vote_labels(
-    label_map: torch.Tensor,
-    direction_prob: np.ndarray | torch.Tensor,
-    moving: np.ndarray | torch.Tensor,
-    *,
-    scale: int = 1,
-    min_share: float = 0.0,
-    ignore_index: int | None = 255,
-) -> torch.Tensor: ...
-def vote_labels(
-    label_map,
-    direction_prob,
-    moving,
-    *,
-    scale: int = 1,
-    min_share: float = 0.0,
-    ignore_index: int | None = 255,
-):
+) -> LabelArray:
     """Refine a semantic label map by a direction vote at the ``moving`` pixels.
 
     Args:
@@ -86,6 +65,20 @@ def vote_labels(
         >>> segfix.vote_labels(labels, prob, np.array([[False, False, True, False]]), scale=1)
         array([[0, 0, 0, 1]])
     """
+    labels, prob, mask, ignore_index, scale = _checked_vote_inputs(
+        label_map, direction_prob, moving, scale, min_share, ignore_index
+    )
+    out = _vote(labels, prob, mask, scale=scale, min_share=min_share, ignore_index=ignore_index)
+    if label_map.ndim == 2:
+        out = out[0]
+    if isinstance(label_map, np.ndarray):
+        return out.numpy().astype(label_map.dtype, copy=False)
+    return out.to(label_map.dtype)
+
+
+def _checked_vote_inputs(label_map, direction_prob, moving, scale, min_share, ignore_index):
+    """Validate :func:`vote_labels`' arguments -> batched tensors (labels, prob, mask) on the labels' device,
+    the effective ignore label and the scale."""
     check_array(label_map, "label_map")
     if not is_integer_dtype(label_map):
         raise TypeError(f"label_map: expected an integer dtype, got {describe(label_map)}")
@@ -115,10 +108,23 @@ def vote_labels(
         )
     if tuple(mask.shape) != (n, h, w) or mask.dtype != torch.bool:
         raise ValueError(f"moving: expected a boolean mask of shape {tuple(label_map.shape)}, got {describe(moving)}")
+    return labels, prob, mask, ignore_index, scale
+
+
+def _vote(
+    labels: torch.Tensor,
+    prob: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    scale: int,
+    min_share: float,
+    ignore_index: int | None,
+) -> torch.Tensor:
+    """The vote on checked, batched tensors: labels ``(N, H, W)``, prob ``(N, D, H, W)``, mask ``(N, H, W)``."""
+    _, h, w = labels.shape
     # A step longer than the image lands on its border, however long: bounding it keeps the sums exact.
     step = min(scale, max(h, w))
     vectors = torch.as_tensor(direction_vectors(prob.shape[1]), dtype=torch.int64, device=labels.device) * step
-
     out = labels.clone()
     b, y, x = mask.nonzero(as_tuple=True)
     if ignore_index is not None:
@@ -139,11 +145,7 @@ def vote_labels(
         winner = candidates.gather(1, best[:, None])[:, 0]
         change = share > min_share
         out[b[change], y[change], x[change]] = winner[change]
-    if not batched:
-        out = out[0]
-    if isinstance(label_map, np.ndarray):
-        return out.numpy().astype(label_map.dtype, copy=False)
-    return out.to(label_map.dtype)
+    return out
 
 
 def _as_tensor(array, device: torch.device | None) -> torch.Tensor:

@@ -1,0 +1,106 @@
+"""Settings groups: frozen, validated, nested in config.json, flat configs still load, tuning never mutates."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import segfix
+from segfix.hub import ModelLoadError
+from segfix.settings import (
+    FLAT_NAMES,
+    DecisionSettings,
+    InferenceSettings,
+    ModelSettings,
+    Preprocessing,
+    split_config,
+)
+
+TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
+
+
+def test_groups_are_frozen_and_validated():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DecisionSettings().semantic_scale = 3  # type: ignore[misc]
+    with pytest.raises(ValueError, match="semantic_scale"):
+        DecisionSettings(semantic_scale=0)
+    with pytest.raises(ValueError, match="inference"):
+        InferenceSettings(mode="tiles")
+    with pytest.raises(ValueError, match="min_short_side"):
+        Preprocessing(min_short_side=-1)
+    assert InferenceSettings(window_size=90).stride == (60, 60)
+    assert Preprocessing(min_short_side=720).network_scale((360, 480)) == 2.0
+
+
+def test_every_constructor_setting_has_one_place():
+    model_arguments = set(segfix.SegFix.__init__.__code__.co_varnames) - {"self"}
+    assert set(FLAT_NAMES) <= model_arguments
+    groups = {(group, name) for group, name in FLAT_NAMES.values()}
+    assert len(groups) == len(FLAT_NAMES)  # no field reached by two names
+    assert FLAT_NAMES["inference"] == ("inference", "mode")
+
+
+def test_model_saves_nested_and_the_flat_form_still_loads(tmp_path):
+    model = segfix.SegFix(**TINY, semantic_scale=1, flip_tta=True, min_short_side=32)
+    model.save_pretrained(tmp_path / "nested")
+    stored = json.loads((tmp_path / "nested" / "config.json").read_text())
+    assert set(stored) == {"network", "preprocessing", "inference", "decision"}
+    assert stored["decision"]["semantic_scale"] == 1 and stored["inference"]["flip_tta"] is True
+    # The flat form of earlier versions: every key at the top.
+    flat = {**stored["network"], **model.settings.flat()}
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "config.json").write_text(json.dumps(flat))
+    (tmp_path / "flat" / "model.safetensors").write_bytes((tmp_path / "nested" / "model.safetensors").read_bytes())
+    a = segfix.SegFix.from_pretrained(tmp_path / "nested")
+    b = segfix.SegFix.from_pretrained(tmp_path / "flat")
+    assert a.settings == b.settings == model.settings and a.config == b.config
+    image = np.random.default_rng(0).integers(0, 255, (24, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(a.predict_offsets(image), b.predict_offsets(image))
+
+
+def test_bad_nested_configs_name_the_key(tmp_path):
+    model = segfix.SegFix(**TINY)
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    config["decision"]["semantic_scael"] = 2
+    path.write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="semantic_scael"):
+        segfix.SegFix.from_pretrained(tmp_path / "m")
+    config["decision"].pop("semantic_scael")
+    config["network"]["widht"] = 3
+    path.write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="widht"):
+        segfix.SegFix.from_pretrained(tmp_path / "m")
+
+
+def test_attributes_read_and_replace_the_frozen_settings():
+    model = segfix.SegFix(**TINY)
+    before = model.settings
+    model.flip_tta = True
+    assert model.flip_tta and model.settings.inference.flip_tta and not before.inference.flip_tta
+    with pytest.raises(ValueError, match="semantic_scale"):
+        model.semantic_scale = 0
+    assert model.semantic_scale == 2  # a refused value leaves the settings as they were
+    assert model.config["inference"]["flip_tta"] is True  # what is saved is what is set
+
+
+def test_with_settings_shares_the_network_and_leaves_the_model_alone():
+    model = segfix.SegFix(**TINY)
+    other = model.with_settings(direction_vote=True, inference="whole")
+    assert other.net is model.net and other.direction_vote and other.inference == "whole"
+    assert not model.direction_vote and model.inference == "auto"
+    with pytest.raises(TypeError, match="unknown setting"):
+        model.with_settings(flip=True)
+
+
+def test_split_config_reads_both_forms():
+    network, settings = split_config({"backbone": "x", "semantic_scale": 1, "inference": "whole"})
+    assert network == {"backbone": "x"} and settings.decision.semantic_scale == 1 and settings.inference.mode == "whole"
+    network, nested = split_config(
+        {"network": {"backbone": "x"}, **ModelSettings().replace(semantic_scale=1, inference="whole").as_config()}
+    )
+    assert network == {"backbone": "x"} and nested == settings
