@@ -22,9 +22,19 @@ def median_seconds(fn: Callable[[], object], *, repeat: int = 15, warmup: int = 
 
 
 def machine() -> str:
+    """The CPU (model name and whether it computes bf16 natively), its cores, and Python."""
     import os
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    from segfix.precision import cpu_computes_bf16
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    bf16 = "native bf16" if cpu_computes_bf16() else "no native bf16"
+    return f"{name} ({bf16}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

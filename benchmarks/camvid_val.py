@@ -34,14 +34,16 @@ def main() -> None:
     parser.add_argument("--model", default=segfix.list_models()[0], help="default: the recommended bundled model")
     parser.add_argument("--root", default=str(ROOT))
     parser.add_argument("--limit", type=int, help="first N images only")
+    parser.add_argument("--torch-compile", action="store_true", help="every variant through torch.compile")
     args = parser.parse_args()
     root = Path(args.root)
     if not (root / "valannot").is_dir():
         raise SystemExit(f"CamVid not found at {root}")
     names = sorted(p.name for p in (root / "valannot").glob("*.png"))[: args.limit]
-    model = segfix.SegFix.from_pretrained(args.model)
+    extra = {"torch_compile": True} if args.torch_compile else {}
+    model = segfix.SegFix.from_pretrained(args.model, **extra)
     print(f"# CamVid val ({len(names)} images), ESPNet predictions, model {args.model!r}; {machine()}")
-    print(f"# command: python benchmarks/camvid_val.py --model {args.model}")
+    print(f"# command: python benchmarks/camvid_val.py --model {args.model}{' --torch-compile' * args.torch_compile}")
     print(
         f"# model settings: scale {model.semantic_scale}, iterations {model.iterations}, boundary threshold "
         f"{model.boundary_threshold}, direction threshold {model.direction_threshold}, direction vote "
@@ -51,14 +53,12 @@ def main() -> None:
     # cost), and the paper's rule (argmax direction, one pass).
     learned = {
         "ESPNet + SegFix": model,
-        "ESPNet + SegFix, no flip": segfix.SegFix.from_pretrained(args.model, flip_tta=False),
-        "ESPNet + SegFix, argmax rule, no flip": segfix.SegFix.from_pretrained(
-            args.model, direction_vote=False, flip_tta=False
-        ),
+        "ESPNet + SegFix, no flip": model.with_settings(flip_tta=False),
+        "ESPNet + SegFix, argmax rule, no flip": model.with_settings(direction_vote=False, flip_tta=False),
     }
     if resolve_precision("auto", model.device) == "bf16":
         # 'auto' runs bf16 here: fp32 beside it shows what the faster precision costs
-        learned["ESPNet + SegFix, fp32"] = segfix.SegFix.from_pretrained(args.model, precision="fp32")
+        learned["ESPNet + SegFix, fp32"] = model.with_settings(precision="fp32")
     variants = ["ESPNet", *learned, "oracle, scale 1", "oracle, scale 2"]
     metrics = {v: SegmentationMetrics(11, ignore_index=255, class_names=CAMVID_CLASSES) for v in variants}
     seconds = dict.fromkeys(learned, 0.0)

@@ -104,3 +104,26 @@ def test_split_config_reads_both_forms():
         {"network": {"backbone": "x"}, **ModelSettings().replace(semantic_scale=1, inference="whole").as_config()}
     )
     assert network == {"backbone": "x"} and nested == settings
+
+
+def test_torch_compile_is_a_saved_setting_outside_the_module_tree(tmp_path):
+    eager = segfix.SegFix(**TINY)
+    model = segfix.SegFix(**TINY, torch_compile=True)
+    assert model.config["inference"]["torch_compile"] is True
+    assert set(model.state_dict()) == set(eager.state_dict())
+    with pytest.raises(ValueError, match="torch_compile"):
+        segfix.SegFix(**TINY, torch_compile="yes")
+
+
+@pytest.mark.slow
+def test_a_compiled_model_refines_as_the_eager_one():
+    import torch
+
+    eager = segfix.SegFix(**TINY, boundary_threshold=0.3).eval()
+    compiled = eager.with_settings(torch_compile=True)
+    image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    prob_e, logits_e = eager.dense(image)
+    prob_c, logits_c = compiled.dense(image)
+    torch.testing.assert_close(prob_c, prob_e, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits_c, logits_e, atol=1e-4, rtol=1e-4)
+    assert "compiled_net" in compiled.__dict__ and "compiled_net" not in eager.__dict__

@@ -151,3 +151,15 @@ def bounded_offsets(offsets: np.ndarray | torch.Tensor, limit: int) -> np.ndarra
     if offsets.dtype.kind == "u":
         return np.minimum(offsets, limit).astype(np.int64)
     return np.clip(offsets, -limit, limit).astype(np.int64)
+
+
+def check_label_map(label_map: np.ndarray | torch.Tensor, ignore_index: int | None) -> int | None:
+    """A semantic label map ``(H, W)`` or ``(N, H, W)`` of integer class ids (negative only for the ignore
+    label); returns the effective ignore label (:func:`effective_ignore`)."""
+    check_array(label_map, "label_map")
+    if not is_integer_dtype(label_map):
+        raise TypeError(f"label_map: expected an integer dtype, got {describe(label_map)}")
+    check_ndim(label_map, "label_map", (2, 3), "(H, W) or (N, H, W)")
+    ignore_index = effective_ignore(label_map, ignore_index)
+    check_labels_nonnegative(label_map, "label_map", ignore_index)
+    return ignore_index

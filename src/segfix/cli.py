@@ -198,7 +198,7 @@ class _LazyBar:
             self.bar.close()
 
 
-def _load_model(name: str, device: str | None):
+def _load_model(name: str, device: str | None, torch_compile: bool = False):
     from .model import SegFix
 
     if device is None and "LOCAL_RANK" in os.environ:
@@ -206,7 +206,8 @@ def _load_model(name: str, device: str | None):
 
         if torch.cuda.is_available():  # torchrun: one GPU per process on each node
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return SegFix.from_pretrained(name, device=device)
+    model = SegFix.from_pretrained(name, device=device)
+    return model.with_settings(torch_compile=True) if torch_compile else model
 
 
 def _shard(args: argparse.Namespace):
@@ -263,7 +264,7 @@ def _refine(args: argparse.Namespace) -> int:
 
     if (args.model is None) == (args.offsets is None):
         raise SystemExit("segfix refine: pass exactly one of --model or --offsets")
-    model = _load_model(args.model, args.device) if args.model else None
+    model = _load_model(args.model, args.device, args.compile) if args.model else None
     num_classes, ignore, label_format, palette = _preset(args.dataset)
     label_format = args.label_format or label_format
     ignore = args.ignore_index if args.ignore_index is not None else ignore
@@ -298,7 +299,7 @@ def _refine(args: argparse.Namespace) -> int:
 def _offsets(args: argparse.Namespace) -> int:
     from .folders import IMAGE_SUFFIXES, offsets_folder
 
-    model = _load_model(args.model, args.device)
+    model = _load_model(args.model, args.device, args.compile)
     shard = _shard(args)
     count = sum(1 for p in Path(args.images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     bar, update = _progress(len(shard.take(range(count))) if shard.index == 0 else 0, "segfix offsets")
@@ -387,6 +388,12 @@ def _convert(args: argparse.Namespace) -> int:
     convert_official_checkpoint(args.checkpoint, args.output, backbone=args.backbone)
     print(f"segfix convert-official: wrote {args.output} (load with SegFix.from_pretrained({args.output!r}))")
     return 0
+
+
+COMPILE_HELP = (
+    "run the model through torch.compile: the first image of each size compiles it (about a minute on a 2-core "
+    "CPU), the rest run faster (1.6x at 1024x2048 on an AVX2 CPU); pays for folders of many same-size images"
+)
 
 
 def _add_demo_command(sub) -> None:
@@ -545,6 +552,7 @@ def _add_refine_command(sub) -> None:
     rf.add_argument("--batch-size", type=_positive_int, default=4, help="images per network pass (default 4)")
     rf.add_argument("--workers", type=_positive_int, default=2, help="threads reading files (default 2)")
     rf.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    rf.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     rf.add_argument(
         "--save-viz",
         action="store_true",
@@ -574,6 +582,7 @@ def _add_offsets_command(sub) -> None:
     of.add_argument("--batch-size", type=_positive_int, default=4, help="images per network pass (default 4)")
     of.add_argument("--workers", type=_positive_int, default=2, help="threads reading files (default 2)")
     of.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    of.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     of.add_argument("--shard", type=_shard_type, metavar="K/N", help=SHARD_HELP)
     of.set_defaults(func=_offsets)
 

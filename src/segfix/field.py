@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ._checks import check_scale, describe
-from .directions import direction_to_offset
+from .directions import direction_to_offset, direction_vectors
 from .refine import refine_instances, refine_semantic
 from .settings import DecisionSettings
 from .vote import vote_labels
@@ -155,6 +155,7 @@ def decide(
     *,
     direction_prob: torch.Tensor | None = None,
     instance: bool = False,
+    overwrite_logits: bool = False,
 ) -> RefinementField:
     """The decision step: a network's dense outputs -> the field, by ``decision``.
 
@@ -165,27 +166,41 @@ def decide(
         direction_prob: ``direction_logits.softmax(1)`` when the caller has it already.
         instance: a field for instance masks: ``instance_scale`` and the argmax rule (masks are shifted, not
             voted on).
+        overwrite_logits: the caller no longer needs ``direction_logits``: their softmax may replace them in
+            place (a volume the size of the logits less at the peak).
 
     Returns:
         A :class:`RefinementField` on the inputs' device.
     """
     vote = decision.direction_vote and not instance
     moving = boundary_prob > decision.boundary_threshold
+    offsets = _argmax_offsets(direction_logits, moving)
     if decision.direction_threshold > 0 or vote:
-        if direction_prob is None:
+        if direction_prob is None and overwrite_logits:
+            # In place: at 4096x8192 the (N, D, H, W) volume is 1 GiB, and the logits are not needed after.
+            direction_prob = torch.softmax(direction_logits, 1, out=direction_logits)
+        elif direction_prob is None:
             direction_prob = direction_logits.softmax(1)
         if not vote:
             moving &= direction_prob.amax(1) > decision.direction_threshold
-    direction = direction_logits.argmax(1)
     return RefinementField(
         moving=moving,
-        offsets=direction_to_offset(direction, moving, num_directions=direction_logits.shape[1]),
+        offsets=offsets if vote or decision.direction_threshold == 0 else torch.where(moving[:, None], offsets, 0),
         direction_prob=direction_prob if vote else None,
         scale=decision.instance_scale if instance else decision.semantic_scale,
         iterations=decision.iterations,
         rule="vote" if vote else "argmax",
         min_share=decision.direction_threshold if vote else 0.0,
     )
+
+
+def _argmax_offsets(direction_logits: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """int8 ``(N, 2, H, W)`` steps of the argmax directions at the ``moving`` pixels, zero elsewhere. Built in
+    place on the int64 argmax, the one full-size integer map (at 4096x8192 each such map is 256 MiB)."""
+    count = direction_logits.shape[1]
+    table = torch.cat([torch.as_tensor(direction_vectors(count)), torch.zeros(1, 2, dtype=torch.int8)])
+    index = direction_logits.argmax(1).masked_fill_(~moving, count)
+    return table.to(index.device)[index].permute(0, 3, 1, 2).contiguous()
 
 
 def field_from_maps(

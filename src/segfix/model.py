@@ -160,6 +160,7 @@ class SegFix(
         min_short_side: int = 0,
         precision: str = "auto",
         flip_tta: bool = False,
+        torch_compile: bool = False,
         direction_vote: bool = False,
         ignore_index: int | None = 255,
     ) -> None:
@@ -198,13 +199,8 @@ class SegFix(
         other.__dict__["settings"] = self.settings.replace(**changes)
         return other
 
-    @property
-    def num_directions(self) -> int:
-        return int(self.network_config["num_directions"])
-
-    @property
-    def align_corners(self) -> bool:
-        return bool(self.network_config["align_corners"])
+    num_directions = property(lambda self: int(self.network_config["num_directions"]), doc="D, the direction classes")
+    align_corners = property(lambda self: bool(self.network_config["align_corners"]), doc="upsampling convention")
 
     @property
     def device(self) -> torch.device:
@@ -238,7 +234,7 @@ class SegFix(
         Returns:
             (boundary probability ``(N, H, W)``, direction logits ``(N, D, H, W)``), float32 on the model's device.
         """
-        groups = to_batch(image, self.device).groups
+        groups = to_batch(image, self.device, self.normalize).groups
         if len({tuple(g.shape[-2:]) for g in groups}) != 1:
             sizes = sorted({tuple(g.shape[-2:]) for g in groups})
             raise ValueError(f"dense: expected one image or images of one size, got sizes {sizes}")
@@ -255,8 +251,17 @@ class SegFix(
         if inference is not None:
             settings = self.settings.replace(inference=inference).inference
         factor = self.network_scale((int(images.shape[-2]), int(images.shape[-1])))
+        net = self.net
+        if settings.torch_compile:
+            if "compiled_net" not in self.__dict__:  # outside the module tree: the state dict stays the network's
+                self.__dict__["compiled_net"] = torch.compile(self.net)
+            net = self.__dict__["compiled_net"]
         return dense_prediction(
-            self.net, self.normalize(images), settings, input_factor=factor, align_corners=self.align_corners
+            net,
+            images,
+            settings,
+            input_factor=factor,
+            align_corners=self.align_corners,
         )
 
     @torch.inference_mode()
@@ -272,18 +277,16 @@ class SegFix(
             A :class:`Prediction`: ``(H, W)`` maps for one image, ``(N, H, W)`` for a batch; numpy for numpy/PIL
             input, torch tensors on the input's device for tensor input.
         """
-        batch = to_batch(image, self.device)
+        batch = to_batch(image, self.device, self.normalize)
         parts: list[list[torch.Tensor]] = [[], [], [], []]
         for group in batch.groups:
             prob, logits = self._dense(group, inference)
-            # In place: at 4096x8192 the (N, 8, H, W) volume is 1 GiB, and the logits are not needed after
-            # (the argmax of the probabilities is that of the logits).
+            direction = logits.argmax(1)
+            # In place: at 4096x8192 the (N, 8, H, W) volume is 1 GiB, and the logits are not needed after.
             softmax = torch.softmax(logits, 1, out=logits) if direction_prob else None
-            field = decide(prob, logits, self.settings.decision, direction_prob=softmax)
-            for part, x in zip(parts, (prob, logits.argmax(1), field.moving, softmax)):
-                part.append(x)
-        if not direction_prob:
-            parts[3] = []
+            moving = decide(prob, logits, self.settings.decision, direction_prob=softmax).moving
+            for part, x in zip(parts, (prob, direction, moving, softmax)):
+                part.extend([] if x is None else [x])
         return Prediction(*(finish(stack_or_list(x), batch) if x else None for x in parts))
 
     @torch.inference_mode()
@@ -292,15 +295,15 @@ class SegFix(
     ) -> RefinementField | list[RefinementField]:
         """The :class:`~segfix.field.RefinementField` of an image (or a batch of one size; a list of fields
         for images of different sizes), on the model's device; ``instance``: for instance masks."""
-        return self._fields(to_batch(image, self.device), inference, instance)
+        return self._fields(to_batch(image, self.device, self.normalize), inference, instance)
 
+    @torch.inference_mode()
     def _fields(
         self, batch: ImageBatch, inference: str | None, instance: bool
     ) -> RefinementField | list[RefinementField]:
-        with torch.inference_mode():
-            fields = [
-                decide(*self._dense(g, inference), self.settings.decision, instance=instance) for g in batch.groups
-            ]
+        decision = self.settings.decision
+        dense = (self._dense(g, inference) for g in batch.groups)
+        fields = [decide(*d, decision, instance=instance, overwrite_logits=True) for d in dense]
         if len({f.size for f in fields}) == 1:
             return concat_fields(fields)
         return fields
@@ -309,7 +312,7 @@ class SegFix(
     def predict_offsets(self, image: ImageInput, *, inference: str | None = None) -> Any:
         """Integer offsets ``(2, H, W)`` (or ``(N, 2, H, W)``), int8, channel order ``(dy, dx)``, unscaled,
         zero off the predicted boundary (the argmax rule's field)."""
-        batch = to_batch(image, self.device)
+        batch = to_batch(image, self.device, self.normalize)
         dense = (self._dense(group, inference) for group in batch.groups)
         offsets = [decide(*outputs, self.settings.decision, instance=True).offsets for outputs in dense]
         return finish(stack_or_list(offsets), batch)
@@ -342,7 +345,7 @@ class SegFix(
             return [self.refine(i, m, scale=scale, iterations=iterations, inference=inference) for i, m in images]
         require_label_array(label_map, "label_map")
         _check_steps(scale, iterations)  # refuse bad values before the network runs
-        batch = to_batch(image, self.device)
+        batch = to_batch(image, self.device, self.normalize)
         field = _one_field(self._fields(batch, inference, instance=False))
         check_field_labels(label_map, field, single=batch.single)
         return apply_field(field.with_steps(scale, iterations), label_map, ignore_index=self.ignore_index)
@@ -390,7 +393,7 @@ class SegFix(
         argmax rule); see :func:`segfix.refine_instances` for ``scores`` and ``resolve_overlaps``."""
         require_label_array(masks, "masks")
         _check_steps(scale, iterations)
-        batch = to_batch(image, self.device)
+        batch = to_batch(image, self.device, self.normalize)
         field = _one_field(self._fields(batch, inference, instance=True))
         check_field_labels(masks, field, single=batch.single, instance=True)
         field = field.with_steps(scale, iterations)

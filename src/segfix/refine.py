@@ -10,11 +10,9 @@ import torch
 from ._checks import (
     LabelArray,
     check_array,
-    check_labels_nonnegative,
+    check_label_map,
     check_ndim,
     describe,
-    effective_ignore,
-    is_integer_dtype,
 )
 from .directions import direction_to_offset
 from .shift import shift_labels
@@ -75,12 +73,7 @@ def refine_semantic(
         >>> int((segfix.refine_semantic(coarse, offsets) != truth).sum()), int((coarse != truth).sum())
         (0, 64)
     """
-    check_array(label_map, "label_map")
-    if not is_integer_dtype(label_map):
-        raise TypeError(f"label_map: expected an integer dtype, got {describe(label_map)}")
-    check_ndim(label_map, "label_map", (2, 3), "(H, W) or (N, H, W)")
-    ignore_index = effective_ignore(label_map, ignore_index)
-    check_labels_nonnegative(label_map, "label_map", ignore_index)
+    ignore_index = check_label_map(label_map, ignore_index)
     offsets = resolve_offsets(offsets, boundary, direction, num_directions)
     refined = shift_labels(label_map, offsets, scale=scale, iterations=iterations)
     if ignore_index is None:

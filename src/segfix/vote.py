@@ -21,13 +21,10 @@ import torch
 from ._checks import (
     LabelArray,
     check_array,
-    check_labels_nonnegative,
-    check_ndim,
+    check_label_map,
     check_scale,
     computable,
     describe,
-    effective_ignore,
-    is_integer_dtype,
     native_byte_order,
 )
 from .directions import direction_vectors
@@ -79,12 +76,7 @@ def vote_labels(
 def _checked_vote_inputs(label_map, direction_prob, moving, scale, min_share, ignore_index):
     """Validate :func:`vote_labels`' arguments -> batched tensors (labels, prob, mask) on the labels' device,
     the effective ignore label and the scale."""
-    check_array(label_map, "label_map")
-    if not is_integer_dtype(label_map):
-        raise TypeError(f"label_map: expected an integer dtype, got {describe(label_map)}")
-    check_ndim(label_map, "label_map", (2, 3), "(H, W) or (N, H, W)")
-    ignore_index = effective_ignore(label_map, ignore_index)
-    check_labels_nonnegative(label_map, "label_map", ignore_index)
+    ignore_index = check_label_map(label_map, ignore_index)
     scale = check_scale(scale)
     if isinstance(min_share, bool) or not isinstance(min_share, (int, float, np.integer, np.floating)):
         raise TypeError(f"min_share: expected a number in [0, 1), got {min_share!r}")
