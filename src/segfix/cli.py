@@ -332,6 +332,7 @@ def _label_settings(args: argparse.Namespace, command: str) -> tuple[int, int, s
 def _eval(args: argparse.Namespace) -> int:
     import json
 
+    from ._io import atomic_write
     from .evaluation import comparison_markdown, evaluate_folder, write_results_csv
 
     num_classes, ignore, label_format, names = _label_settings(args, "eval")
@@ -355,9 +356,10 @@ def _eval(args: argparse.Namespace) -> int:
     table = comparison_markdown(results[0], results[-1], folders) if len(results) == 2 else results[0].to_markdown()
     print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps({str(f): r.as_dict() for f, r in zip(folders, results)}, indent=1))
+        payload = json.dumps({str(f): r.as_dict() for f, r in zip(folders, results)}, indent=1)
+        atomic_write(Path(args.json), lambda tmp: tmp.write_text(payload))
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+        atomic_write(Path(args.markdown), lambda tmp: tmp.write_text(table + "\n"))
     if args.csv:
         write_results_csv(Path(args.csv), results, folders)
     return 0
