@@ -333,17 +333,17 @@ def _eval(args: argparse.Namespace) -> int:
     import json
 
     from ._io import atomic_write
-    from .evaluation import comparison_markdown, evaluate_folder, write_results_csv
+    from .evaluation import comparison_markdown, evaluate_pairs, matching_pairs, write_results_csv
 
     num_classes, ignore, label_format, names = _label_settings(args, "eval")
     folders = [Path(args.pred)] + ([Path(args.compare)] if args.compare else [])
     results = []
     for folder in folders:
-        bar, update = _progress(len(list(Path(args.gt).rglob("*.png"))), f"segfix eval {folder.name}")
+        pairs = matching_pairs(folder, Path(args.gt))
+        bar, update = _progress(len(pairs), f"segfix eval {folder.name}")
         results.append(
-            evaluate_folder(
-                folder,
-                Path(args.gt),
+            evaluate_pairs(
+                pairs,
                 num_classes=num_classes,
                 stored_ignore=ignore,
                 label_format=label_format,
@@ -366,12 +366,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from .evaluation import boundary_statistics_folder, statistics_markdown
+    from .evaluation import boundary_statistics_files, ground_truth_files, statistics_markdown
 
     num_classes, ignore, label_format, names = _label_settings(args, "stats")
-    bar, update = _progress(len(list(Path(args.gt).rglob("*.png"))) if Path(args.gt).is_dir() else 0, "segfix stats")
-    stats = boundary_statistics_folder(
-        Path(args.gt),
+    files = ground_truth_files(Path(args.gt))
+    bar, update = _progress(len(files), "segfix stats")
+    stats = boundary_statistics_files(
+        files,
         num_classes=num_classes,
         stored_ignore=ignore,
         label_format=label_format,

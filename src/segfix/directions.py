@@ -157,10 +157,9 @@ def direction_to_offset(direction, boundary, *, num_directions: int = 8):
     if isinstance(direction, torch.Tensor):
         lut = torch.from_numpy(table).to(direction.device)
         wide = direction.long()  # torch has no comparisons on uint16/32/64
-        index = torch.where(wide < 0, num_directions, wide)
-        index = torch.where(boundary.bool(), index, num_directions)
+        # One full-size index map, not two: at 4096x8192 each is 256 MiB.
+        index = torch.where(boundary.bool() & (wide >= 0), wide, num_directions)
         return torch.movedim(lut[index], -1, channel_axis).contiguous()
     assert isinstance(boundary, np.ndarray)  # checked above: both numpy or both torch
-    rows = np.where(direction < 0, num_directions, direction)
-    rows = np.where(boundary.astype(bool), rows, num_directions)
+    rows = np.where(boundary.astype(bool) & (direction >= 0), direction, num_directions)
     return np.ascontiguousarray(np.moveaxis(table[rows], -1, channel_axis))

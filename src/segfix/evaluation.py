@@ -20,9 +20,12 @@ from .formats import encode_labels
 from .metrics import BoundaryStatistics, MetricsResult, SegmentationMetrics
 
 __all__ = [
+    "boundary_statistics_files",
     "boundary_statistics_folder",
     "comparison_markdown",
     "evaluate_folder",
+    "evaluate_pairs",
+    "ground_truth_files",
     "matching_pairs",
     "read_ground_truth",
     "statistics_markdown",
@@ -66,8 +69,31 @@ def evaluate_folder(
     progress: Callable[[int], None] | None = None,
 ) -> MetricsResult:
     """IoU and boundary F-scores of the predictions in ``pred_dir`` against ``gt_dir`` (matched by name)."""
+    pairs = matching_pairs(Path(pred_dir), Path(gt_dir))
+    return evaluate_pairs(
+        pairs,
+        num_classes=num_classes,
+        stored_ignore=stored_ignore,
+        label_format=label_format,
+        class_names=class_names,
+        tolerances=tolerances,
+        progress=progress,
+    )
+
+
+def evaluate_pairs(
+    pairs: Sequence[tuple[Path, Path]],
+    *,
+    num_classes: int,
+    stored_ignore: int = 255,
+    label_format: str = "trainid",
+    class_names: Sequence[str] | None = None,
+    tolerances: Sequence[int] = (1, 2, 3),
+    progress: Callable[[int], None] | None = None,
+) -> MetricsResult:
+    """:func:`evaluate_folder` over given (prediction, ground truth) pairs (:func:`matching_pairs`)."""
     metrics = SegmentationMetrics(num_classes, ignore_index=255, tolerances=tuple(tolerances), class_names=class_names)
-    for pred_path, gt_path in matching_pairs(Path(pred_dir), Path(gt_dir)):
+    for pred_path, gt_path in pairs:
         try:
             gt = read_ground_truth(gt_path, label_format, stored_ignore)
             pred = encode_labels(read_label(pred_path), label_format)
@@ -120,6 +146,19 @@ def write_results_csv(path: Path, results: Sequence[MetricsResult], folders: Seq
     atomic_write(path, write)
 
 
+def ground_truth_files(gt_dir: Path) -> list[Path]:
+    """The visible ground-truth PNGs under ``gt_dir``, sorted.
+
+    Raises:
+        FileNotFoundError: a missing folder, or no PNG in it.
+    """
+    require_folder(Path(gt_dir), "ground truth")
+    files = sorted(p for p in Path(gt_dir).rglob("*.png") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"ground truth: no .png files under {gt_dir}")
+    return files
+
+
 def boundary_statistics_folder(
     gt_dir: Path,
     *,
@@ -131,10 +170,28 @@ def boundary_statistics_folder(
     progress: Callable[[int], None] | None = None,
 ) -> BoundaryStatistics:
     """How much of each class lies within each width of a boundary, over the ground-truth PNGs in ``gt_dir``."""
-    require_folder(Path(gt_dir), "ground truth")
-    files = sorted(p for p in Path(gt_dir).rglob("*.png") if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise FileNotFoundError(f"ground truth: no .png files under {gt_dir}")
+    return boundary_statistics_files(
+        ground_truth_files(Path(gt_dir)),
+        num_classes=num_classes,
+        stored_ignore=stored_ignore,
+        label_format=label_format,
+        class_names=class_names,
+        widths=widths,
+        progress=progress,
+    )
+
+
+def boundary_statistics_files(
+    files: Sequence[Path],
+    *,
+    num_classes: int,
+    stored_ignore: int = 255,
+    label_format: str = "trainid",
+    class_names: Sequence[str] | None = None,
+    widths: Sequence[float] = (1, 2, 3, 4, 5),
+    progress: Callable[[int], None] | None = None,
+) -> BoundaryStatistics:
+    """:func:`boundary_statistics_folder` over given ground-truth files (:func:`ground_truth_files`)."""
     stats = BoundaryStatistics(num_classes, widths=tuple(widths), class_names=class_names)
     for path in files:
         try:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_scale, describe
-from .directions import direction_to_offset, direction_vectors
+from ._checks import check_positive_int, check_scale, describe
+from .directions import direction_to_offset
 from .refine import refine_instances, refine_semantic
 from .settings import DecisionSettings
 from .vote import vote_labels
@@ -35,6 +35,7 @@ __all__ = [
     "decide",
     "field_from_maps",
     "field_from_offsets",
+    "moving_pixels",
 ]
 
 RULES = ("argmax", "vote")
@@ -92,8 +93,7 @@ class RefinementField:
         if scale is not None:
             changes["scale"] = check_scale(scale)
         if iterations is not None:
-            if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-                raise ValueError(f"iterations: expected a positive integer, got {iterations!r}")
+            check_positive_int(iterations, "iterations")
             changes["iterations"] = int(iterations)
         return dataclasses.replace(self, **changes) if changes else self
 
@@ -173,19 +173,15 @@ def decide(
         A :class:`RefinementField` on the inputs' device.
     """
     vote = decision.direction_vote and not instance
-    moving = boundary_prob > decision.boundary_threshold
-    offsets = _argmax_offsets(direction_logits, moving)
-    if decision.direction_threshold > 0 or vote:
-        if direction_prob is None and overwrite_logits:
-            # In place: at 4096x8192 the (N, D, H, W) volume is 1 GiB, and the logits are not needed after.
-            direction_prob = torch.softmax(direction_logits, 1, out=direction_logits)
-        elif direction_prob is None:
-            direction_prob = direction_logits.softmax(1)
-        if not vote:
-            moving &= direction_prob.amax(1) > decision.direction_threshold
+    direction = direction_logits.argmax(1)
+    if (vote or decision.direction_threshold > 0) and direction_prob is None:
+        # In place where allowed: at 4096x8192 the (N, D, H, W) volume is 1 GiB.
+        out = direction_logits if overwrite_logits else None
+        direction_prob = torch.softmax(direction_logits, 1, out=out)
+    moving = moving_pixels(boundary_prob, decision, direction_prob, instance=instance)
     return RefinementField(
         moving=moving,
-        offsets=offsets if vote or decision.direction_threshold == 0 else torch.where(moving[:, None], offsets, 0),
+        offsets=direction_to_offset(direction, moving, num_directions=direction_logits.shape[1]),
         direction_prob=direction_prob if vote else None,
         scale=decision.instance_scale if instance else decision.semantic_scale,
         iterations=decision.iterations,
@@ -194,13 +190,22 @@ def decide(
     )
 
 
-def _argmax_offsets(direction_logits: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
-    """int8 ``(N, 2, H, W)`` steps of the argmax directions at the ``moving`` pixels, zero elsewhere. Built in
-    place on the int64 argmax, the one full-size integer map (at 4096x8192 each such map is 256 MiB)."""
-    count = direction_logits.shape[1]
-    table = torch.cat([torch.as_tensor(direction_vectors(count)), torch.zeros(1, 2, dtype=torch.int8)])
-    index = direction_logits.argmax(1).masked_fill_(~moving, count)
-    return table.to(index.device)[index].permute(0, 3, 1, 2).contiguous()
+def moving_pixels(
+    boundary_prob: torch.Tensor,
+    decision: DecisionSettings,
+    direction_prob: torch.Tensor | None = None,
+    *,
+    instance: bool = False,
+) -> torch.Tensor:
+    """bool ``(N, H, W)``: the pixels whose boundary probability exceeds ``boundary_threshold`` and, for the
+    argmax rule with a ``direction_threshold``, whose argmax direction is that confident (``direction_prob``
+    ``(N, D, H, W)`` is then needed)."""
+    moving = boundary_prob > decision.boundary_threshold
+    if decision.direction_threshold > 0 and not (decision.direction_vote and not instance):
+        if direction_prob is None:
+            raise ValueError("moving_pixels: a direction_threshold needs direction_prob")
+        moving &= direction_prob.amax(1) > decision.direction_threshold
+    return moving
 
 
 def field_from_maps(

@@ -33,6 +33,7 @@ from .field import (
     concat_fields,
     decide,
     field_from_maps,
+    moving_pixels,
 )
 from .hub import ModelLoadError, SegFixHubMixin
 from .inference import dense_prediction
@@ -282,10 +283,12 @@ class SegFix(
         for group in batch.groups:
             prob, logits = self._dense(group, inference)
             direction = logits.argmax(1)
+            decision = self.settings.decision
             # In place: at 4096x8192 the (N, 8, H, W) volume is 1 GiB, and the logits are not needed after.
-            softmax = torch.softmax(logits, 1, out=logits) if direction_prob else None
-            moving = decide(prob, logits, self.settings.decision, direction_prob=softmax).moving
-            for part, x in zip(parts, (prob, direction, moving, softmax)):
+            wanted = direction_prob or (decision.direction_threshold > 0 and not decision.direction_vote)
+            softmax = torch.softmax(logits, 1, out=logits) if wanted else None
+            moving = moving_pixels(prob, decision, softmax)
+            for part, x in zip(parts, (prob, direction, moving, softmax if direction_prob else None)):
                 part.extend([] if x is None else [x])
         return Prediction(*(finish(stack_or_list(x), batch) if x else None for x in parts))
 

@@ -90,10 +90,9 @@ class Preprocessing:
             raise ValueError(f"mean/std: expected 3 values each (std > 0), got mean={self.mean!r}, std={self.std!r}")
         object.__setattr__(self, "mean", tuple(float(v) for v in mean))
         object.__setattr__(self, "std", tuple(float(v) for v in std))
-        if isinstance(self.input_scale, bool) or not isinstance(self.input_scale, (int, float)):
-            raise ValueError(f"input_scale: expected a factor in (0, 4], got {self.input_scale!r}")
-        if not 0 < self.input_scale <= 4:
-            raise ValueError(f"input_scale: expected a factor in (0, 4], got {self.input_scale!r}")
+        scale = self.input_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 4:
+            raise ValueError(f"input_scale: expected a factor in (0, 4], got {scale!r}")
         _check_int(self.min_short_side, "min_short_side", 0, MAX_SHORT_SIDE)
 
     def network_scale(self, size: tuple[int, int]) -> float:
