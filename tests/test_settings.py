@@ -126,4 +126,3 @@ def test_a_compiled_model_refines_as_the_eager_one():
     prob_c, logits_c = compiled.dense(image)
     torch.testing.assert_close(prob_c, prob_e, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(logits_c, logits_e, atol=1e-4, rtol=1e-4)
-    assert "compiled_net" in compiled.__dict__ and "compiled_net" not in eager.__dict__

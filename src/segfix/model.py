@@ -35,6 +35,7 @@ from .field import (
     field_from_maps,
     moving_pixels,
 )
+from .fusion import InferenceNetwork
 from .hub import ModelLoadError, SegFixHubMixin
 from .inference import dense_prediction
 from .network import SegFixNet
@@ -252,13 +253,9 @@ class SegFix(
         if inference is not None:
             settings = self.settings.replace(inference=inference).inference
         factor = self.network_scale((int(images.shape[-2]), int(images.shape[-1])))
-        net = self.net
-        if settings.torch_compile:
-            if "compiled_net" not in self.__dict__:  # outside the module tree: the state dict stays the network's
-                self.__dict__["compiled_net"] = torch.compile(self.net)
-            net = self.__dict__["compiled_net"]
         return dense_prediction(
-            net,
+            # outside the module tree: the state dict stays the network's; shared with with_settings() copies
+            self.__dict__.setdefault("inference_net", InferenceNetwork()).get(self.net, settings.torch_compile),
             images,
             settings,
             input_factor=factor,
