@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import cast
 
 import torch
 from torch import nn
@@ -52,8 +53,11 @@ def fold_batchnorm(
     pairs = _conv_bn_pairs(folded, probe.to(work_dtype))
     for conv_name, bn_name in pairs:
         conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
+        activation = _activation_after(bn)
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d) or activation is None:
+            continue  # cannot happen: _conv_bn_pairs only pairs these
         folded.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
-        folded.set_submodule(bn_name, _activation_after(bn))
+        folded.set_submodule(bn_name, activation)
     reference = network if work_dtype == dtype else copy.deepcopy(network).to(work_dtype)
     _check_same_outputs(reference, folded, probe.to(work_dtype), rtol, atol)
     return folded.to(dtype), len(pairs)
@@ -109,7 +113,7 @@ def _activation_after(bn: nn.Module) -> nn.Module | None:
     if isinstance(activation, str):  # segfix.network.BNAct
         return nn.ReLU() if activation == "relu" else nn.LeakyReLU(0.01)
     if type(bn).__name__ == "BatchNormAct2d" and hasattr(bn, "act") and hasattr(bn, "drop"):  # timm
-        return nn.Sequential(bn.drop, bn.act)
+        return nn.Sequential(cast(nn.Module, bn.drop), cast(nn.Module, bn.act))
     return None
 
 
@@ -155,7 +159,8 @@ class InferenceNetwork:
         built = self._built.get(compiled)
         if built is None or built[0] != key:
             net = network if training else _folded(network)
-            built = self._built[compiled] = (key, torch.compile(net) if compiled else net)
+            runner = cast(nn.Module, torch.compile(net)) if compiled else net
+            built = self._built[compiled] = (key, runner)
         return built[1]
 
 
