@@ -83,13 +83,11 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
     import torch.nn.functional as F
 
     import segfix
-    from segfix.fusion import fold_batchnorm
+    from segfix.fusion import InferenceNetwork
     from segfix.precision import autocast_context
 
     model = load(model_name, {})
-    # what refine runs: the batch norms folded into the convolutions
-    net, _ = fold_batchnorm(model.net, torch.randn(1, 3, 64, 64))
-    net.to(memory_format=torch.channels_last)
+    net = InferenceNetwork().get(model.net)  # what refine runs: the batch norms folded into the convolutions
     image, labels = scene(shape)
     x = model.normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
     x = x.contiguous(memory_format=torch.channels_last)
