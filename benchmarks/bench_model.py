@@ -27,6 +27,7 @@ from _common import machine, median_seconds, print_table, voronoi_labels  # noqa
 # Variants of the shipped model: what its own settings cost, and what each lever would change.
 VARIANTS = {
     "as shipped": {},
+    "network at full resolution": {"max_network_pixels": 0},
     "as shipped, fp32": {"precision": "fp32"},
     "with flip averaging": {"flip_tta": True},
     "argmax rule (no vote)": {"direction_vote": False},
@@ -78,24 +79,35 @@ def run_variant(model_name: str, variant: str, shape: tuple[int, int], repeat: i
 
 
 def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
-    """The shipped refine path, stage by stage (one network pass; flip averaging repeats the first four)."""
+    """The shipped refine path, stage by stage, through the library's own objects (one network pass; flip
+    averaging repeats the network stages)."""
     import torch
     import torch.nn.functional as F
 
-    import segfix
+    from segfix.batching import to_batch
+    from segfix.field import apply_field, decide
     from segfix.fusion import InferenceNetwork
+    from segfix.inference import NetworkOutputs
     from segfix.precision import autocast_context
 
     model = load(model_name, {})
     net = InferenceNetwork().get(model.net)  # what refine runs: the batch norms folded into the convolutions
     image, labels = scene(shape)
-    x = model.normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
-    x = x.contiguous(memory_format=torch.channels_last)
+    factor = model.network_scale(shape)
+    network_size = tuple(max(1, round(s * factor)) for s in shape)
 
     def autocast():
-        return autocast_context(x.device, model.precision)
+        return autocast_context(torch.device("cpu"), model.precision)
 
     with torch.inference_mode():
+
+        def network_input():
+            x = to_batch(image, model.device, model.normalize).groups[0]
+            if factor != 1.0:
+                x = F.interpolate(x, size=network_size, mode="bilinear", align_corners=False)
+            return x.contiguous(memory_format=torch.channels_last)
+
+        x = network_input()
 
         def backbone():
             with autocast():
@@ -115,29 +127,21 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
 
         b, d = heads()
 
-        def upsample():
-            prob = F.interpolate(b.float().softmax(1)[:, 1:2], size=shape, mode="bilinear")[:, 0]
-            return prob, F.interpolate(d.float(), size=shape, mode="bilinear")
+        def decision():  # boundary probability to image size, directions sampled at the candidates only
+            outputs = NetworkOutputs(b.float().softmax(1)[:, 1].contiguous(), d.float(), shape, model.align_corners)
+            return decide(outputs, model.settings.decision)
 
-        prob, logits = upsample()
-
-        def decide():
-            return prob[0] > model.boundary_threshold, logits[0].softmax(0), logits[0].argmax(0)
-
-        moving, direction_prob, direction = decide()
+        field = decision()
 
         def label_step():
-            if model.direction_vote:
-                return segfix.vote_labels(labels, direction_prob, moving, scale=model.semantic_scale)
-            offsets = segfix.direction_to_offset(direction, moving).numpy()
-            return segfix.refine_semantic(labels, offsets, scale=model.semantic_scale)
+            return apply_field(field, labels, ignore_index=model.ignore_index)
 
         stages = {
+            f"input (to {network_size[0]}x{network_size[1]})": network_input,
             "backbone": backbone,
             "decoder": decoder,
             "heads": heads,
-            "upsampling": upsample,
-            "decision": decide,
+            "decision (to image size)": decision,
             "vote" if model.direction_vote else "shift": label_step,
         }
         return {name: median_seconds(fn, repeat=repeat, warmup=1) for name, fn in stages.items()}
@@ -219,7 +223,10 @@ def main() -> None:
         r = child(variant)
         ratio = crf["total"] / r["total"] if crf else float("nan")
         target = "yes" if ratio >= 15 else "no"
-        settings = f"{r['precision']}, {'vote' if r['vote'] else 'argmax'}, {'flip' if r['flip'] else 'no flip'}"
+        settings = (
+            f"{r['precision']}, {'vote' if r['vote'] else 'argmax'}, {'flip' if r['flip'] else 'no flip'}, "
+            f"network x{r['network_scale']:.2f}"
+        )
         rows.append(
             [
                 variant,

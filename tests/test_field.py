@@ -17,20 +17,23 @@ from segfix.field import (
     field_from_maps,
     field_from_offsets,
 )
+from segfix.inference import NetworkOutputs, bilinear_at
 from segfix.settings import DecisionSettings
 
 TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
 
 def dense_outputs(seed: int = 0, n: int = 1, h: int = 12, w: int = 14):
+    """(boundary probability, direction logits) at image resolution, and the same as NetworkOutputs."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, h, w, generator=g), torch.randn(n, 8, h, w, generator=g)
+    prob, logits = torch.rand(n, h, w, generator=g), torch.randn(n, 8, h, w, generator=g)
+    return prob, logits, NetworkOutputs(prob, logits, (h, w))
 
 
 def test_decide_matches_the_thresholds_computed_by_hand():
-    prob, logits = dense_outputs()
+    prob, logits, outputs = dense_outputs()
     softmax = logits.double().softmax(1)
-    field = decide(prob, logits, DecisionSettings(boundary_threshold=0.4, direction_threshold=0.3))
+    field = decide(outputs, DecisionSettings(boundary_threshold=0.4, direction_threshold=0.3))
     expected = (prob > 0.4) & (softmax.amax(1) > 0.3)
     assert torch.equal(field.moving, expected)
     vectors = torch.as_tensor(segfix.direction_vectors(8))
@@ -40,25 +43,26 @@ def test_decide_matches_the_thresholds_computed_by_hand():
 
 
 def test_the_vote_field_keeps_every_boundary_pixel_and_its_probabilities():
-    prob, logits = dense_outputs(1)
+    prob, logits, outputs = dense_outputs(1)
     decision = DecisionSettings(direction_vote=True, direction_threshold=0.3, semantic_scale=1)
-    field = decide(prob, logits, decision)
+    field = decide(outputs, decision)
     assert torch.equal(field.moving, prob > 0.5)  # the share is the vote's, not a per-pixel filter
-    torch.testing.assert_close(field.direction_prob, logits.softmax(1))
+    torch.testing.assert_close(field.direction_prob, logits.softmax(1).permute(0, 2, 3, 1)[prob > 0.5])
     assert (field.rule, field.min_share, field.scale) == ("vote", 0.3, 1)
     # Instance fields never vote: masks are shifted.
-    instance = decide(prob, logits, decision, instance=True)
+    instance = decide(outputs, decision, instance=True)
     assert (instance.rule, instance.scale, instance.direction_prob) == ("argmax", 1, None)
 
 
 def test_apply_field_is_refine_semantic_for_argmax_and_vote_labels_for_the_vote():
-    prob, logits = dense_outputs(2)
+    prob, logits, outputs = dense_outputs(2)
     labels = np.random.default_rng(0).integers(0, 4, (12, 14)).astype(np.uint8)
-    argmax = decide(prob, logits, DecisionSettings(semantic_scale=2, iterations=2))
+    argmax = decide(outputs, DecisionSettings(semantic_scale=2, iterations=2))
     expected = segfix.refine_semantic(labels, argmax.offsets[0].numpy(), scale=2, iterations=2)
     np.testing.assert_array_equal(apply_field(argmax, labels), expected)
-    vote = decide(prob, logits, DecisionSettings(direction_vote=True, semantic_scale=1))
-    expected = segfix.vote_labels(labels, vote.direction_prob[0], vote.moving[0], scale=1)
+    vote = decide(outputs, DecisionSettings(direction_vote=True, semantic_scale=1))
+    dense_prob = logits.softmax(1)[0]
+    expected = segfix.vote_labels(labels, dense_prob, vote.moving[0], scale=1)
     np.testing.assert_array_equal(apply_field(vote, labels), expected)
     tensor = apply_field(vote, torch.from_numpy(labels)[None])
     assert tensor.shape == (1, 12, 14) and tensor.dtype == torch.uint8
@@ -66,10 +70,11 @@ def test_apply_field_is_refine_semantic_for_argmax_and_vote_labels_for_the_vote(
 
 
 def test_a_field_from_stored_offsets_and_probabilities_gives_the_vote_back():
-    prob, logits = dense_outputs(3)
-    vote = decide(prob, logits, DecisionSettings(direction_vote=True, semantic_scale=1, boundary_threshold=0.3))
+    prob, logits, outputs = dense_outputs(3)
+    vote = decide(outputs, DecisionSettings(direction_vote=True, semantic_scale=1, boundary_threshold=0.3))
     moving = vote.moving[0].numpy()
-    stored = np.moveaxis(vote.direction_prob[0].numpy(), 0, -1)[moving]
+    stored = np.moveaxis(logits.softmax(1)[0].numpy(), 0, -1)[moving]
+    np.testing.assert_allclose(vote.direction_prob.numpy(), stored, rtol=1e-6)
     rebuilt = field_from_offsets(vote.offsets[0].numpy(), scale=1, rule="vote", vote_prob=stored)
     labels = np.random.default_rng(1).integers(0, 5, (12, 14))
     np.testing.assert_array_equal(apply_field(rebuilt, labels), apply_field(vote, labels))
@@ -80,9 +85,9 @@ def test_a_field_from_stored_offsets_and_probabilities_gives_the_vote_back():
 def test_offset_files_round_trip_the_field(tmp_path):
     from segfix.formats import read_field, write_field
 
-    prob, logits = dense_outputs(4)
+    prob, logits, outputs = dense_outputs(4)
     for decision in (DecisionSettings(semantic_scale=3, iterations=2), DecisionSettings(direction_vote=True)):
-        field = decide(prob, logits, decision)
+        field = decide(outputs, decision)
         write_field(tmp_path / "f.npz", field)
         back = read_field(tmp_path / "f.npz", default_scale=2)
         assert (back.rule, back.scale, back.iterations) == (field.rule, field.scale, field.iterations)
@@ -91,8 +96,8 @@ def test_offset_files_round_trip_the_field(tmp_path):
 
 
 def test_fields_refuse_what_does_not_fit():
-    prob, logits = dense_outputs(5, n=2)
-    field = decide(prob, logits, DecisionSettings())
+    prob, logits, outputs = dense_outputs(5, n=2)
+    field = decide(outputs, DecisionSettings())
     with pytest.raises(ValueError, match="one map"):
         apply_field(field, np.zeros((12, 14), np.int64))
     with pytest.raises(ValueError, match="needs direction_prob"):
@@ -105,12 +110,57 @@ def test_fields_refuse_what_does_not_fit():
 
 
 def test_instances_take_the_field_of_their_image():
-    prob, logits = dense_outputs(6)
-    field = decide(prob, logits, DecisionSettings(), instance=True)
+    prob, logits, outputs = dense_outputs(6)
+    field = decide(outputs, DecisionSettings(), instance=True)
     masks = np.zeros((2, 12, 14), bool)
     masks[0, :6], masks[1, 6:] = True, True
     expected = segfix.refine_instances(masks, field.offsets[0].numpy(), scale=1)
     np.testing.assert_array_equal(apply_field_to_instances(field, masks), expected)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("grid, size", [((6, 7), (12, 14)), ((5, 9), (17, 31)), ((12, 14), (7, 5)), ((1, 3), (4, 4))])
+def test_bilinear_at_equals_interpolating_every_pixel(grid, size, align_corners):
+    g = torch.Generator().manual_seed(8)
+    maps = torch.randn(2, 8, *grid, generator=g)
+    full = torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=align_corners)
+    index = torch.meshgrid(torch.arange(2), torch.arange(size[0]), torch.arange(size[1]), indexing="ij")
+    index = tuple(i.reshape(-1) for i in index)
+    torch.testing.assert_close(bilinear_at(maps, index, size, align_corners), full[index[0], :, index[1], index[2]])
+
+
+def test_deciding_on_the_network_grid_gives_the_field_of_the_resampled_maps():
+    g = torch.Generator().manual_seed(9)
+    low = NetworkOutputs(torch.rand(2, 7, 9, generator=g), 3 * torch.randn(2, 8, 7, 9, generator=g), (14, 17))
+    prob, logits = low.full()
+    assert prob.shape == (2, 14, 17) and logits.shape == (2, 8, 14, 17)
+    full = NetworkOutputs(prob, logits, (14, 17))
+    for decision in (
+        DecisionSettings(boundary_threshold=0.3, direction_threshold=0.4),
+        DecisionSettings(direction_vote=True, semantic_scale=1, boundary_threshold=0.4),
+    ):
+        sparse, dense = decide(low, decision), decide(full, decision)
+        assert torch.equal(sparse.moving, dense.moving) and torch.equal(sparse.offsets, dense.offsets)
+        if decision.direction_vote:
+            torch.testing.assert_close(sparse.direction_prob, dense.direction_prob)
+            labels = np.random.default_rng(6).integers(0, 4, (2, 14, 17))
+            np.testing.assert_array_equal(apply_field(sparse, labels), apply_field(dense, labels))
+
+
+def test_a_batched_vote_field_splits_and_joins_by_image():
+    from segfix.field import concat_fields
+
+    prob, logits, outputs = dense_outputs(10, n=3)
+    field = decide(outputs, DecisionSettings(direction_vote=True, semantic_scale=1))
+    parts = [field[i] for i in range(3)]
+    for i, part in enumerate(parts):
+        expected = logits.softmax(1)[i].permute(1, 2, 0)[prob[i] > 0.5]
+        torch.testing.assert_close(part.direction_prob, expected)
+    assert torch.equal(field[-1].direction_prob, parts[2].direction_prob)
+    joined = concat_fields(parts)
+    assert torch.equal(joined.direction_prob, field.direction_prob) and torch.equal(joined.moving, field.moving)
+    with pytest.raises(ValueError, match="K="):
+        dataclasses.replace(field, direction_prob=field.direction_prob[1:])
 
 
 def test_model_routes_share_the_field():
@@ -130,10 +180,11 @@ def test_model_routes_share_the_field():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_numpy_labels_meet_a_cuda_field_on_the_device():
-    prob, logits = (x.cuda() for x in dense_outputs(7))
+    prob, logits, _ = dense_outputs(7)
+    outputs = NetworkOutputs(prob.cuda(), logits.cuda(), (12, 14))
     labels = np.random.default_rng(5).integers(0, 6, (12, 14)).astype(np.uint8)
     for decision in (DecisionSettings(), DecisionSettings(direction_vote=True)):
-        field = decide(prob, logits, decision)
+        field = decide(outputs, decision)
         on_host = apply_field(field.numpy(), labels)
         result = apply_field(field, labels)
         assert isinstance(result, np.ndarray) and result.dtype == np.uint8

@@ -33,6 +33,23 @@ def test_groups_are_frozen_and_validated():
         Preprocessing(min_short_side=-1)
     assert InferenceSettings(window_size=90).stride == (60, 60)
     assert Preprocessing(min_short_side=720).network_scale((360, 480)) == 2.0
+    with pytest.raises(ValueError, match="max_network_pixels"):
+        Preprocessing(max_network_pixels=-1)
+
+
+def test_the_network_works_at_most_at_max_network_pixels():
+    capped = Preprocessing(min_short_side=720, max_network_pixels=720 * 960)
+    assert capped.network_scale((360, 480)) == 2.0  # enlarged to exactly the budget: unchanged
+    assert capped.network_scale((1024, 2048)) == pytest.approx((720 * 960 / (1024 * 2048)) ** 0.5)
+    assert capped.network_scale((720, 960)) == 1.0
+    seen = []
+    model = segfix.SegFix(**TINY, max_network_pixels=48 * 64)
+    model.net.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    prob, logits = model.dense(image)
+    assert seen == [(48, 64)] and prob.shape == (1, 96, 128) and logits.shape == (1, 8, 96, 128)
+    labels = np.random.default_rng(1).integers(0, 3, (96, 128)).astype(np.uint8)
+    assert model.refine(image, labels).shape == (96, 128)
 
 
 def test_every_constructor_setting_has_one_place():

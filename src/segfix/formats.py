@@ -162,10 +162,8 @@ def write_field(path: Path, field: RefinementField) -> None:
         raise ValueError(f"write_field: expected the field of one image, got {len(field)}")
     one = field.numpy()
     settings = OffsetSettings(one.scale, one.iterations, one.rule, one.min_share if one.rule == "vote" else None)
-    vote_prob = None
-    if one.rule == "vote":
-        moving = (one.offsets[0] != 0).any(0)
-        vote_prob = np.moveaxis(one.direction_prob[0], 0, -1)[moving]
+    # The file marks the moving pixels by their nonzero offsets; the vote's rows follow them in the same order.
+    vote_prob = one.direction_prob if one.rule == "vote" else None
     write_offsets(path, one.offsets[0], settings, vote_prob=vote_prob)
 
 

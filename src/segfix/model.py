@@ -37,7 +37,7 @@ from .field import (
 )
 from .fusion import InferenceNetwork
 from .hub import ModelLoadError, SegFixHubMixin
-from .inference import dense_prediction
+from .inference import NetworkOutputs, dense_prediction
 from .network import SegFixNet
 from .settings import FLAT_NAMES, ModelSettings
 
@@ -115,7 +115,8 @@ class SegFix(
     """The SegFix network plus its settings: everything in ``config.json``.
 
     Network arguments are those of :class:`segfix.network.SegFixNet`. The settings are documented, grouped, in
-    :mod:`segfix.settings` (``mean``, ``std``, ``channel_order``, ``input_scale``, ``min_short_side`` in
+    :mod:`segfix.settings` (``mean``, ``std``, ``channel_order``, ``input_scale``, ``min_short_side``,
+    ``max_network_pixels`` in
     :class:`~segfix.settings.Preprocessing`; ``inference``, ``window_size``, ``window_stride``,
     ``max_whole_pixels``, ``precision``, ``flip_tta`` in :class:`~segfix.settings.InferenceSettings`;
     ``boundary_threshold``, ``direction_threshold``, ``direction_vote``, ``semantic_scale``,
@@ -160,6 +161,7 @@ class SegFix(
         max_whole_pixels: int = 4 * 1024 * 1024,
         input_scale: float = 1.0,
         min_short_side: int = 0,
+        max_network_pixels: int = 0,
         precision: str = "auto",
         flip_tta: bool = False,
         torch_compile: bool = False,
@@ -240,15 +242,30 @@ class SegFix(
         if len({tuple(g.shape[-2:]) for g in groups}) != 1:
             sizes = sorted({tuple(g.shape[-2:]) for g in groups})
             raise ValueError(f"dense: expected one image or images of one size, got sizes {sizes}")
-        outputs = [self._dense(g, inference) for g in groups]
+        outputs = [self._outputs(g, inference).full() for g in groups]
         return torch.cat([p for p, _ in outputs]), torch.cat([d for _, d in outputs])
+
+    @torch.inference_mode()
+    def network_outputs(self, image: ImageInput, *, inference: str | None = None) -> NetworkOutputs:
+        """The network's outputs for an image (or a batch of one size) on the network's own grid, before any
+        decision: what :func:`segfix.field.decide` takes (:meth:`dense` is them at image resolution)."""
+        groups = to_batch(image, self.device, self.normalize).groups
+        if len({tuple(g.shape[-2:]) for g in groups}) != 1:
+            sizes = sorted({tuple(g.shape[-2:]) for g in groups})
+            raise ValueError(f"network_outputs: expected one image or images of one size, got sizes {sizes}")
+        outputs = [self._outputs(g, inference) for g in groups]
+        if len(outputs) == 1:
+            return outputs[0]
+        first = outputs[0]
+        prob = torch.cat([o.boundary_prob for o in outputs])
+        return NetworkOutputs(prob, torch.cat([o.direction_logits for o in outputs]), first.size, first.align_corners)
 
     def network_scale(self, size: tuple[int, int]) -> float:
         """The factor an image of ``size`` (H, W) is resized by before the network (see
         :meth:`segfix.settings.Preprocessing.network_scale`)."""
         return self.settings.preprocessing.network_scale(size)
 
-    def _dense(self, images: torch.Tensor, inference: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _outputs(self, images: torch.Tensor, inference: str | None) -> NetworkOutputs:
         settings = self.settings.inference
         if inference is not None:
             settings = self.settings.replace(inference=inference).inference
@@ -278,7 +295,7 @@ class SegFix(
         batch = to_batch(image, self.device, self.normalize)
         parts: list[list[torch.Tensor]] = [[], [], [], []]
         for group in batch.groups:
-            prob, logits = self._dense(group, inference)
+            prob, logits = self._outputs(group, inference).full()
             direction = logits.argmax(1)
             decision = self.settings.decision
             # In place: at 4096x8192 the (N, 8, H, W) volume is 1 GiB, and the logits are not needed after.
@@ -302,8 +319,8 @@ class SegFix(
         self, batch: ImageBatch, inference: str | None, instance: bool
     ) -> RefinementField | list[RefinementField]:
         decision = self.settings.decision
-        dense = (self._dense(g, inference) for g in batch.groups)
-        fields = [decide(*d, decision, instance=instance, overwrite_logits=True) for d in dense]
+        outputs = (self._outputs(g, inference) for g in batch.groups)
+        fields = [decide(o, decision, instance=instance) for o in outputs]
         if len({f.size for f in fields}) == 1:
             return concat_fields(fields)
         return fields
@@ -313,8 +330,8 @@ class SegFix(
         """Integer offsets ``(2, H, W)`` (or ``(N, 2, H, W)``), int8, channel order ``(dy, dx)``, unscaled,
         zero off the predicted boundary (the argmax rule's field)."""
         batch = to_batch(image, self.device, self.normalize)
-        dense = (self._dense(group, inference) for group in batch.groups)
-        offsets = [decide(*outputs, self.settings.decision, instance=True).offsets for outputs in dense]
+        outputs = (self._outputs(group, inference) for group in batch.groups)
+        offsets = [decide(o, self.settings.decision, instance=True).offsets for o in outputs]
         return finish(stack_or_list(offsets), batch)
 
     def refine(

@@ -80,8 +80,8 @@ class BNAct(nn.BatchNorm2d):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x)
-        return F.relu(x) if self.activation == "relu" else F.leaky_relu(x, 0.01)
+        x = super().forward(x)  # a new tensor: the activation may overwrite it
+        return F.relu_(x) if self.activation == "relu" else F.leaky_relu_(x, 0.01)
 
 
 class BilinearUpsample(nn.Module):

@@ -74,6 +74,10 @@ class Preprocessing:
         input_scale: resize images by this factor before the network (predictions return to full size).
         min_short_side: then enlarge images whose shorter side is still below this many pixels until it
             reaches it (at most 4x in all; 0 = off).
+        max_network_pixels: then shrink images that would still have more pixels than this until they have
+            this many (0 = off): the network works at the size it was trained and tuned at, whatever the
+            frame's resolution, and its outputs come back to full size for the labels (as segment-anything
+            runs every image at 1024 px).
     """
 
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -81,6 +85,7 @@ class Preprocessing:
     channel_order: str = "RGB"
     input_scale: float = 1.0
     min_short_side: int = 0
+    max_network_pixels: int = 0
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("RGB", "BGR"):
@@ -94,14 +99,19 @@ class Preprocessing:
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 4:
             raise ValueError(f"input_scale: expected a factor in (0, 4], got {scale!r}")
         _check_int(self.min_short_side, "min_short_side", 0, MAX_SHORT_SIDE)
+        _check_int(self.max_network_pixels, "max_network_pixels", 0, MAX_WHOLE_PIXELS)
 
     def network_scale(self, size: tuple[int, int]) -> float:
         """The factor an image of ``size`` (H, W) is resized by before the network: ``input_scale``, raised
-        so that the shorter side reaches ``min_short_side``, at most 4."""
+        so that the shorter side reaches ``min_short_side`` (at most 4), then lowered so that the network
+        sees at most ``max_network_pixels``."""
         factor = float(self.input_scale)
         short = min(size)
         if self.min_short_side and short * factor < self.min_short_side:
             factor = min(self.min_short_side / short, 4.0)
+        pixels = size[0] * size[1]
+        if self.max_network_pixels and pixels * factor**2 > self.max_network_pixels:
+            factor = (self.max_network_pixels / pixels) ** 0.5
         return factor
 
 

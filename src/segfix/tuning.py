@@ -1,9 +1,11 @@
 """Choosing a model's decision and inference settings on held-out labelled images.
 
-Held-out training images have no real coarse predictions, so :func:`coarse_proxy` stands in for a segmentation
-network; :func:`select_settings` refines the proxies with every candidate setting and :func:`choose_row` takes
-the cheapest of those close to the best gain. Settings are built as values (``model.with_settings``,
-:class:`segfix.settings.DecisionSettings`): the model given is never changed.
+:func:`select_settings` refines coarse predictions of held-out images with every candidate setting and
+:func:`choose_row` takes the cheapest of those close to the best gain. The coarse predictions are best a real
+segmentation network's (``coarse``: the model to be refined, or any network that never saw those images):
+how much to move depends on how a network errs. Without them, :func:`coarse_proxy` stands in for one. Settings
+are built as values (``model.with_settings``, :class:`segfix.settings.DecisionSettings`): the model given is
+never changed.
 """
 
 from __future__ import annotations
@@ -67,9 +69,14 @@ def select_settings(
     flips: Sequence[bool] = (False, True),
     min_short_sides: Sequence[int] = (0,),
     stride: int = 8,
+    coarse: Sequence[np.ndarray] | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Choose :data:`TUNED_KEYS` on held-out data by the mIoU gain of refining :func:`coarse_proxy`
-    predictions (ties: boundary F-score at 1 px).
+    """Choose :data:`TUNED_KEYS` on held-out data by the mIoU gain of refining coarse predictions (ties:
+    boundary F-score at 1 px).
+
+    Args:
+        coarse: one coarse label map per sample of ``dataset``, in its class ids with its ignore label (a real
+            network's predictions); None: :func:`coarse_proxy` of each label with ``stride``.
 
     Returns:
         (the chosen settings by flat name, one row per candidate with its ``miou_gain`` and ``f1px_gain``).
@@ -81,25 +88,30 @@ def select_settings(
     min_short_sides = [
         m for m in min_short_sides if m == 0 or any(min(s.image.shape[:2]) * input_scale < m for s in samples)
     ] or [0]
-    coarse = [coarse_proxy(s.label, dataset.num_classes, dataset.ignore_index, stride) for s in samples]
+    if coarse is None:
+        coarse = [coarse_proxy(s.label, dataset.num_classes, dataset.ignore_index, stride) for s in samples]
+    elif len(coarse) != len(samples):
+        raise ValueError(f"coarse: expected one map per held-out image ({len(samples)}), got {len(coarse)}")
+    for sample, proxy in zip(samples, coarse):
+        if proxy.shape != sample.label.shape:
+            raise ValueError(
+                f"coarse map of {sample.name}: expected the label's size {sample.label.shape}, got {proxy.shape}"
+            )
     base = _metrics(dataset)
     for sample, proxy in zip(samples, coarse):
         base.update(proxy, sample.label)
     before = base.compute()
-    dense: dict[tuple[Any, Any], list] = {}
+    outputs: dict[tuple[Any, Any], list] = {}
     for flip, short_side in itertools.product(flips, min_short_sides):
         variant = model.with_settings(flip_tta=flip, min_short_side=short_side)
-        outputs = (variant.dense(s.image) for s in samples)
-        dense[flip, short_side] = [(prob, logits, logits.softmax(1)) for prob, logits in outputs]
+        outputs[flip, short_side] = [variant.network_outputs(s.image) for s in samples]
     rows = []
     for combo in itertools.product(thresholds, direction_thresholds, scales, iterations, votes, flips, min_short_sides):
         candidate = dict(zip(TUNED_KEYS, combo))
         decision = model.settings.replace(**candidate).decision
         after = _metrics(dataset)
-        for sample, proxy, (prob, logits, prob_d) in zip(
-            samples, coarse, dense[candidate["flip_tta"], candidate["min_short_side"]]
-        ):
-            field = decide(prob, logits, decision, direction_prob=prob_d)
+        for sample, proxy, out in zip(samples, coarse, outputs[candidate["flip_tta"], candidate["min_short_side"]]):
+            field = decide(out, decision)
             after.update(apply_field(field, proxy, ignore_index=dataset.ignore_index), sample.label)
         a = after.compute()
         rows.append(

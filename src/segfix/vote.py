@@ -45,8 +45,9 @@ def vote_labels(
 
     Args:
         label_map: integer class ids ``(H, W)`` or ``(N, H, W)``, numpy or torch.
-        direction_prob: direction probabilities ``(D, H, W)`` / ``(N, D, H, W)`` (softmax of the direction
-            logits; D = 4, 8 or 16 in the order of :func:`segfix.direction_vectors`).
+        direction_prob: direction probabilities (softmax of the direction logits; D = 4, 8 or 16 in the order of
+            :func:`segfix.direction_vectors`): ``(D, H, W)`` / ``(N, D, H, W)`` at every pixel, or ``(K, D)`` for
+            the K moving pixels alone, in row-major order (the order of ``moving.nonzero()``).
         moving: boolean ``(H, W)`` / ``(N, H, W)``: the pixels that may change (the predicted boundary).
         scale: distance of the candidate pixels, in steps of the direction vectors.
         min_share: a pixel changes only when the winning label's probability exceeds this (0: always).
@@ -74,8 +75,8 @@ def vote_labels(
 
 
 def _checked_vote_inputs(label_map, direction_prob, moving, scale, min_share, ignore_index):
-    """Validate :func:`vote_labels`' arguments -> batched tensors (labels, prob, mask) on the labels' device,
-    the effective ignore label and the scale."""
+    """Validate :func:`vote_labels`' arguments -> batched tensors (labels, the moving pixels' probabilities
+    ``(K, D)``, mask) on the labels' device, the effective ignore label and the scale."""
     ignore_index = check_label_map(label_map, ignore_index)
     scale = check_scale(scale)
     if isinstance(min_share, bool) or not isinstance(min_share, (int, float, np.integer, np.floating)):
@@ -91,15 +92,25 @@ def _checked_vote_inputs(label_map, direction_prob, moving, scale, min_share, ig
     if not prob.dtype.is_floating_point:
         raise TypeError(f"direction_prob: expected a float dtype (probabilities), got {describe(direction_prob)}")
     if not batched:
-        labels, prob, mask = labels[None], prob[None], mask[None]
+        labels, mask = labels[None], mask[None]
     n, h, w = labels.shape
+    if tuple(mask.shape) != (n, h, w) or mask.dtype != torch.bool:
+        raise ValueError(f"moving: expected a boolean mask of shape {tuple(label_map.shape)}, got {describe(moving)}")
+    if prob.ndim == 2:  # the moving pixels' rows already
+        if prob.shape[0] != int(mask.sum()):
+            raise ValueError(
+                f"direction_prob: expected (K, D) rows for the K={int(mask.sum())} moving pixels, got "
+                f"{describe(direction_prob)}"
+            )
+        return labels, prob, mask, ignore_index, scale
+    prob = prob if batched else prob[None]
     if prob.ndim != 4 or prob.shape[0] != n or tuple(prob.shape[2:]) != (h, w):
         raise ValueError(
             f"direction_prob: expected shape ({'N, ' if batched else ''}D, {h}, {w}) to match label_map "
-            f"{tuple(label_map.shape)}, got {describe(direction_prob)}"
+            f"{tuple(label_map.shape)}, or (K, D) for the moving pixels, got {describe(direction_prob)}"
         )
-    if tuple(mask.shape) != (n, h, w) or mask.dtype != torch.bool:
-        raise ValueError(f"moving: expected a boolean mask of shape {tuple(label_map.shape)}, got {describe(moving)}")
+    b, y, x = mask.nonzero(as_tuple=True)
+    prob = prob[b, :, y, x]
     return labels, prob, mask, ignore_index, scale
 
 
@@ -112,20 +123,21 @@ def _vote(
     min_share: float,
     ignore_index: int | None,
 ) -> torch.Tensor:
-    """The vote on checked, batched tensors: labels ``(N, H, W)``, prob ``(N, D, H, W)``, mask ``(N, H, W)``."""
+    """The vote on checked, batched tensors: labels ``(N, H, W)``, the moving pixels' probabilities ``(K, D)``
+    in row-major order, mask ``(N, H, W)``."""
     _, h, w = labels.shape
     # A step longer than the image lands on its border, however long: bounding it keeps the sums exact.
     step = min(scale, max(h, w))
     vectors = torch.as_tensor(direction_vectors(prob.shape[1]), dtype=torch.int64, device=labels.device) * step
     out = labels.clone()
     b, y, x = mask.nonzero(as_tuple=True)
+    weights = prob.float()  # (K, D)
     if ignore_index is not None:
         keep = labels[b, y, x] != ignore_index
-        b, y, x = b[keep], y[keep], x[keep]
+        b, y, x, weights = b[keep], y[keep], x[keep], weights[keep]
     ty = (y[:, None] + vectors[None, :, 0]).clamp_(0, h - 1)
     tx = (x[:, None] + vectors[None, :, 1]).clamp_(0, w - 1)
     candidates = labels[b[:, None], ty, tx]  # (K, D)
-    weights = prob[b, :, y, x].float()  # (K, D)
     if not bool(torch.isfinite(weights).all()):
         raise ValueError("direction_prob: expected finite probabilities at the moving pixels, found NaN or inf")
     if ignore_index is not None:
