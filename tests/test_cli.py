@@ -332,6 +332,32 @@ def test_tune_writes_a_tuned_model_and_never_overwrites(folders, tmp_path, capsy
         main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)])
 
 
+def test_tune_on_a_real_networks_predictions(folders, tmp_path, capsys):
+    import json
+
+    from segfix.metrics import SegmentationMetrics
+
+    segfix.SegFix(**TINY).save_pretrained(tmp_path / "model")
+    dataset = f"folder={folders / 'images' / '*.png'},{folders / 'gt' / '*.png'},5"
+    out = tmp_path / "tuned"
+    args = ["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--coarse", str(folders / "preds")]
+    assert main([*args, "--output", str(out)]) == 0
+    assert "preds's predictions" in capsys.readouterr().out
+    rows = json.loads((out / "settings.json").read_text())["candidates"]
+    row = rows[0]
+    settings = {k: row[k] for k in row if k not in ("miou_gain", "f1px_gain")}
+    model = segfix.SegFix.from_pretrained(tmp_path / "model", **settings)
+    before, after = (SegmentationMetrics(5, tolerances=(1,), boundary_iou_dilation=None) for _ in range(2))
+    for i in range(3):  # the gain is that of refining the given predictions, not stand-ins
+        image, truth, coarse = scene(i)
+        before.update(coarse, truth)
+        after.update(model.refine(image, coarse), truth)
+    assert row["miou_gain"] == pytest.approx((after.compute().miou - before.compute().miou) * 100, abs=1e-9)
+    (folders / "preds" / "img1.png").unlink()
+    with pytest.raises(SystemExit, match="lacks 1 images' predictions"):
+        main([*args, "--output", str(tmp_path / "again")])
+
+
 def test_refine_with_offsets_uses_the_scale_the_files_record(folders, tmp_path):
     model_dir = tmp_path / "model"
     segfix.SegFix(**TINY, semantic_scale=1, boundary_threshold=0.0).save_pretrained(model_dir)

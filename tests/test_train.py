@@ -114,6 +114,36 @@ def test_train_transform_shapes_and_padding():
     assert (ex.direction[on] >= -1).all() and (ex.direction[~on] == -1).all()
 
 
+def test_paste_segments_copies_the_chosen_classes_pixel_for_pixel():
+    from segfix.augment import paste_segments
+
+    rng = np.random.default_rng(0)
+    image, label = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), np.zeros((6, 8), np.int64)
+    source_image = rng.integers(0, 255, (6, 9, 3), dtype=np.uint8)  # wider than the target: cropped
+    source_label = np.ones((6, 9), np.int64)
+    source_label[:, 3] = 2  # a one-pixel pole
+    source_label[0, 0] = 6
+    for seed in range(6):  # both mirrorings happen
+        out_image, out_label = paste_segments(
+            image, label, source_image, source_label, (2, 6), rng=np.random.default_rng(seed)
+        )
+        mirrored = np.random.default_rng(seed).random() < 0.5
+        src_i, src_l = (source_image[:, ::-1], source_label[:, ::-1]) if mirrored else (source_image, source_label)
+        pasted = np.isin(src_l[:, :8], (2, 6))
+        np.testing.assert_array_equal(out_label, np.where(pasted, src_l[:, :8], label))
+        np.testing.assert_array_equal(out_image, np.where(pasted[..., None], src_i[:, :8], image))
+    assert label.max() == 0  # the inputs are left as they were
+
+
+def test_copy_paste_runs_are_seeded(tmp_path):
+    pasting = dict(COMMON, copy_paste=1.0, paste_classes=(1,), iterations=2)
+    a = weights(train([TinySet(4)], tmp_path / "a", **pasting))
+    b = weights(train([TinySet(4)], tmp_path / "b", **pasting))
+    plain = weights(train([TinySet(4)], tmp_path / "plain", **dict(pasting, copy_paste=0.0)))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], plain[k]) for k in a)  # the pasted images were trained on
+
+
 def test_coarse_proxy_is_blocky_but_close():
     label = voronoi_labels((64, 64), 10, 4, seed=1).astype(np.int64)
     coarse = coarse_proxy(label, 4, 255, stride=8)
@@ -421,6 +451,8 @@ def test_recipes_are_validated_values():
         ({"precision": "int8"}, "precision"),
         ({"holdout": -1}, "holdout"),
         ({"proportions": (0.0, 0.0)}, "proportions"),
+        ({"copy_paste": 1.5, "paste_classes": (2,)}, "copy_paste"),
+        ({"copy_paste": 0.5}, "paste_classes"),
     ):
         with pytest.raises(ValueError, match=name):
             TrainRecipe(**bad)

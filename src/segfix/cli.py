@@ -103,10 +103,11 @@ def _train(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.recipe] if args.recipe else TrainRecipe()
     keys = ("iterations", "batch_size", "crop_size", "lr", "workers", "precision", "optimizer", "seed", "init")
     changes: dict[str, Any] = {"resume": args.resume}
-    for key in (*keys, "class_balance", "scale_range", "checkpoint_every", "holdout", "proportions"):
+    tuples = ("scale_range", "proportions", "paste_classes")
+    for key in (*keys, "class_balance", "copy_paste", *tuples, "checkpoint_every", "holdout"):
         value = getattr(args, key)
         if value is not None:
-            changes[key] = tuple(value) if key in ("scale_range", "proportions") else value
+            changes[key] = tuple(value) if key in tuples else value
     if args.backbone:
         changes["model"] = {**(recipe.model or {}), "backbone": args.backbone}
     if args.from_scratch:
@@ -136,8 +137,11 @@ def _train(args: argparse.Namespace) -> int:
 TUNED_MIN_SHORT_SIDES = (0, 540, 720)
 
 
-def _choose_settings(source: str, held_out, target: Path, settings_file: Path, device: str | None = None) -> dict:
-    """Choose inference settings for the model at ``source`` on ``held_out`` and save it, so tuned, to ``target``."""
+def _choose_settings(
+    source: str, held_out, target: Path, settings_file: Path, device: str | None = None, coarse=None
+) -> dict:
+    """Choose inference settings for the model at ``source`` on ``held_out`` (refining the ``coarse`` maps, or
+    stand-ins) and save it, so tuned, to ``target``."""
     import json
 
     from ._io import atomic_write
@@ -146,7 +150,7 @@ def _choose_settings(source: str, held_out, target: Path, settings_file: Path, d
 
     # Upscaled inference is a candidate: on small frames (CamVid's 360 rows) thin structures gain from it.
     model = SegFix.from_pretrained(source, device=device)
-    best, rows = select_settings(model, held_out, min_short_sides=TUNED_MIN_SHORT_SIDES)
+    best, rows = select_settings(model, held_out, min_short_sides=TUNED_MIN_SHORT_SIDES, coarse=coarse)
     SegFix.from_pretrained(source, **best).save_pretrained(target)
     atomic_write(settings_file, lambda tmp: tmp.write_text(json.dumps({"chosen": best, "candidates": rows}, indent=1)))
     print(f"  settings chosen on {len(held_out)} held-out images: {best}")
@@ -160,10 +164,29 @@ def _tune(args: argparse.Namespace) -> int:
     dataset = _dataset(args.dataset, args.split)
     if args.holdout:
         _, dataset = dataset.split(args.holdout)
-    print(f"segfix tune: {args.model} on {type(dataset).__name__} ({len(dataset)} images) -> {target}")
-    _choose_settings(args.model, dataset, target, target / "settings.json", args.device)
+    coarse = _coarse_maps(Path(args.coarse), dataset, args.dataset.split("=", 1)[0]) if args.coarse else None
+    what = f"{args.coarse}'s predictions" if coarse is not None else "stand-in coarse maps"
+    print(f"segfix tune: {args.model} on {type(dataset).__name__} ({len(dataset)} images, {what}) -> {target}")
+    _choose_settings(args.model, dataset, target, target / "settings.json", args.device, coarse)
     print(f"  model written to {target} (load with SegFix.from_pretrained({str(target)!r}))")
     return 0
+
+
+def _coarse_maps(folder: Path, dataset, kind: str) -> list[np.ndarray]:
+    """A real network's predictions ``<name>.png`` of every image of ``dataset``, in its class ids (the
+    dataset's stored encoding and ignore label, as ``segfix eval`` reads them)."""
+    from .evaluation import read_ground_truth
+    from .folders import index_files, match_stem, require_folder
+
+    require_folder(folder, "--coarse")
+    files = index_files(folder, (".png",))
+    names = [Path(image).stem for image, _ in dataset.pairs]
+    missing = [n for n in names if match_stem(n) not in files]
+    if missing:
+        raise SystemExit(f"segfix tune: --coarse {folder} lacks {len(missing)} images' predictions, e.g. {missing[:3]}")
+    info = DATASETS.get(kind)
+    label_format, stored_ignore = (info.label_format, info.stored_ignore) if info else ("trainid", 255)
+    return [read_ground_truth(files[match_stem(n)], label_format, stored_ignore) for n in names]
 
 
 def _preset(dataset: str | None) -> tuple[int | None, int, str, str | None]:
@@ -461,6 +484,19 @@ def _add_train_command(sub) -> None:
         type=float,
         help="weight boundary pixels' direction loss by their class share to this power (0.5: thin classes up)",
     )
+    tr.add_argument(
+        "--copy-paste",
+        type=float,
+        metavar="P",
+        help="paste the --paste-classes of another training image onto each image with probability P",
+    )
+    tr.add_argument(
+        "--paste-classes",
+        type=int,
+        nargs="+",
+        metavar="ID",
+        help="class ids for --copy-paste, e.g. CamVid's thin classes: 2 6 9 10 (pole, sign, pedestrian, bicyclist)",
+    )
     tr.add_argument("--scale-range", type=float, nargs=2, metavar=("MIN", "MAX"), help="random scale range")
     tr.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints (default 200)")
     tr.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd with momentum (the original) or adamw")
@@ -497,8 +533,9 @@ def _add_tune_command(sub) -> None:
         "tune",
         help="choose a model's inference settings on labelled images",
         description="Choose boundary and direction thresholds, offset scale, iterations, the direction vote "
-        "and flip averaging for a trained model by the gain of refining stand-in coarse predictions "
-        "of labelled images (never the test set), and write the tuned model to --output. Example: segfix "
+        "and flip averaging for a trained model by the gain of refining coarse predictions of labelled "
+        "images (never the test set): a real network's (--coarse) or stand-ins. It writes the tuned model to "
+        "--output. Example: segfix "
         "tune --model runs/camvid/model --dataset camvid=../shared/data/camvid --holdout 10 --output "
         "runs/camvid/tuned.",
     )
@@ -509,6 +546,13 @@ def _add_tune_command(sub) -> None:
         "--holdout",
         type=_holdout_type,
         help="use only the images that 'segfix train --holdout N|PREFIX' kept out: every N-th, or those named PREFIX*",
+    )
+    tu.add_argument(
+        "--coarse",
+        metavar="DIR",
+        help="a real network's predictions <name>.png of those images (the model to be refined, or any that never "
+        "saw them), to tune on its errors; without it, stand-in coarse maps (the labels seen through a stride-8 "
+        "model)",
     )
     tu.add_argument("--output", required=True, help="new folder for the tuned model and settings.json")
     tu.add_argument("--device", help="cpu, cuda, ...")

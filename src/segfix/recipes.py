@@ -37,6 +37,9 @@ class TrainRecipe:
         max_distance: boundary band half-width of the targets.
         class_balance: weight each boundary pixel's direction loss by its class's share of the batch's boundary
             pixels to the power ``-class_balance`` (0: off; :func:`segfix.losses.segment_class_weights`).
+        copy_paste: probability that a training image gets the ``paste_classes`` of another image of its
+            dataset pasted on (:func:`segfix.augment.paste_segments`; 0: off).
+        paste_classes: class ids to paste, e.g. CamVid's pole, sign, pedestrian and bicyclist ``(2, 6, 9, 10)``.
         optimizer: ``'sgd'`` (momentum, the original) or ``'adamw'``.
         lr: initial learning rate (poly schedule).
         momentum: SGD momentum.
@@ -70,6 +73,8 @@ class TrainRecipe:
     scale_range: tuple[float, float] = (0.5, 2.0)
     max_distance: float = 5
     class_balance: float = 0.0
+    copy_paste: float = 0.0
+    paste_classes: tuple[int, ...] = ()
     optimizer: str = "sgd"
     lr: float = 0.02
     momentum: float = 0.9
@@ -94,7 +99,7 @@ class TrainRecipe:
             _positive_int(getattr(self, name), name)
         for name in ("workers", "validate_every", "seed"):
             _positive_int(getattr(self, name), name, low=0)
-        for name in ("lr", "weight_decay", "momentum", "class_balance", "max_distance", "poly_power"):
+        for name in ("lr", "weight_decay", "momentum", "class_balance", "max_distance", "poly_power", "copy_paste"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
@@ -106,6 +111,11 @@ class TrainRecipe:
             if not self.proportions or min(self.proportions) < 0 or sum(self.proportions) <= 0:
                 raise ValueError(f"proportions: expected shares >= 0 with a positive sum, got {self.proportions!r}")
             object.__setattr__(self, "proportions", tuple(float(p) for p in self.proportions))
+        if not 0 <= self.copy_paste <= 1:
+            raise ValueError(f"copy_paste: expected a probability in [0, 1], got {self.copy_paste!r}")
+        if self.copy_paste and not self.paste_classes:
+            raise ValueError("copy_paste: expected paste_classes (the class ids to paste), got none")
+        object.__setattr__(self, "paste_classes", tuple(int(c) for c in self.paste_classes))
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.precision not in PRECISIONS:

@@ -116,15 +116,21 @@ class MixedBatchSampler(Sampler):
 
 
 class _TrainingSet(Dataset):
-    def __init__(self, datasets: Sequence, transforms: Sequence[TrainTransform]) -> None:
-        self.datasets, self.transforms = list(datasets), list(transforms)
-
     def __len__(self) -> int:
         return sum(len(d) for d in self.datasets)
 
+    def __init__(self, datasets: Sequence, transforms: Sequence[TrainTransform], copy_paste: float = 0.0) -> None:
+        self.datasets, self.transforms, self.copy_paste = list(datasets), list(transforms), copy_paste
+
     def __getitem__(self, item: tuple[int, int, int]):
         d, index, sample_seed = item
-        example = self.transforms[d](self.datasets[d][index], np.random.default_rng(sample_seed))
+        rng = np.random.default_rng(sample_seed)
+        source = None
+        # Drawn from the sample's own generator, and only when asked for: runs without copy-paste keep their
+        # batches, and a resumed run its exact ones.
+        if self.copy_paste and rng.random() < self.copy_paste:
+            source = self.datasets[d][int(rng.integers(len(self.datasets[d])))]
+        example = self.transforms[d](self.datasets[d][index], rng, paste_source=source)
         return (
             torch.from_numpy(example.image),
             torch.from_numpy(example.boundary),
@@ -223,6 +229,7 @@ def _make_loader(
             num_directions=num_directions,
             instance=recipe.instance,
             cache_dir=output / "targets" / str(i) if recipe.cache_targets else None,
+            paste_classes=recipe.paste_classes,
         )
         for i, d in enumerate(datasets)
     ]
@@ -232,7 +239,7 @@ def _make_loader(
         start_step=start_step, rank=rank, world=world,
     )  # fmt: skip
     return DataLoader(
-        _TrainingSet(datasets, transforms),
+        _TrainingSet(datasets, transforms, recipe.copy_paste if recipe.paste_classes else 0.0),
         batch_sampler=sampler,
         num_workers=recipe.workers,
         pin_memory=device.type == "cuda",
