@@ -3,7 +3,10 @@
 Reads the research-use CamVid copy in ../shared/data/camvid (never shipped). Prints per-class IoU and boundary
 F-score at 1/2/3 px, before and after, and the means for every variant.
 
-Run: ``python benchmarks/camvid_val.py [--model camvid-lite0-v3] [--root ../shared/data/camvid]``. The
+Run: ``python benchmarks/camvid_val.py [--model camvid-lite0-v3] [--root ../shared/data/camvid]``. With
+``--holdout-coarse DIR`` it reports on the training images ``segfix train --holdout 10`` keeps out instead,
+refining the predictions in DIR (e.g. those of ``tools/train_coarse_net.py``): the numbers settings may be
+chosen on, where val is only reported. The
 precision ``'auto'`` picks bf16 where it is native (CUDA, or a CPU with AVX512-BF16/AMX), and then an fp32
 variant shows what it costs; elsewhere auto is fp32 (bf16 would be emulated, ten times slower).
 """
@@ -11,6 +14,7 @@ variant shows what it costs; elsewhere auto is fp32 (bf16 would be emulated, ten
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -19,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import segfix  # noqa: E402
+import segfix.data  # noqa: E402
 from segfix._io import read_image, read_label  # noqa: E402
 from segfix.data import CAMVID_CLASSES  # noqa: E402
 from segfix.metrics import SegmentationMetrics  # noqa: E402
@@ -35,15 +40,25 @@ def main() -> None:
     parser.add_argument("--root", default=str(ROOT))
     parser.add_argument("--limit", type=int, help="first N images only")
     parser.add_argument("--torch-compile", action="store_true", help="every variant through torch.compile")
+    parser.add_argument("--holdout-coarse", metavar="DIR", help="held-out training images, refining DIR/<name>.png")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="model settings to change")
     args = parser.parse_args()
     root = Path(args.root)
     if not (root / "valannot").is_dir():
         raise SystemExit(f"CamVid not found at {root}")
-    names = sorted(p.name for p in (root / "valannot").glob("*.png"))[: args.limit]
+    if args.holdout_coarse:
+        _, held = segfix.data.CamVid(root, "train").split(10)
+        names = [image.name for image, _ in held.pairs][: args.limit]
+        images, labels, coarse_dir = root / "train", root / "trainannot", Path(args.holdout_coarse)
+    else:
+        names = sorted(p.name for p in (root / "valannot").glob("*.png"))[: args.limit]
+        images, labels, coarse_dir = root / "val", root / "valannot", root / "val_espnet"
     extra = {"torch_compile": True} if args.torch_compile else {}
+    extra.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
     model = segfix.SegFix.from_pretrained(args.model, **extra)
-    print(f"# CamVid val ({len(names)} images), ESPNet predictions, model {args.model!r}; {machine()}")
-    print(f"# command: python benchmarks/camvid_val.py --model {args.model}{' --torch-compile' * args.torch_compile}")
+    what = f"held-out train, {coarse_dir} predictions" if args.holdout_coarse else "val, ESPNet predictions"
+    print(f"# CamVid {what} ({len(names)} images), model {args.model!r}; {machine()}")
+    print(f"# command: python benchmarks/camvid_val.py {' '.join(sys.argv[1:])}")
     print(
         f"# model settings: scale {model.semantic_scale}, iterations {model.iterations}, boundary threshold "
         f"{model.boundary_threshold}, direction threshold {model.direction_threshold}, direction vote "
@@ -59,15 +74,15 @@ def main() -> None:
     if resolve_precision("auto", model.device) == "bf16":
         # 'auto' runs bf16 here: fp32 beside it shows what the faster precision costs
         learned["ESPNet + SegFix, fp32"] = model.with_settings(precision="fp32")
-    variants = ["ESPNet", *learned, "oracle, scale 1", "oracle, scale 2"]
+    variants = ["ESPNet", *learned, "oracle, scale 1", "oracle, scale 2"]  # "ESPNet": the coarse input
     metrics = {v: SegmentationMetrics(11, ignore_index=255, class_names=CAMVID_CLASSES) for v in variants}
     seconds = dict.fromkeys(learned, 0.0)
     agree, counted = np.zeros(11, np.int64), np.zeros(11, np.int64)
     for name in names:
-        gt = read_label(root / "valannot" / name).astype(np.int64)
+        gt = read_label(labels / name).astype(np.int64)
         gt[gt == 11] = 255
-        coarse = read_label(root / "val_espnet" / name)
-        image = read_image(root / "val" / name)
+        coarse = read_label(coarse_dir / name)
+        image = read_image(images / name)
         metrics["ESPNet"].update(coarse, gt)
         for variant, refiner in learned.items():
             start = time.perf_counter()

@@ -336,16 +336,17 @@ def test_tune_on_a_real_networks_predictions(folders, tmp_path, capsys):
     import json
 
     from segfix.metrics import SegmentationMetrics
+    from segfix.tuning import TUNED_KEYS
 
     segfix.SegFix(**TINY).save_pretrained(tmp_path / "model")
     dataset = f"folder={folders / 'images' / '*.png'},{folders / 'gt' / '*.png'},5"
     out = tmp_path / "tuned"
     args = ["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--coarse", str(folders / "preds")]
     assert main([*args, "--output", str(out)]) == 0
-    assert "preds's predictions" in capsys.readouterr().out
+    assert f"the predictions in {folders / 'preds'}" in capsys.readouterr().out
     rows = json.loads((out / "settings.json").read_text())["candidates"]
     row = rows[0]
-    settings = {k: row[k] for k in row if k not in ("miou_gain", "f1px_gain")}
+    settings = {k: row[k] for k in TUNED_KEYS}
     model = segfix.SegFix.from_pretrained(tmp_path / "model", **settings)
     before, after = (SegmentationMetrics(5, tolerances=(1,), boundary_iou_dilation=None) for _ in range(2))
     for i in range(3):  # the gain is that of refining the given predictions, not stand-ins
@@ -353,6 +354,7 @@ def test_tune_on_a_real_networks_predictions(folders, tmp_path, capsys):
         before.update(coarse, truth)
         after.update(model.refine(image, coarse), truth)
     assert row["miou_gain"] == pytest.approx((after.compute().miou - before.compute().miou) * 100, abs=1e-9)
+    assert row["gains"] == {str(folders / "preds"): pytest.approx(row["miou_gain"], abs=1e-12)}
     (folders / "preds" / "img1.png").unlink()
     with pytest.raises(SystemExit, match="lacks 1 images' predictions"):
         main([*args, "--output", str(tmp_path / "again")])

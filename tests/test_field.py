@@ -147,6 +147,17 @@ def test_deciding_on_the_network_grid_gives_the_field_of_the_resampled_maps():
             np.testing.assert_array_equal(apply_field(sparse, labels), apply_field(dense, labels))
 
 
+@pytest.mark.parametrize("vote", [False, True])
+def test_k_steps_are_one_step_taken_k_times(vote):
+    prob, logits, outputs = dense_outputs(11)
+    field = decide(outputs, DecisionSettings(direction_vote=vote, semantic_scale=2, boundary_threshold=0.3))
+    labels = np.random.default_rng(7).integers(0, 5, (12, 14))
+    stepped = labels
+    for _ in range(3):
+        stepped = apply_field(field.with_steps(iterations=1), stepped)
+    np.testing.assert_array_equal(apply_field(field.with_steps(iterations=3), labels), stepped)
+
+
 def test_a_batched_vote_field_splits_and_joins_by_image():
     from segfix.field import concat_fields
 

@@ -375,6 +375,49 @@ def test_the_cheapest_setting_within_the_margin_wins():
     assert choose_row([row(0.30, False, 720), row(0.31, False, 0)], big)["min_short_side"] == 0
 
 
+def test_no_class_may_fall_under_the_class_guard():
+    from types import SimpleNamespace
+
+    from segfix.tuning import choose_row
+
+    samples = [SimpleNamespace(image=np.zeros((360, 480, 3), np.uint8))]
+
+    def row(gain, worst):
+        return {"miou_gain": gain, "f1px_gain": 0.0, "flip_tta": False, "min_short_side": 0, "worst_class_gain": worst}
+
+    rows = [row(1.2, -0.9), row(1.0, 0.1), row(0.6, 0.3)]
+    assert choose_row(rows, samples) == rows[0]
+    assert choose_row(rows, samples, min_class_gain=0.0) == rows[1]
+    assert choose_row(rows, samples, min_class_gain=0.5) == rows[2]  # none passes: the best worst class
+
+
+def test_settings_are_chosen_on_the_mean_gain_over_several_networks():
+    from segfix.metrics import SegmentationMetrics
+    from segfix.tuning import TUNED_KEYS, select_settings
+
+    model = segfix.SegFix(**TINY_MODEL, direction_vote=True).eval()
+    data = TinySet(2)
+    rng = np.random.default_rng(3)
+    noisy = [np.where(rng.random(s.label.shape) < 0.1, rng.integers(0, 4, s.label.shape), s.label) for s in data]
+    coarse = {"blocky": [coarse_proxy(s.label, 4, 255) for s in data], "noisy": noisy}
+    grid = dict(
+        scales=(1,), iterations=(1, 2), thresholds=(0.5,), direction_thresholds=(0.0,), votes=(True,), flips=(False,)
+    )
+    _, rows = select_settings(model, data, coarse=coarse, **grid)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["miou_gain"] == pytest.approx(np.mean(list(row["gains"].values())))
+        tuned = model.with_settings(**{k: row[k] for k in TUNED_KEYS})
+        for name, maps in coarse.items():
+            before, after = (SegmentationMetrics(4, tolerances=(1,), boundary_iou_dilation=None) for _ in range(2))
+            for sample, m in zip(data.samples, maps):
+                before.update(m, sample.label)
+                after.update(tuned.refine(sample.image, m), sample.label)
+            b, a = before.compute(), after.compute()
+            assert row["gains"][name] == pytest.approx((a.miou - b.miou) * 100, abs=1e-9)
+            assert row["worst_class_gain"] <= np.nanmin(a.iou - b.iou) * 100 + 1e-9
+
+
 def _seed_timm_cache(cache, repo: str, weights: dict) -> None:
     """A Hugging Face cache as hf_hub_download leaves it, holding ``model.safetensors`` for ``repo``."""
     from safetensors.torch import save_file

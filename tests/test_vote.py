@@ -129,3 +129,18 @@ def test_errors_name_what_was_expected():
         segfix.vote_labels(labels, prob, moving, scale=0)
     with pytest.raises(ValueError, match="label_map"):
         segfix.vote_labels(labels[None, None], prob, moving)
+
+
+def test_iterated_votes_equal_votes_in_a_row():
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 4, (2, 10, 12))
+    prob = torch.softmax(torch.from_numpy(rng.normal(size=(2, 8, 10, 12))), 1).numpy()
+    moving = rng.random((2, 10, 12)) < 0.6
+    in_a_row = labels
+    for _ in range(3):
+        in_a_row = segfix.vote_labels(in_a_row, prob, moving, scale=1, min_share=0.2)
+    np.testing.assert_array_equal(
+        segfix.vote_labels(labels, prob, moving, scale=1, min_share=0.2, iterations=3), in_a_row
+    )
+    with pytest.raises(ValueError, match="iterations"):
+        segfix.vote_labels(labels, prob, moving, iterations=0)

@@ -164,8 +164,9 @@ def _tune(args: argparse.Namespace) -> int:
     dataset = _dataset(args.dataset, args.split)
     if args.holdout:
         _, dataset = dataset.split(args.holdout)
-    coarse = _coarse_maps(Path(args.coarse), dataset, args.dataset.split("=", 1)[0]) if args.coarse else None
-    what = f"{args.coarse}'s predictions" if coarse is not None else "stand-in coarse maps"
+    kind = args.dataset.split("=", 1)[0]
+    coarse = {folder: _coarse_maps(Path(folder), dataset, kind) for folder in args.coarse} if args.coarse else None
+    what = f"the predictions in {', '.join(args.coarse)}" if coarse is not None else "stand-in coarse maps"
     print(f"segfix tune: {args.model} on {type(dataset).__name__} ({len(dataset)} images, {what}) -> {target}")
     _choose_settings(args.model, dataset, target, target / "settings.json", args.device, coarse)
     print(f"  model written to {target} (load with SegFix.from_pretrained({str(target)!r}))")
@@ -549,10 +550,11 @@ def _add_tune_command(sub) -> None:
     )
     tu.add_argument(
         "--coarse",
+        nargs="+",
         metavar="DIR",
-        help="a real network's predictions <name>.png of those images (the model to be refined, or any that never "
-        "saw them), to tune on its errors; without it, stand-in coarse maps (the labels seen through a stride-8 "
-        "model)",
+        help="real networks' predictions <name>.png of those images (the model to be refined, or any that never "
+        "saw them), one folder per network: settings are chosen on their mean gain, no class may lose IoU on "
+        "any; without it, stand-in coarse maps (the labels seen through a stride-8 model)",
     )
     tu.add_argument("--output", required=True, help="new folder for the tuned model and settings.json")
     tu.add_argument("--device", help="cpu, cuda, ...")

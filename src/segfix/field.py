@@ -321,16 +321,15 @@ def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | N
             labels, own(field.offsets), scale=field.scale, iterations=field.iterations, ignore_index=ignore_index
         )
     else:
-        refined = labels
-        for _ in range(field.iterations):
-            refined = vote_labels(
-                refined,
-                field.direction_prob,
-                own(field.moving),
-                scale=field.scale,
-                min_share=field.min_share,
-                ignore_index=ignore_index,
-            )
+        refined = vote_labels(
+            labels,
+            field.direction_prob,
+            own(field.moving),
+            scale=field.scale,
+            min_share=field.min_share,
+            ignore_index=ignore_index,
+            iterations=field.iterations,
+        )
     return back(refined)
 
 

@@ -11,7 +11,7 @@ never changed.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .field import apply_field, decide
-from .metrics import SegmentationMetrics
+from .metrics import SegmentationMetrics, confusion_matrix
 from .model import SegFix
 
 __all__ = ["COST_MARGIN", "TUNED_KEYS", "choose_row", "coarse_proxy", "select_settings"]
@@ -62,25 +62,30 @@ def select_settings(
     dataset,
     *,
     scales: Sequence[int] = (1, 2),
-    iterations: Sequence[int] = (1, 2),
-    thresholds: Sequence[float] = (0.4, 0.5, 0.6),
+    iterations: Sequence[int] = (1, 2, 3, 4, 5),
+    thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
     direction_thresholds: Sequence[float] = (0.0, 0.5),
     votes: Sequence[bool] = (False, True),
     flips: Sequence[bool] = (False, True),
     min_short_sides: Sequence[int] = (0,),
     stride: int = 8,
-    coarse: Sequence[np.ndarray] | None = None,
+    coarse: Mapping[str, Sequence[np.ndarray]] | None = None,
+    min_class_gain: float | None = 0.0,
 ) -> tuple[dict, list[dict]]:
     """Choose :data:`TUNED_KEYS` on held-out data by the mIoU gain of refining coarse predictions (ties:
     boundary F-score at 1 px).
 
     Args:
-        coarse: one coarse label map per sample of ``dataset``, in its class ids with its ignore label (a real
-            network's predictions); None: :func:`coarse_proxy` of each label with ``stride``.
+        coarse: coarse label maps by the network that made them, one map per sample of ``dataset`` each, in its
+            class ids with its ignore label (real networks' predictions: the model to be refined, or any that
+            never saw those images). Gains are averaged over the networks, so that the settings do not lean on
+            one network's errors. None: :func:`coarse_proxy` of each label with ``stride``.
+        min_class_gain: keep only settings under which no class loses more IoU than this on any network's
+            maps (None: no guard); see :func:`choose_row`.
 
     Returns:
-        (the chosen settings by flat name, one row per candidate with its ``miou_gain`` and ``f1px_gain``).
-        Of the candidates within :data:`COST_MARGIN` of the best gain the cheapest is chosen (:func:`choose_row`).
+        (the chosen settings by flat name, one row per candidate with its ``miou_gain`` and ``f1px_gain``
+        (means over the networks), ``worst_class_gain`` and ``gains`` by network). See :func:`choose_row`.
     """
     samples = [dataset[i] for i in range(len(dataset))]
     # A size that no held-out image is below changes nothing: measuring it again would only repeat size 0.
@@ -89,46 +94,140 @@ def select_settings(
         m for m in min_short_sides if m == 0 or any(min(s.image.shape[:2]) * input_scale < m for s in samples)
     ] or [0]
     if coarse is None:
-        coarse = [coarse_proxy(s.label, dataset.num_classes, dataset.ignore_index, stride) for s in samples]
-    elif len(coarse) != len(samples):
-        raise ValueError(f"coarse: expected one map per held-out image ({len(samples)}), got {len(coarse)}")
-    for sample, proxy in zip(samples, coarse):
-        if proxy.shape != sample.label.shape:
-            raise ValueError(
-                f"coarse map of {sample.name}: expected the label's size {sample.label.shape}, got {proxy.shape}"
-            )
-    base = _metrics(dataset)
-    for sample, proxy in zip(samples, coarse):
-        base.update(proxy, sample.label)
-    before = base.compute()
+        proxies = [coarse_proxy(s.label, dataset.num_classes, dataset.ignore_index, stride) for s in samples]
+        coarse = {"stand-in": proxies}
+    _check_coarse(coarse, samples)
     outputs: dict[tuple[Any, Any], list] = {}
     for flip, short_side in itertools.product(flips, min_short_sides):
         variant = model.with_settings(flip_tta=flip, min_short_side=short_side)
         outputs[flip, short_side] = [variant.network_outputs(s.image) for s in samples]
+
+    def fields_of(threshold: float, direction_threshold: float, vote: bool, flip: bool, short_side: int) -> list:
+        decision = model.settings.replace(
+            boundary_threshold=threshold, direction_threshold=direction_threshold, direction_vote=vote
+        ).decision
+        return [decide(out, decision) for out in outputs[flip, short_side]]
+
+    # First every candidate by its IoU alone (a confusion matrix per map); then the boundary F-score, which
+    # costs twenty times more, only for those close enough to the best to be chosen.
+    scorer = _Scorer(dataset, samples, coarse)
     rows = []
-    for combo in itertools.product(thresholds, direction_thresholds, scales, iterations, votes, flips, min_short_sides):
-        candidate = dict(zip(TUNED_KEYS, combo))
-        decision = model.settings.replace(**candidate).decision
-        after = _metrics(dataset)
-        for sample, proxy, out in zip(samples, coarse, outputs[candidate["flip_tta"], candidate["min_short_side"]]):
-            field = decide(out, decision)
-            after.update(apply_field(field, proxy, ignore_index=dataset.ignore_index), sample.label)
-        a = after.compute()
-        rows.append(
-            {
-                **candidate,
-                "miou_gain": (a.miou - before.miou) * 100,
-                "f1px_gain": (a.mean_boundary_f[1] - before.mean_boundary_f[1]) * 100,
-            }
-        )
-    chosen = choose_row(rows, samples, input_scale)
+    for combo in itertools.product(thresholds, direction_thresholds, votes, flips, min_short_sides):
+        threshold, direction_threshold, vote, flip, short_side = combo
+        fields = fields_of(*combo)
+        for scale in scales:
+            # k steps are one step taken on the result of k - 1: each count of iterations continues the last.
+            refined: Mapping[str, Sequence[np.ndarray]] = dict(coarse)
+            done = 0
+            for steps in sorted(iterations):
+                refined = scorer.refine([f.with_steps(scale, steps - done) for f in fields], refined)
+                done = steps
+                values = (threshold, direction_threshold, scale, steps, vote, flip, short_side)
+                rows.append({**dict(zip(TUNED_KEYS, values)), **scorer.gains(refined)})
+    for row in _contenders(rows, min_class_gain):
+        keys = ("boundary_threshold", "direction_threshold", "direction_vote", "flip_tta", "min_short_side")
+        stepped = [f.with_steps(row["semantic_scale"], row["iterations"]) for f in fields_of(*(row[k] for k in keys))]
+        row["f1px_gain"] = scorer.boundary_gain(scorer.refine(stepped, coarse))
+    chosen = choose_row(rows, samples, input_scale, min_class_gain=min_class_gain)
     return {k: chosen[k] for k in TUNED_KEYS}, rows
 
 
-def choose_row(rows: Sequence[dict], samples: Sequence, input_scale: float = 1.0, margin: float = COST_MARGIN) -> dict:
+class _Scorer:
+    """Gains of refined maps against each network's coarse maps of the held-out samples."""
+
+    def __init__(self, dataset, samples: Sequence, coarse: Mapping[str, Sequence[np.ndarray]]) -> None:
+        self.dataset, self.samples, self.coarse = dataset, samples, coarse
+        self.before = {name: self._iou(maps) for name, maps in coarse.items()}
+        self.before_f: dict | None = None
+
+    def refine(self, fields: Sequence, maps: Mapping[str, Sequence[np.ndarray]]) -> dict[str, list[np.ndarray]]:
+        """Each network's maps refined by the fields (one per sample)."""
+        ignore = self.dataset.ignore_index
+        return {name: [apply_field(f, m, ignore_index=ignore) for f, m in zip(fields, ms)] for name, ms in maps.items()}
+
+    def _iou(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+        n, ignore = self.dataset.num_classes, self.dataset.ignore_index
+        confusion = np.zeros((n, n + 1), np.int64)
+        for m, s in zip(maps, self.samples):
+            confusion += confusion_matrix(m, s.label, n, ignore_index=ignore)
+        tp = np.diag(confusion[:, :n]).astype(np.float64)
+        union = confusion.sum(axis=1) + confusion[:, :n].sum(axis=0) - tp
+        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+    def gains(self, refined: Mapping[str, Sequence[np.ndarray]]) -> dict:
+        """Mean mIoU gain over the networks, the worst class's IoU change on any, and the gain by network."""
+        gains, worst = {}, []
+        for name, maps in refined.items():
+            after, before = self._iou(maps), self.before[name]
+            gains[name] = float(np.nanmean(after) - np.nanmean(before)) * 100  # the change of the mIoU
+            worst.append(float(np.nanmin(after - before)) * 100)
+        mean = float(np.mean(list(gains.values())))
+        return {"miou_gain": mean, "f1px_gain": None, "worst_class_gain": min(worst), "gains": gains}
+
+    def boundary_gain(self, refined: Mapping[str, Sequence[np.ndarray]]) -> float:
+        """Mean boundary F@1px gain over the networks."""
+        if self.before_f is None:
+            self.before_f = {name: _scores(self.dataset, self.samples, maps) for name, maps in self.coarse.items()}
+        gains = []
+        for name, maps in refined.items():
+            after = _scores(self.dataset, self.samples, maps)
+            gains.append((after.mean_boundary_f[1] - self.before_f[name].mean_boundary_f[1]) * 100)
+        return float(np.mean(gains))
+
+
+def _contenders(rows: Sequence[dict], min_class_gain: float | None, margin: float = COST_MARGIN) -> list[dict]:
+    """The rows :func:`choose_row` picks among: those passing the class guard, within ``margin`` of the best."""
+    rows = _guarded(rows, min_class_gain)
+    best = max(r["miou_gain"] for r in rows)
+    return [r for r in rows if r["miou_gain"] >= best - margin]
+
+
+def _guarded(rows: Sequence[dict], min_class_gain: float | None) -> list[dict]:
+    """The rows under which no class loses more IoU than ``min_class_gain`` (else those with the best worst
+    class); all rows without a guard."""
+    if min_class_gain is None or not rows or "worst_class_gain" not in rows[0]:
+        return list(rows)
+    safe = [r for r in rows if r["worst_class_gain"] >= min_class_gain]
+    best_worst = max(r["worst_class_gain"] for r in rows)
+    return safe or [r for r in rows if r["worst_class_gain"] == best_worst]
+
+
+def _check_coarse(coarse: Mapping[str, Sequence[np.ndarray]], samples: Sequence) -> None:
+    if not coarse:
+        raise ValueError("coarse: expected the maps of at least one network, got none")
+    for name, maps in coarse.items():
+        if len(maps) != len(samples):
+            raise ValueError(f"coarse[{name!r}]: expected one map per held-out image ({len(samples)}), got {len(maps)}")
+        for sample, proxy in zip(samples, maps):
+            if proxy.shape != sample.label.shape:
+                raise ValueError(
+                    f"coarse[{name!r}] map of {sample.name}: expected the label's size {sample.label.shape}, "
+                    f"got {proxy.shape}"
+                )
+
+
+def _scores(dataset, samples: Sequence, maps: Sequence[np.ndarray]):
+    metrics = _metrics(dataset)
+    for sample, label_map in zip(samples, maps):
+        metrics.update(label_map, sample.label)
+    return metrics.compute()
+
+
+def choose_row(
+    rows: Sequence[dict],
+    samples: Sequence,
+    input_scale: float = 1.0,
+    margin: float = COST_MARGIN,
+    min_class_gain: float | None = None,
+) -> dict:
     """The cheapest of the rows whose mIoU gain is within ``margin`` points of the best (then the larger gain,
     then boundary F-score). Cost counts network passes: flip averaging doubles it, upscaling by ``f`` costs
-    ``f**2``, so a flip or a larger size is kept only where it pays on the held-out images."""
+    ``f**2``, so a flip or a larger size is kept only where it pays on the held-out images.
+
+    With ``min_class_gain``, only rows whose ``worst_class_gain`` (the largest IoU loss of any class) is at
+    least that compete: refinement must not buy its mean by breaking a class (thin ones first fall). Where no
+    row passes, the rows with the best worst class do."""
+    rows = _guarded(rows, min_class_gain)
     best_gain = max(r["miou_gain"] for r in rows)
     shorts = [min(s.image.shape[:2]) for s in samples]
 
@@ -140,4 +239,4 @@ def choose_row(rows: Sequence[dict], samples: Sequence, input_scale: float = 1.0
         return (2 if row["flip_tta"] else 1) * sum(min(f, 4.0) ** 2 for f in factors)
 
     close = [r for r in rows if r["miou_gain"] >= best_gain - margin]
-    return min(close, key=lambda r: (round(cost(r), 6), -r["miou_gain"], -r["f1px_gain"]))
+    return min(close, key=lambda r: (round(cost(r), 6), -r["miou_gain"], -(r["f1px_gain"] or 0.0)))

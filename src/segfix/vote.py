@@ -22,6 +22,7 @@ from ._checks import (
     LabelArray,
     check_array,
     check_label_map,
+    check_positive_int,
     check_scale,
     computable,
     describe,
@@ -40,6 +41,7 @@ def vote_labels(
     scale: int = 1,
     min_share: float = 0.0,
     ignore_index: int | None = 255,
+    iterations: int = 1,
 ) -> LabelArray:
     """Refine a semantic label map by a direction vote at the ``moving`` pixels.
 
@@ -52,6 +54,8 @@ def vote_labels(
         scale: distance of the candidate pixels, in steps of the direction vectors.
         min_share: a pixel changes only when the winning label's probability exceeds this (0: always).
         ignore_index: label that gets no votes and is never changed; ``None`` if every value is a class.
+        iterations: votes in a row, each on the labels the last one left (a label travels up to
+            ``iterations * scale`` pixels).
 
     Returns:
         The refined label map: same type, dtype, shape (and device) as ``label_map``.
@@ -66,7 +70,8 @@ def vote_labels(
     labels, prob, mask, ignore_index, scale = _checked_vote_inputs(
         label_map, direction_prob, moving, scale, min_share, ignore_index
     )
-    out = _vote(labels, prob, mask, scale=scale, min_share=min_share, ignore_index=ignore_index)
+    check_positive_int(iterations, "iterations")
+    out = _vote(labels, prob, mask, scale=scale, min_share=min_share, ignore_index=ignore_index, iterations=iterations)
     if label_map.ndim == 2:
         out = out[0]
     if isinstance(label_map, np.ndarray):
@@ -122,28 +127,40 @@ def _vote(
     scale: int,
     min_share: float,
     ignore_index: int | None,
+    iterations: int = 1,
 ) -> torch.Tensor:
     """The vote on checked, batched tensors: labels ``(N, H, W)``, the moving pixels' probabilities ``(K, D)``
-    in row-major order, mask ``(N, H, W)``."""
+    in row-major order, mask ``(N, H, W)``; ``iterations`` votes, the pixels and weights found once."""
     _, h, w = labels.shape
     # A step longer than the image lands on its border, however long: bounding it keeps the sums exact.
     step = min(scale, max(h, w))
     vectors = torch.as_tensor(direction_vectors(prob.shape[1]), dtype=torch.int64, device=labels.device) * step
-    out = labels.clone()
     b, y, x = mask.nonzero(as_tuple=True)
     weights = prob.float()  # (K, D)
-    if ignore_index is not None:
+    if ignore_index is not None:  # an ignore pixel never changes, in any iteration
         keep = labels[b, y, x] != ignore_index
         b, y, x, weights = b[keep], y[keep], x[keep], weights[keep]
-    ty = (y[:, None] + vectors[None, :, 0]).clamp_(0, h - 1)
-    tx = (x[:, None] + vectors[None, :, 1]).clamp_(0, w - 1)
-    candidates = labels[b[:, None], ty, tx]  # (K, D)
     if not bool(torch.isfinite(weights).all()):
         raise ValueError("direction_prob: expected finite probabilities at the moving pixels, found NaN or inf")
+    ty = (y[:, None] + vectors[None, :, 0]).clamp_(0, h - 1)
+    tx = (x[:, None] + vectors[None, :, 1]).clamp_(0, w - 1)
+    out = labels
+    for _ in range(iterations):
+        out = _vote_once(out, b, y, x, ty, tx, weights, min_share, ignore_index)
+    return out
+
+
+def _vote_once(labels, b, y, x, ty, tx, weights, min_share: float, ignore_index: int | None) -> torch.Tensor:
+    """One vote: each pixel ``(b, y, x)`` takes the label its candidates ``(b, ty, tx)`` pool most weight on."""
+    out = labels.clone()
+    candidates = labels[b[:, None], ty, tx]  # (K, D)
     if ignore_index is not None:
         weights = weights.masked_fill(candidates == ignore_index, 0.0)
-    # Each candidate's score is the total probability of the directions that reach the same label.
-    score = ((candidates[:, :, None] == candidates[:, None, :]) * weights[:, None, :]).sum(-1)
+    # Each candidate's score is the total probability of the directions that reach the same label; one
+    # direction at a time, so that no (K, D, D) volume is made (a gigabyte at 4096x8192).
+    score = torch.empty_like(weights)
+    for d in range(candidates.shape[1]):
+        score[:, d] = (weights * (candidates == candidates[:, d : d + 1])).sum(1)
     if score.numel():
         share, best = score.max(1)
         winner = candidates.gather(1, best[:, None])[:, 0]
