@@ -92,8 +92,12 @@ def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
     assert segfix.list_models()[:3] == ["camvid-lite0-v3", "camvid-lite0-v2", "camvid-lite0"]
     model = segfix.SegFix.from_pretrained("camvid-lite0-v3")
     assert model.direction_vote and model.semantic_scale == 1 and model.weights_dtype == torch.float16
-    assert not model.flip_tta and model.min_short_side == 720
-    assert model.network_scale((360, 480)) == 2.0 and model.network_scale((1024, 2048)) == 1.0
+    assert not model.flip_tta and model.min_short_side == 540 and model.max_network_pixels == 540 * 720
+    assert (model.boundary_threshold, model.direction_threshold, model.iterations) == (0.1, 0.5, 4)
+    # small frames enlarged to a 540-px short side; large ones brought down to the same
+    # pixel count (540 x 720 = 0.39 MP)
+    assert model.network_scale((360, 480)) == 1.5
+    assert model.network_scale((1024, 2048)) == pytest.approx((540 * 720 / (1024 * 2048)) ** 0.5)
     card = (bundled_model_dir("camvid-lite0-v3") / "README.md").read_text()
     assert "research" in card.lower() and "--init camvid-lite0-v2" in card
 

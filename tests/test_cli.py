@@ -418,3 +418,21 @@ def test_every_command_and_argument_has_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"segfix-pytorch {segfix.__version__}"
+
+
+def test_tune_without_flips_saves_the_pixel_budget_it_chose_at(folders, tmp_path):
+    import json
+
+    from segfix.tuning import pixel_budget
+
+    segfix.SegFix(**TINY).save_pretrained(tmp_path / "model")
+    dataset = f"folder={folders / 'images' / '*.png'},{folders / 'gt' / '*.png'},5"
+    out = tmp_path / "tuned"
+    args = ["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--coarse", str(folders / "preds")]
+    assert main([*args, "--flip", "off", "--output", str(out)]) == 0
+    saved = json.loads((out / "settings.json").read_text())
+    assert {row["flip_tta"] for row in saved["candidates"]} == {False}
+    tuned = segfix.SegFix.from_pretrained(out)
+    sizes = [scene(i)[0].shape[:2] for i in range(3)]
+    assert not tuned.flip_tta
+    assert tuned.max_network_pixels == pixel_budget(sizes, saved["chosen"]["min_short_side"]) > 0

@@ -278,7 +278,7 @@ def test_select_settings_searches_the_vote_and_restores_the_model():
     best, rows = select_settings(model, TinySet(2), scales=(1, 2), iterations=(1,), thresholds=(0.5,))
     assert set(best) == {
         "boundary_threshold", "direction_threshold", "semantic_scale", "iterations", "direction_vote", "flip_tta",
-        "min_short_side",
+        "min_short_side", "max_network_pixels",
     }  # fmt: skip
     assert len(rows) == 2 * 2 * 2 * 2 and {r["direction_vote"] for r in rows} == {False, True}
     assert {r["flip_tta"] for r in rows} == {False, True}
@@ -506,3 +506,13 @@ def test_recipes_are_validated_values():
 def test_train_refuses_an_unknown_option(tmp_path):
     with pytest.raises(TypeError, match="itertions"):
         train([TinySet()], tmp_path / "run", itertions=3)
+
+
+def test_pixel_budget_is_the_largest_frame_the_network_saw():
+    from segfix.tuning import pixel_budget
+
+    # CamVid frames enlarged to a 540-px short side: 540 x 720; a frame already larger keeps its size
+    assert pixel_budget([(360, 480), (300, 400)], 540) == 540 * 720
+    assert pixel_budget([(360, 480), (1024, 2048)], 540) == 1024 * 2048
+    assert pixel_budget([(360, 480)], 0, input_scale=0.5) == 180 * 240
+    assert pixel_budget([(100, 100)], 540) == 400 * 400  # enlarged at most 4x

@@ -42,9 +42,10 @@ def random_inputs(seed: int, shape=(24, 30), num_directions: int = 8):
 @pytest.mark.parametrize("num_directions", [4, 8, 16])
 @pytest.mark.parametrize("scale", [1, 2, 3])
 @pytest.mark.parametrize("min_share", [0.0, 0.5])
-def test_matches_reference(num_directions, scale, min_share):
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_matches_reference(num_directions, scale, min_share, backend):
     labels, prob, moving = random_inputs(scale * 10 + num_directions, num_directions=num_directions)
-    out = segfix.vote_labels(labels, prob, moving, scale=scale, min_share=min_share)
+    out = segfix.vote_labels(labels, prob, moving, scale=scale, min_share=min_share, backend=backend)
     np.testing.assert_array_equal(out, reference_vote(labels, prob, moving, scale, min_share, 255))
 
 
@@ -144,3 +145,30 @@ def test_iterated_votes_equal_votes_in_a_row():
     )
     with pytest.raises(ValueError, match="iterations"):
         segfix.vote_labels(labels, prob, moving, iterations=0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.int64])
+@pytest.mark.parametrize("ignore_index", [255, None])
+def test_the_compiled_kernel_equals_the_torch_vote(dtype, ignore_index):
+    """Probabilities in 1/64ths: every score is exact in float32, so ties fall the same way on both paths."""
+    rng = np.random.default_rng(21)
+    labels = rng.integers(0, 6, (3, 40, 52))
+    labels[rng.random(labels.shape) < 0.05] = 255
+    counts = rng.multinomial(64, np.ones(8) / 8, size=(3, 40, 52)).astype(np.float32) / 64  # (3, 40, 52, 8)
+    prob = np.ascontiguousarray(np.moveaxis(counts, -1, 1))
+    moving = rng.random(labels.shape) < 0.5
+    labels = labels.astype(dtype)
+    for iterations, min_share in [(1, 0.0), (3, 0.25), (4, 0.5)]:
+        kwargs = dict(scale=2, min_share=min_share, ignore_index=ignore_index, iterations=iterations)
+        compiled = segfix.vote_labels(labels, prob, moving, backend="numba", **kwargs)
+        np.testing.assert_array_equal(compiled, segfix.vote_labels(labels, prob, moving, backend="torch", **kwargs))
+        assert compiled.dtype == dtype
+    rows = torch.from_numpy(prob).permute(0, 2, 3, 1)[torch.from_numpy(moving)]  # (K, D), row-major
+    on_tensors = segfix.vote_labels(torch.from_numpy(labels), rows, torch.from_numpy(moving), backend="numba")
+    np.testing.assert_array_equal(on_tensors.numpy(), segfix.vote_labels(labels, prob, moving, backend="torch"))
+
+
+def test_an_unknown_backend_is_named():
+    labels, prob, moving = random_inputs(7)
+    with pytest.raises(ValueError, match=r"backend: expected one of \('auto', 'numba', 'torch'\), got 'cuda'"):
+        segfix.vote_labels(labels, prob, moving, backend="cuda")

@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     numba = None  # type: ignore[assignment]
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "shift_single"]
+__all__ = ["HAVE_NUMBA", "shift_single", "vote_flat"]
 
 
 def _shift_once(labels, dy, dx, scale, out):  # pragma: no cover - compiled by numba
@@ -114,13 +114,68 @@ def _shift_walk(labels, dy, dx, scale, iterations, out):  # pragma: no cover - c
             out[i, j] = labels[y, x]
 
 
+def _vote_once(src, dst, b, y, x, steps, height, width, weights, min_share, ignore, has_ignore):  # pragma: no cover
+    """One direction vote over flat ``(N * H * W)`` label maps: the moving pixel ``(b, y, x)[k]`` takes the label
+    of its candidates ``clamp((y, x)[k] + steps[d])`` that the most weight points at, if that weight exceeds
+    ``min_share``; see :func:`segfix.vote_labels`. Compiled by numba.
+
+    A label is scored once, at its first direction, adding the weights in direction order; the first best
+    direction wins ties, as in the torch twin. Candidate indices are computed here, never stored.
+    """
+    moving = y.shape[0]
+    directions = steps.shape[0]
+    for k in numba.prange(moving):
+        base = b[k] * height * width
+        yk = y[k]
+        xk = x[k]
+        best_share = np.float32(-1.0)
+        best_label = src[base + yk * width + xk]
+        for d in range(directions):
+            label = src[
+                base + min(max(yk + steps[d, 0], 0), height - 1) * width + min(max(xk + steps[d, 1], 0), width - 1)
+            ]
+            if has_ignore and label == ignore:
+                continue
+            seen = False
+            for e in range(d):
+                if (
+                    src[
+                        base
+                        + min(max(yk + steps[e, 0], 0), height - 1) * width
+                        + min(max(xk + steps[e, 1], 0), width - 1)
+                    ]
+                    == label
+                ):
+                    seen = True
+                    break
+            if seen:  # scored at its first direction
+                continue
+            share = weights[k, d]
+            for e in range(d + 1, directions):
+                if (
+                    src[
+                        base
+                        + min(max(yk + steps[e, 0], 0), height - 1) * width
+                        + min(max(xk + steps[e, 1], 0), width - 1)
+                    ]
+                    == label
+                ):
+                    share += weights[k, e]
+            if share > best_share:
+                best_share = share
+                best_label = label
+        if best_share > min_share:
+            dst[base + yk * width + xk] = best_label
+
+
 if HAVE_NUMBA:
     _compile = numba.njit(cache=True, nogil=True, parallel=True)
     shift_kernel = _compile(_shift_once)
     shift_kernel_int8 = _compile(_shift_once_int8)
     walk_kernel = _compile(_shift_walk)
+    vote_kernel = _compile(_vote_once)
 else:  # pragma: no cover
-    shift_kernel = shift_kernel_int8 = walk_kernel = None  # type: ignore[assignment]
+    shift_kernel = shift_kernel_int8 = walk_kernel = vote_kernel = None  # type: ignore[assignment]
 
 
 def shift_single(labels: np.ndarray, dy: np.ndarray, dx: np.ndarray, scale: int, iterations: int) -> np.ndarray:
@@ -135,3 +190,34 @@ def shift_single(labels: np.ndarray, dy: np.ndarray, dx: np.ndarray, scale: int,
     else:
         walk_kernel(source, dy, dx, np.int64(scale), np.int64(iterations), out)
     return out.view(np.bool_) if as_bytes else out
+
+
+def vote_flat(
+    labels: np.ndarray,
+    shape: tuple[int, int],
+    pixels: tuple[np.ndarray, np.ndarray, np.ndarray],
+    steps: np.ndarray,
+    weights: np.ndarray,
+    min_share: float,
+    ignore_index: int | None,
+    iterations: int,
+) -> np.ndarray:
+    """``iterations`` compiled votes on a flat C-contiguous ``(N * H * W)`` label array; a new array is returned
+    and ``labels`` kept.
+
+    ``shape`` is (H, W); ``pixels`` the moving pixels' (b, y, x) int64 indices (K,); ``steps`` the (D, 2) int64
+    (dy, dx) candidate offsets; ``weights`` (K, D) float32."""
+    has_ignore = ignore_index is not None and _fits(ignore_index, labels.dtype)  # else it never occurs
+    ignore = labels.dtype.type(ignore_index if has_ignore else 0)
+    height, width = np.int64(shape[0]), np.int64(shape[1])
+    b, y, x = pixels
+    out = labels
+    for _ in range(iterations):
+        src, out = out, out.copy()
+        vote_kernel(src, out, b, y, x, steps, height, width, weights, np.float32(min_share), ignore, has_ignore)
+    return out
+
+
+def _fits(value: int, dtype: np.dtype) -> bool:
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max

@@ -138,7 +138,13 @@ TUNED_MIN_SHORT_SIDES = (0, 540, 720)
 
 
 def _choose_settings(
-    source: str, held_out, target: Path, settings_file: Path, device: str | None = None, coarse=None
+    source: str,
+    held_out,
+    target: Path,
+    settings_file: Path,
+    device: str | None = None,
+    coarse=None,
+    flips: tuple[bool, ...] = (False, True),
 ) -> dict:
     """Choose inference settings for the model at ``source`` on ``held_out`` (refining the ``coarse`` maps, or
     stand-ins) and save it, so tuned, to ``target``."""
@@ -150,7 +156,7 @@ def _choose_settings(
 
     # Upscaled inference is a candidate: on small frames (CamVid's 360 rows) thin structures gain from it.
     model = SegFix.from_pretrained(source, device=device)
-    best, rows = select_settings(model, held_out, min_short_sides=TUNED_MIN_SHORT_SIDES, coarse=coarse)
+    best, rows = select_settings(model, held_out, min_short_sides=TUNED_MIN_SHORT_SIDES, coarse=coarse, flips=flips)
     SegFix.from_pretrained(source, **best).save_pretrained(target)
     atomic_write(settings_file, lambda tmp: tmp.write_text(json.dumps({"chosen": best, "candidates": rows}, indent=1)))
     print(f"  settings chosen on {len(held_out)} held-out images: {best}")
@@ -168,7 +174,8 @@ def _tune(args: argparse.Namespace) -> int:
     coarse = {folder: _coarse_maps(Path(folder), dataset, kind) for folder in args.coarse} if args.coarse else None
     what = f"the predictions in {', '.join(args.coarse)}" if coarse is not None else "stand-in coarse maps"
     print(f"segfix tune: {args.model} on {type(dataset).__name__} ({len(dataset)} images, {what}) -> {target}")
-    _choose_settings(args.model, dataset, target, target / "settings.json", args.device, coarse)
+    flips = {"search": (False, True), "on": (True,), "off": (False,)}[args.flip]
+    _choose_settings(args.model, dataset, target, target / "settings.json", args.device, coarse, flips)
     print(f"  model written to {target} (load with SegFix.from_pretrained({str(target)!r}))")
     return 0
 
@@ -555,6 +562,13 @@ def _add_tune_command(sub) -> None:
         help="real networks' predictions <name>.png of those images (the model to be refined, or any that never "
         "saw them), one folder per network: settings are chosen on their mean gain, no class may lose IoU on "
         "any; without it, stand-in coarse maps (the labels seen through a stride-8 model)",
+    )
+    tu.add_argument(
+        "--flip",
+        choices=["search", "on", "off"],
+        default="search",
+        help="flip averaging: a candidate like the others (search: kept where its doubled cost pays within the "
+        "tuner's margin), always, or never (half the time)",
     )
     tu.add_argument("--output", required=True, help="new folder for the tuned model and settings.json")
     tu.add_argument("--device", help="cpu, cuda, ...")

@@ -42,8 +42,8 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
     # The recommended model comes first: list_models() keeps this order.
     "camvid-lite0-v3": BundledModel(
         name="camvid-lite0-v3",
-        description="camvid-lite0-v2 fine-tuned 1400 more steps at scales 1-2.5, run on frames enlarged to a "
-        "720-px short side (CamVid train)",
+        description="camvid-lite0-v2 fine-tuned 1400 more steps at scales 1-2.5; the network sees small frames "
+        "at a 540-px short side and large ones at 0.39 MP; a 4-step direction vote (CamVid train)",
         license="weights: research use only (trained on CamVid, CC BY-NC 4.0 data); code: MIT",
     ),
     "camvid-lite0-v2": BundledModel(

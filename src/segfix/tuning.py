@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from .field import apply_field, decide
 from .metrics import SegmentationMetrics, confusion_matrix
 from .model import SegFix
+from .settings import Preprocessing
 
-__all__ = ["COST_MARGIN", "TUNED_KEYS", "choose_row", "coarse_proxy", "select_settings"]
+__all__ = ["COST_MARGIN", "TUNED_KEYS", "choose_row", "coarse_proxy", "pixel_budget", "select_settings"]
 
 COST_MARGIN = 0.05
 """mIoU points a cheaper setting may trail the best one by and still be chosen by :func:`select_settings`."""
@@ -84,7 +85,8 @@ def select_settings(
             maps (None: no guard); see :func:`choose_row`.
 
     Returns:
-        (the chosen settings by flat name, one row per candidate with its ``miou_gain`` and ``f1px_gain``
+        (the chosen settings by flat name, with the :func:`pixel_budget` they were chosen at as
+        ``max_network_pixels``; one row per candidate with its ``miou_gain`` and ``f1px_gain``
         (means over the networks), ``worst_class_gain`` and ``gains`` by network). See :func:`choose_row`.
     """
     samples = [dataset[i] for i in range(len(dataset))]
@@ -129,7 +131,18 @@ def select_settings(
         stepped = [f.with_steps(row["semantic_scale"], row["iterations"]) for f in fields_of(*(row[k] for k in keys))]
         row["f1px_gain"] = scorer.boundary_gain(scorer.refine(stepped, coarse))
     chosen = choose_row(rows, samples, input_scale, min_class_gain=min_class_gain)
-    return {k: chosen[k] for k in TUNED_KEYS}, rows
+    budget = pixel_budget([s.image.shape[:2] for s in samples], chosen["min_short_side"], input_scale)
+    return {**{k: chosen[k] for k in TUNED_KEYS}, "max_network_pixels": budget}, rows
+
+
+def pixel_budget(sizes: Sequence[tuple[int, int]], min_short_side: int, input_scale: float = 1.0) -> int:
+    """The most pixels the network saw on any image of ``sizes`` (H, W) at these size settings.
+
+    Saved as ``max_network_pixels``, it brings larger frames down to the scale the settings were chosen at:
+    their objects then look to the network as they did on the held-out images, and the cost stays bounded.
+    """
+    size = Preprocessing(input_scale=input_scale, min_short_side=min_short_side)
+    return max(round(h * size.network_scale((h, w))) * round(w * size.network_scale((h, w))) for h, w in sizes)
 
 
 class _Scorer:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import _kernels
 from ._checks import (
     LabelArray,
     check_array,
@@ -30,7 +31,13 @@ from ._checks import (
 )
 from .directions import direction_vectors
 
-__all__ = ["vote_labels"]
+__all__ = ["VOTE_BACKENDS", "vote_labels"]
+
+VOTE_BACKENDS = ("auto", "numba", "torch")
+"""``vote_labels(backend=...)``: ``'auto'`` is the compiled kernel on the CPU (where numba is installed) and
+torch elsewhere; both give the same labels."""
+
+_COMPILED_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def vote_labels(
@@ -42,6 +49,7 @@ def vote_labels(
     min_share: float = 0.0,
     ignore_index: int | None = 255,
     iterations: int = 1,
+    backend: str = "auto",
 ) -> LabelArray:
     """Refine a semantic label map by a direction vote at the ``moving`` pixels.
 
@@ -56,6 +64,8 @@ def vote_labels(
         ignore_index: label that gets no votes and is never changed; ``None`` if every value is a class.
         iterations: votes in a row, each on the labels the last one left (a label travels up to
             ``iterations * scale`` pixels).
+        backend: ``'auto'`` (a compiled numba kernel, parallel over the moving pixels, for numpy arrays and CPU
+            tensors; torch on other devices), ``'numba'`` or ``'torch'``: the same labels either way.
 
     Returns:
         The refined label map: same type, dtype, shape (and device) as ``label_map``.
@@ -71,12 +81,41 @@ def vote_labels(
         label_map, direction_prob, moving, scale, min_share, ignore_index
     )
     check_positive_int(iterations, "iterations")
-    out = _vote(labels, prob, mask, scale=scale, min_share=min_share, ignore_index=ignore_index, iterations=iterations)
+    compiled = _compiled(backend, labels)
+    out = _vote(
+        labels,
+        prob,
+        mask,
+        scale=scale,
+        min_share=min_share,
+        ignore_index=ignore_index,
+        iterations=iterations,
+        compiled=compiled,
+    )
     if label_map.ndim == 2:
         out = out[0]
     if isinstance(label_map, np.ndarray):
         return out.numpy().astype(label_map.dtype, copy=False)
     return out.to(label_map.dtype)
+
+
+def _compiled(backend: str, labels: torch.Tensor) -> bool:
+    """Whether the numba kernel votes on ``labels`` under ``backend``."""
+    if backend not in VOTE_BACKENDS:
+        raise ValueError(f"backend: expected one of {VOTE_BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return False
+    usable = labels.device.type == "cpu" and labels.dtype in _COMPILED_DTYPES
+    if backend == "numba":
+        if not _kernels.HAVE_NUMBA:
+            raise ImportError("backend 'numba': numba is not installed (pip install numba)")
+        if not usable:
+            raise ValueError(
+                f"backend 'numba': expected CPU labels of an integer dtype in {_COMPILED_DTYPES}, got "
+                f"{labels.dtype} on {labels.device}"
+            )
+        return True
+    return usable and _kernels.HAVE_NUMBA
 
 
 def _checked_vote_inputs(label_map, direction_prob, moving, scale, min_share, ignore_index):
@@ -128,10 +167,11 @@ def _vote(
     min_share: float,
     ignore_index: int | None,
     iterations: int = 1,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """The vote on checked, batched tensors: labels ``(N, H, W)``, the moving pixels' probabilities ``(K, D)``
     in row-major order, mask ``(N, H, W)``; ``iterations`` votes, the pixels and weights found once."""
-    _, h, w = labels.shape
+    n, h, w = labels.shape
     # A step longer than the image lands on its border, however long: bounding it keeps the sums exact.
     step = min(scale, max(h, w))
     vectors = torch.as_tensor(direction_vectors(prob.shape[1]), dtype=torch.int64, device=labels.device) * step
@@ -142,6 +182,13 @@ def _vote(
         b, y, x, weights = b[keep], y[keep], x[keep], weights[keep]
     if not bool(torch.isfinite(weights).all()):
         raise ValueError("direction_prob: expected finite probabilities at the moving pixels, found NaN or inf")
+    if compiled:
+        flat = labels.contiguous().view(-1).numpy()
+        pixels = (b.numpy(), y.numpy(), x.numpy())
+        steps = vectors.contiguous().numpy()
+        weights_np = weights.contiguous().numpy()
+        out_np = _kernels.vote_flat(flat, (h, w), pixels, steps, weights_np, min_share, ignore_index, iterations)
+        return torch.from_numpy(out_np).view(n, h, w)
     ty = (y[:, None] + vectors[None, :, 0]).clamp_(0, h - 1)
     tx = (x[:, None] + vectors[None, :, 1]).clamp_(0, w - 1)
     out = labels
