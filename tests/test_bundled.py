@@ -86,26 +86,28 @@ def test_saving_the_bundled_model_keeps_its_licence_card_and_fp16_weights(bundle
 def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
     import huggingface_hub.constants
 
-    if bundled_model_dir("camvid-lite0-v3") is None:
+    if bundled_model_dir("camvid-lite0-v4") is None:
         pytest.skip("the bundled model files are not in this checkout")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    assert segfix.list_models()[:3] == ["camvid-lite0-v3", "camvid-lite0-v2", "camvid-lite0"]
-    model = segfix.SegFix.from_pretrained("camvid-lite0-v3")
+    assert segfix.list_models()[:4] == ["camvid-lite0-v4", "camvid-lite0-v3", "camvid-lite0-v2", "camvid-lite0"]
+    model = segfix.SegFix.from_pretrained("camvid-lite0-v4")
     assert model.direction_vote and model.semantic_scale == 1 and model.weights_dtype == torch.float16
     assert not model.flip_tta and model.min_short_side == 540 and model.max_network_pixels == 540 * 720
-    assert (model.boundary_threshold, model.direction_threshold, model.iterations) == (0.1, 0.5, 4)
+    assert (model.boundary_threshold, model.direction_threshold, model.iterations) == (0.1, 0.0, 5)
     # small frames enlarged to a 540-px short side; large ones brought down to the same
     # pixel count (540 x 720 = 0.39 MP)
     assert model.network_scale((360, 480)) == 1.5
     assert model.network_scale((1024, 2048)) == pytest.approx((540 * 720 / (1024 * 2048)) ** 0.5)
-    card = (bundled_model_dir("camvid-lite0-v3") / "README.md").read_text()
-    assert "research" in card.lower() and "--init camvid-lite0-v2" in card
+    card = (bundled_model_dir("camvid-lite0-v4") / "README.md").read_text()
+    assert "research" in card.lower() and "--init camvid-lite0-v3" in card and "--copy-paste 0.5" in card
+    previous = segfix.SegFix.from_pretrained("camvid-lite0-v3")
+    assert (previous.boundary_threshold, previous.direction_threshold, previous.iterations) == (0.1, 0.5, 4)
 
 
 @pytest.mark.data
 def test_the_recommended_model_beats_the_previous_one_on_camvid_val(camvid):
     """On every 8th val image (13): ESPNet + camvid-lite0-v2 scores at least as high as with camvid-lite0
-    (all of val: +0.74 / +2.85 against +0.64 / +2.69), and camvid-lite0-v3 as shipped refines too."""
+    (all of val: +0.74 / +2.85 against +0.64 / +2.69), and the recommended camvid-lite0-v4 as shipped refines too."""
     from segfix._io import read_image, read_label
     from segfix.metrics import SegmentationMetrics
 
@@ -123,12 +125,13 @@ def test_the_recommended_model_beats_the_previous_one_on_camvid_val(camvid):
     r = {n: s.compute() for n, s in scores.items()}
     assert r["camvid-lite0-v2"].miou > r["coarse"].miou + 0.003
     assert r["camvid-lite0-v2"].miou >= r["camvid-lite0"].miou - 0.0005
-    v3 = segfix.SegFix.from_pretrained("camvid-lite0-v3")
+    recommended = segfix.SegFix.from_pretrained("camvid-lite0-v4")
     after = SegmentationMetrics(11, ignore_index=255, tolerances=(1,))
     for path in sorted((camvid / "valannot").glob("*.png"))[::8]:
         truth = read_label(path).astype(np.int64)
         truth[truth == 11] = 255
         after.update(
-            v3.refine(read_image(camvid / "val" / path.name), read_label(camvid / "val_espnet" / path.name)), truth
+            recommended.refine(read_image(camvid / "val" / path.name), read_label(camvid / "val_espnet" / path.name)),
+            truth,
         )
     assert after.compute().miou > r["coarse"].miou + 0.003

@@ -1,7 +1,7 @@
 """``SegFix``: the user-facing model. Load it, hand it an image and any model's label map, get the refined map.
 
 >>> from segfix import SegFix                                      # doctest: +SKIP
->>> model = SegFix.from_pretrained("camvid-lite0-v3")              # doctest: +SKIP
+>>> model = SegFix.from_pretrained("camvid-lite0-v4")              # doctest: +SKIP
 >>> refined = model.refine(image, label_map)                       # doctest: +SKIP
 
 The model is laid out as data flows through it: the network (:class:`segfix.network.SegFixNet`); a dense

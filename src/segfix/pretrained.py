@@ -40,6 +40,12 @@ class BundledModel:
 
 BUNDLED_MODELS: dict[str, BundledModel] = {
     # The recommended model comes first: list_models() keeps this order.
+    "camvid-lite0-v4": BundledModel(
+        name="camvid-lite0-v4",
+        description="camvid-lite0-v3 fine-tuned 2400 more steps with copy-paste of thin classes; the network sees "
+        "frames at 540x720 pixels; a 5-step direction vote (CamVid train)",
+        license="weights: research use only (trained on CamVid, CC BY-NC 4.0 data); code: MIT",
+    ),
     "camvid-lite0-v3": BundledModel(
         name="camvid-lite0-v3",
         description="camvid-lite0-v2 fine-tuned 1400 more steps at scales 1-2.5; the network sees small frames "
