@@ -131,35 +131,19 @@ def _vote_once(src, dst, b, y, x, steps, height, width, weights, min_share, igno
         best_share = np.float32(-1.0)
         best_label = src[base + yk * width + xk]
         for d in range(directions):
-            label = src[
-                base + min(max(yk + steps[d, 0], 0), height - 1) * width + min(max(xk + steps[d, 1], 0), width - 1)
-            ]
+            label = src[_candidate(base, yk, xk, steps[d, 0], steps[d, 1], height, width)]
             if has_ignore and label == ignore:
                 continue
             seen = False
             for e in range(d):
-                if (
-                    src[
-                        base
-                        + min(max(yk + steps[e, 0], 0), height - 1) * width
-                        + min(max(xk + steps[e, 1], 0), width - 1)
-                    ]
-                    == label
-                ):
+                if src[_candidate(base, yk, xk, steps[e, 0], steps[e, 1], height, width)] == label:
                     seen = True
                     break
             if seen:  # scored at its first direction
                 continue
             share = weights[k, d]
             for e in range(d + 1, directions):
-                if (
-                    src[
-                        base
-                        + min(max(yk + steps[e, 0], 0), height - 1) * width
-                        + min(max(xk + steps[e, 1], 0), width - 1)
-                    ]
-                    == label
-                ):
+                if src[_candidate(base, yk, xk, steps[e, 0], steps[e, 1], height, width)] == label:
                     share += weights[k, e]
             if share > best_share:
                 best_share = share
@@ -168,11 +152,17 @@ def _vote_once(src, dst, b, y, x, steps, height, width, weights, min_share, igno
             dst[base + yk * width + xk] = best_label
 
 
+def _candidate_index(base, y, x, dy, dx, height, width):  # pragma: no cover - compiled by numba
+    """Flat index of the pixel ``(y + dy, x + dx)``, clamped into the ``height x width`` map at ``base``."""
+    return base + min(max(y + dy, 0), height - 1) * width + min(max(x + dx, 0), width - 1)
+
+
 if HAVE_NUMBA:
     _compile = numba.njit(cache=True, nogil=True, parallel=True)
     shift_kernel = _compile(_shift_once)
     shift_kernel_int8 = _compile(_shift_once_int8)
     walk_kernel = _compile(_shift_walk)
+    _candidate = numba.njit(inline="always")(_candidate_index)  # looked up by _vote_once when it compiles
     vote_kernel = _compile(_vote_once)
 else:  # pragma: no cover
     shift_kernel = shift_kernel_int8 = walk_kernel = vote_kernel = None  # type: ignore[assignment]

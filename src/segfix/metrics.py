@@ -120,6 +120,15 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
     )
 
 
+def _present_classes(prediction: np.ndarray, target: np.ndarray, valid: np.ndarray, num_classes: int) -> np.ndarray:
+    """The classes ``0 .. num_classes - 1`` found at the ``valid`` pixels of either map (ascending)."""
+    present = np.zeros(num_classes, dtype=bool)
+    for labels in (prediction[valid], target[valid]):
+        scored = labels[(labels >= 0) & (labels < num_classes)]
+        present |= np.bincount(scored, minlength=num_classes)[:num_classes] > 0
+    return np.flatnonzero(present)
+
+
 def _disk(radius: float) -> np.ndarray:
     """The integer offsets within Euclidean ``radius`` of the centre, as a boolean structuring element."""
     r = int(np.floor(radius))
@@ -163,11 +172,7 @@ def boundary_fscore_counts(
     """
     counts = np.zeros((num_classes, len(tolerances), 4), dtype=np.int64)
     valid = _scored(target, num_classes, ignore_index)
-    present = np.zeros(num_classes, dtype=bool)
-    for labels in (prediction[valid], target[valid]):
-        scored = labels[(labels >= 0) & (labels < num_classes)]
-        present |= np.bincount(scored, minlength=num_classes)[:num_classes] > 0
-    for c in np.flatnonzero(present):
+    for c in _present_classes(prediction, target, valid, num_classes):
         if c == ignore_index:
             continue
         pred_b = mask_boundary((prediction == c) & valid)
@@ -204,11 +209,7 @@ def boundary_iou_counts(
     band_width = max(1, int(round(dilation_ratio * np.hypot(height, width))))
     counts = np.zeros((num_classes, 2), dtype=np.int64)
     valid = _scored(target, num_classes, ignore_index)
-    present = np.zeros(num_classes, dtype=bool)
-    for labels in (prediction[valid], target[valid]):
-        scored = labels[(labels >= 0) & (labels < num_classes)]
-        present |= np.bincount(scored, minlength=num_classes)[:num_classes] > 0
-    for c in np.flatnonzero(present):
+    for c in _present_classes(prediction, target, valid, num_classes):
         if c == ignore_index:
             continue
         pred_band = _inner_band(prediction == c, band_width) & valid

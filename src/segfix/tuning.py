@@ -142,7 +142,8 @@ def pixel_budget(sizes: Sequence[tuple[int, int]], min_short_side: int, input_sc
     their objects then look to the network as they did on the held-out images, and the cost stays bounded.
     """
     size = Preprocessing(input_scale=input_scale, min_short_side=min_short_side)
-    return max(round(h * size.network_scale((h, w))) * round(w * size.network_scale((h, w))) for h, w in sizes)
+    factors = [size.network_scale((h, w)) for h, w in sizes]
+    return max(round(h * f) * round(w * f) for (h, w), f in zip(sizes, factors))
 
 
 class _Scorer:
