@@ -6,6 +6,8 @@
 * ``vote_labels`` against the argmax rule it replaces (argmax + ``direction_to_offset`` + ``shift_labels``).
 * ``boundary_targets`` against the plain per-class scipy reference (one EDT + two float64 correlations per
   class), producing the same output. Target: at least 3x faster.
+* ``thin_parts`` (the thin-part guard) against scipy's per-class ``binary_opening``, the same mask, and against
+  the vote it guards. Target: faster than scipy and under the vote's time.
 
 Run: ``python benchmarks/bench_core.py`` (``--quick`` for a smaller map).
 """
@@ -109,6 +111,36 @@ def main() -> None:
             ["argmax direction + shift_labels", f"{argmax_s * 1e3:.1f}", "1.00x"],
             ["vote_labels", f"{vote_s * 1e3:.1f}", f"{vote_s / argmax_s:.2f}x"],
         ],
+    )
+
+    thin_rows = []
+    for radius in (1, 2):
+        square = np.ones((2 * radius + 1, 2 * radius + 1), bool)
+
+        def scipy_thin(radius=radius, square=square):
+            out = np.zeros(label.shape, bool)
+            for c in np.unique(label):
+                mask = label == c
+                out |= mask & ~ndimage.binary_opening(mask, structure=square)
+            return out
+
+        scipy_s = median_seconds(scipy_thin, repeat=3, warmup=1)
+        thin_s = median_seconds(lambda radius=radius: segfix.thin_parts(label, radius), repeat=5, warmup=1)
+        same = np.array_equal(segfix.thin_parts(label, radius), scipy_thin())
+        thin_rows.append(
+            [
+                radius,
+                f"{scipy_s * 1e3:.1f}",
+                f"{thin_s * 1e3:.1f}",
+                f"{scipy_s / thin_s:.1f}x",
+                f"{thin_s / vote_s:.2f}x",
+                same,
+            ]
+        )
+    print_table(
+        "thin_parts vs scipy's per-class binary_opening (target: faster, same mask; a fraction of the vote)",
+        ["radius", "scipy ms", "thin_parts ms", "speed-up", "vs vote_labels", "same mask"],
+        thin_rows,
     )
 
     ref_s = median_seconds(lambda: reference_targets(label), repeat=3, warmup=1)

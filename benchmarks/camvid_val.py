@@ -4,7 +4,8 @@ Reads the research-use CamVid copy in ../shared/data/camvid (never shipped). Pri
 F-score at 1/2/3 px, before and after, and the means for every variant.
 
 Run: ``python benchmarks/camvid_val.py [--model camvid-lite0-v3] [--root ../shared/data/camvid]``. With
-``--holdout-coarse DIR`` it reports on the training images ``segfix train --holdout 10`` keeps out instead,
+``--holdout-coarse DIR`` it reports on the training images ``segfix train --holdout 10`` keeps out instead
+(``--holdout 0001TP``: those of one drive),
 refining the predictions in DIR (e.g. those of ``tools/train_coarse_net.py``): the numbers settings may be
 chosen on, where val is only reported. The
 precision ``'auto'`` picks bf16 where it is native (CUDA, or a CPU with AVX512-BF16/AMX), and then an fp32
@@ -41,13 +42,20 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N images only")
     parser.add_argument("--torch-compile", action="store_true", help="every variant through torch.compile")
     parser.add_argument("--holdout-coarse", metavar="DIR", help="held-out training images, refining DIR/<name>.png")
+    parser.add_argument(
+        "--holdout",
+        default="10",
+        metavar="N|PREFIX",
+        help="with --holdout-coarse: the images 'segfix train --holdout' kept out (every N-th, or one drive: 0001TP)",
+    )
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="model settings to change")
     args = parser.parse_args()
     root = Path(args.root)
     if not (root / "valannot").is_dir():
         raise SystemExit(f"CamVid not found at {root}")
     if args.holdout_coarse:
-        _, held = segfix.data.CamVid(root, "train").split(10)
+        holdout = int(args.holdout) if args.holdout.isdigit() else args.holdout
+        _, held = segfix.data.CamVid(root, "train").split(holdout)
         names = [image.name for image, _ in held.pairs][: args.limit]
         images, labels, coarse_dir = root / "train", root / "trainannot", Path(args.holdout_coarse)
     else:
@@ -62,7 +70,7 @@ def main() -> None:
     print(
         f"# model settings: scale {model.semantic_scale}, iterations {model.iterations}, boundary threshold "
         f"{model.boundary_threshold}, direction threshold {model.direction_threshold}, direction vote "
-        f"{model.direction_vote}, flip averaging {model.flip_tta}"
+        f"{model.direction_vote}, flip averaging {model.flip_tta}, thin-part guard {model.thin_guard}"
     )
     source = "coarse" if args.holdout_coarse else "ESPNet"  # the coarse input's row
     refined_row = f"{source} + SegFix"
@@ -74,9 +82,11 @@ def main() -> None:
             flip_tta=not model.flip_tta
         ),
         f"{refined_row}, argmax rule, one step, no flip": model.with_settings(
-            direction_vote=False, iterations=1, flip_tta=False
+            direction_vote=False, iterations=1, flip_tta=False, thin_guard=0
         ),
     }
+    if model.thin_guard:  # what the guard changes, all else as shipped
+        learned[f"{refined_row}, no thin-part guard"] = model.with_settings(thin_guard=0)
     if resolve_precision("auto", model.device) == "bf16":
         # 'auto' runs bf16 here: fp32 beside it shows what the faster precision costs
         learned[f"{refined_row}, fp32"] = model.with_settings(precision="fp32")

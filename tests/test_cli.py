@@ -325,7 +325,7 @@ def test_tune_writes_a_tuned_model_and_never_overwrites(folders, tmp_path, capsy
     assert main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)]) == 0
     chosen = json.loads((out / "settings.json").read_text())["chosen"]
     _, stored = split_config(json.loads((out / "config.json").read_text()))
-    assert {k: stored.get(k) for k in chosen} == chosen and set(chosen) >= {"direction_vote", "flip_tta"}
+    assert {k: stored.get(k) for k in chosen} == chosen and set(chosen) >= {"direction_vote", "flip_tta", "thin_guard"}
     tuned = segfix.SegFix.from_pretrained(out)
     assert tuned.direction_vote == chosen["direction_vote"]
     with pytest.raises(SystemExit, match="not empty"):

@@ -135,6 +135,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 TUNED_MIN_SHORT_SIDES = (0, 540, 720)
+TUNED_THIN_GUARDS = (0, 1, 2)
 
 
 def _choose_settings(
@@ -145,6 +146,7 @@ def _choose_settings(
     device: str | None = None,
     coarse=None,
     flips: tuple[bool, ...] = (False, True),
+    thin_guards: tuple[int, ...] = TUNED_THIN_GUARDS,
 ) -> dict:
     """Choose inference settings for the model at ``source`` on ``held_out`` (refining the ``coarse`` maps, or
     stand-ins) and save it, so tuned, to ``target``."""
@@ -156,7 +158,9 @@ def _choose_settings(
 
     # Upscaled inference is a candidate: on small frames (CamVid's 360 rows) thin structures gain from it.
     model = SegFix.from_pretrained(source, device=device)
-    best, rows = select_settings(model, held_out, min_short_sides=TUNED_MIN_SHORT_SIDES, coarse=coarse, flips=flips)
+    best, rows = select_settings(
+        model, held_out, min_short_sides=TUNED_MIN_SHORT_SIDES, coarse=coarse, flips=flips, thin_guards=thin_guards
+    )
     SegFix.from_pretrained(source, **best).save_pretrained(target)
     atomic_write(settings_file, lambda tmp: tmp.write_text(json.dumps({"chosen": best, "candidates": rows}, indent=1)))
     print(f"  settings chosen on {len(held_out)} held-out images: {best}")
@@ -175,7 +179,8 @@ def _tune(args: argparse.Namespace) -> int:
     what = f"the predictions in {', '.join(args.coarse)}" if coarse is not None else "stand-in coarse maps"
     print(f"segfix tune: {args.model} on {type(dataset).__name__} ({len(dataset)} images, {what}) -> {target}")
     flips = {"search": (False, True), "on": (True,), "off": (False,)}[args.flip]
-    _choose_settings(args.model, dataset, target, target / "settings.json", args.device, coarse, flips)
+    guards = tuple(sorted(set(args.thin_guard)))
+    _choose_settings(args.model, dataset, target, target / "settings.json", args.device, coarse, flips, guards)
     print(f"  model written to {target} (load with SegFix.from_pretrained({str(target)!r}))")
     return 0
 
@@ -540,12 +545,11 @@ def _add_tune_command(sub) -> None:
     tu = sub.add_parser(
         "tune",
         help="choose a model's inference settings on labelled images",
-        description="Choose boundary and direction thresholds, offset scale, iterations, the direction vote "
-        "and flip averaging for a trained model by the gain of refining coarse predictions of labelled "
-        "images (never the test set): a real network's (--coarse) or stand-ins. It writes the tuned model to "
-        "--output. Example: segfix "
-        "tune --model runs/camvid/model --dataset camvid=../shared/data/camvid --holdout 10 --output "
-        "runs/camvid/tuned.",
+        description="Choose boundary and direction thresholds, offset scale, iterations, the direction vote, "
+        "flip averaging and the thin-part guard for a trained model by the gain of refining coarse predictions "
+        "of labelled images (never the test set): a real network's (--coarse) or stand-ins. It writes the tuned "
+        "model to --output. Example: segfix tune --model runs/camvid/model "
+        "--dataset camvid=../shared/data/camvid --holdout 10 --output runs/camvid/tuned.",
     )
     tu.add_argument("--model", required=True, help="bundled model name, model folder or Hub repo id")
     tu.add_argument("--dataset", required=True, metavar="KIND=ROOT", help="labelled images, as for train")
@@ -569,6 +573,15 @@ def _add_tune_command(sub) -> None:
         default="search",
         help="flip averaging: a candidate like the others (search: kept where its doubled cost pays within the "
         "tuner's margin), always, or never (half the time)",
+    )
+    tu.add_argument(
+        "--thin-guard",
+        nargs="+",
+        type=_non_negative_int,
+        default=list(TUNED_THIN_GUARDS),
+        metavar="R",
+        help="candidate radii of the thin-part guard: coarse segments narrower than 2R+1 px keep their labels "
+        "(0: off; default: 0 1 2)",
     )
     tu.add_argument("--output", required=True, help="new folder for the tuned model and settings.json")
     tu.add_argument("--device", help="cpu, cuda, ...")

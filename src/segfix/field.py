@@ -26,6 +26,7 @@ from .directions import direction_to_offset, direction_vectors
 from .inference import NetworkOutputs
 from .refine import refine_instances, refine_semantic
 from .settings import DecisionSettings
+from .thin import thin_parts
 from .vote import vote_labels
 
 __all__ = [
@@ -61,6 +62,8 @@ class RefinementField:
         rule: ``'argmax'`` or ``'vote'``.
         min_share: with ``'vote'``, a pixel changes only when the winning label's pooled probability exceeds
             this.
+        thin_guard: :func:`apply_field` leaves the thin parts of the label map (:func:`segfix.thin_parts` of this
+            radius, found once on the map given) as they are; 0 = off. Instance masks ignore it.
     """
 
     moving: Any
@@ -70,8 +73,10 @@ class RefinementField:
     iterations: int = 1
     rule: str = "argmax"
     min_share: float = 0.0
+    thin_guard: int = 0
 
     def __post_init__(self) -> None:
+        check_positive_int(self.thin_guard, "thin_guard", minimum=0)
         if self.rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {self.rule!r}")
         if self.rule == "vote" and self.direction_prob is None:
@@ -106,6 +111,24 @@ class RefinementField:
             check_positive_int(iterations, "iterations")
             changes["iterations"] = int(iterations)
         return dataclasses.replace(self, **changes) if changes else self
+
+    def frozen_at(self, pixels: Any) -> RefinementField:
+        """This field with the ``pixels`` (bool ``(N, H, W)``, like ``moving``) no longer moving."""
+        pixels = torch.as_tensor(pixels) if isinstance(self.moving, torch.Tensor) else np.asarray(pixels)
+        if tuple(pixels.shape) != tuple(self.moving.shape):
+            raise ValueError(f"pixels: expected a bool mask {tuple(self.moving.shape)}, got {describe(pixels)}")
+        if isinstance(self.moving, torch.Tensor):
+            pixels = pixels.to(self.moving.device, torch.bool)
+            moving = self.moving & ~pixels
+            offsets = self.offsets.masked_fill(pixels[:, None], 0)
+        else:
+            pixels = pixels.astype(bool, copy=False)
+            moving = self.moving & ~pixels
+            offsets = np.where(pixels[:, None], np.zeros((), self.offsets.dtype), self.offsets)
+        prob = self.direction_prob
+        if prob is not None:  # the rows of the pixels that still move, in the same row-major order
+            prob = prob[~pixels[self.moving]]
+        return dataclasses.replace(self, moving=moving, offsets=offsets, direction_prob=prob)
 
     def to(self, device: torch.device | str) -> RefinementField:
         """The field as torch tensors on ``device``."""
@@ -200,6 +223,7 @@ def decide(outputs: NetworkOutputs, decision: DecisionSettings, *, instance: boo
         iterations=decision.iterations,
         rule="vote" if vote else "argmax",
         min_share=decision.direction_threshold if vote else 0.0,
+        thin_guard=0 if instance else decision.thin_guard,
     )
 
 
@@ -248,6 +272,7 @@ def field_from_maps(
         iterations=decision.iterations,
         rule=decision.rule,
         min_share=decision.direction_threshold if decision.direction_vote else 0.0,
+        thin_guard=decision.thin_guard,
     )
 
 
@@ -259,11 +284,13 @@ def field_from_offsets(
     rule: str = "argmax",
     min_share: float = 0.0,
     vote_prob: np.ndarray | None = None,
+    thin_guard: int = 0,
 ) -> RefinementField:
     """A field from stored offsets ``(2, H, W)`` or ``(N, 2, H, W)`` (e.g. :func:`segfix.formats.read_offset_file`).
 
     ``vote_prob``: for the ``'vote'`` rule, the direction probabilities of the moving pixels (``offsets != 0``),
-    ``(K, D)`` in row-major pixel order, as ``segfix offsets`` stores them.
+    ``(K, D)`` in row-major pixel order, as ``segfix offsets`` stores them. ``thin_guard``: see
+    :class:`RefinementField`.
     """
     offsets = offsets[None] if offsets.ndim == 3 else offsets
     moving = (offsets != 0).any(1)
@@ -277,7 +304,7 @@ def field_from_offsets(
         prob = np.ascontiguousarray(vote_prob, dtype=np.float32)
         if isinstance(offsets, torch.Tensor):
             prob = torch.from_numpy(prob).to(offsets.device)
-    return RefinementField(moving, offsets, prob, scale, iterations, rule, min_share)
+    return RefinementField(moving, offsets, prob, scale, iterations, rule, min_share, thin_guard)
 
 
 def check_field_labels(labels: Any, field: RefinementField, *, single: bool, instance: bool = False) -> None:
@@ -315,6 +342,10 @@ def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | N
 
     def own(x: Any) -> Any:  # the field's arrays in the layout of the labels: (H, W) maps drop the batch axis
         return x[0] if labels.ndim == 2 else x
+
+    if field.thin_guard:
+        thin = thin_parts(labels, field.thin_guard, ignore_index=ignore_index)
+        field = field.frozen_at(thin if labels.ndim == 3 else thin[None])
 
     if field.rule == "argmax":
         refined = refine_semantic(

@@ -120,7 +120,8 @@ class SegFix(
     :class:`~segfix.settings.Preprocessing`; ``inference``, ``window_size``, ``window_stride``,
     ``max_whole_pixels``, ``precision``, ``flip_tta`` in :class:`~segfix.settings.InferenceSettings`;
     ``boundary_threshold``, ``direction_threshold``, ``direction_vote``, ``semantic_scale``,
-    ``instance_scale``, ``iterations``, ``ignore_index`` in :class:`~segfix.settings.DecisionSettings`). They
+    ``instance_scale``, ``iterations``, ``thin_guard``, ``ignore_index`` in
+    :class:`~segfix.settings.DecisionSettings`). They
     are held frozen in :attr:`settings`; each can be read as an attribute (``model.flip_tta``), and
     :meth:`with_settings` gives a model that shares this network with other settings.
 
@@ -166,6 +167,7 @@ class SegFix(
         flip_tta: bool = False,
         torch_compile: bool = False,
         direction_vote: bool = False,
+        thin_guard: int = 0,
         ignore_index: int | None = 255,
     ) -> None:
         super().__init__()

@@ -35,6 +35,7 @@ __all__ = [
 # exhausts a machine.
 MAX_SCALE = 64
 MAX_ITERATIONS = 16
+MAX_THIN_GUARD = 16
 MAX_WINDOW = 16384
 MAX_WHOLE_PIXELS = 1 << 28
 MAX_SHORT_SIDE = 16384
@@ -180,6 +181,10 @@ class DecisionSettings:
         semantic_scale: offset scale for semantic maps (2 in the paper).
         instance_scale: offset scale for instance masks (1 in the paper).
         iterations: steps along the field (see :func:`segfix.shift_labels`).
+        thin_guard: semantic refinement leaves the thin parts of the label map it refines as they are: the pixels
+            that an opening of radius ``thin_guard`` removes from their class (:func:`segfix.thin_parts`; 1:
+            segments under 3 px wide). Such a part has no interior to take a label from, and a few steps along
+            an unsure direction erase it. 0 = off (the original).
         ignore_index: label never moved or created.
     """
 
@@ -189,6 +194,7 @@ class DecisionSettings:
     semantic_scale: int = 2
     instance_scale: int = 1
     iterations: int = 1
+    thin_guard: int = 0
     ignore_index: int | None = 255
 
     def __post_init__(self) -> None:
@@ -199,6 +205,7 @@ class DecisionSettings:
         _check_int(self.semantic_scale, "semantic_scale", 1, MAX_SCALE)
         _check_int(self.instance_scale, "instance_scale", 1, MAX_SCALE)
         _check_int(self.iterations, "iterations", 1, MAX_ITERATIONS)
+        _check_int(self.thin_guard, "thin_guard", 0, MAX_THIN_GUARD)
         ignore = self.ignore_index
         if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, (int, np.integer))):
             raise ValueError(f"ignore_index: expected an integer or None, got {ignore!r}")

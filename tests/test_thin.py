@@ -1,0 +1,159 @@
+"""Thin parts of a label map and the refinement guard that leaves them as they are."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+import segfix
+from segfix.field import RefinementField, apply_field, decide
+from segfix.inference import NetworkOutputs
+from segfix.settings import DecisionSettings
+
+
+def scipy_thin(labels: np.ndarray, radius: int) -> np.ndarray:
+    """Reference: per class, the pixels that scipy's binary opening with a (2r+1)^2 square removes."""
+    square = np.ones((2 * radius + 1, 2 * radius + 1), bool)
+    out = np.zeros(labels.shape, bool)
+    for c in np.unique(labels):
+        mask = labels == c
+        out |= mask & ~ndimage.binary_opening(mask, structure=square)
+    return out
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_thin_parts_match_scipy_opening_class_by_class(radius):
+    rng = np.random.default_rng(radius)
+    for trial in range(12):
+        h, w = rng.integers(2, 40, 2)
+        labels = rng.integers(0, 5, (h, w)).astype(np.int64)
+        if trial % 2:  # blobs with thin bridges, not only noise
+            labels = ndimage.median_filter(labels, 3)
+        np.testing.assert_array_equal(segfix.thin_parts(labels, radius, ignore_index=None), scipy_thin(labels, radius))
+
+
+def test_a_one_pixel_pole_is_thin_and_a_three_pixel_one_is_not():
+    labels = np.zeros((9, 14), np.uint8)
+    labels[:, 4] = 1  # one pixel wide
+    labels[:, 8:11] = 2  # three pixels wide
+    thin = segfix.thin_parts(labels, 1)
+    assert thin[:, 4].all() and not thin[:, 8:11].any()
+    assert not thin[labels == 0].any()  # the background between them is 3 px wide or more
+    assert segfix.thin_parts(labels, 2)[:, 8:11].all()  # under 5 px at radius 2
+
+
+def test_ignore_pixels_are_never_thin_and_batches_torch_and_dtypes_agree():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (2, 15, 17)).astype(np.uint16)
+    labels[0, 4, :] = 255
+    thin = segfix.thin_parts(labels, 1)
+    assert thin.dtype == bool and thin.shape == labels.shape and not thin[0, 4].any()
+    expected = scipy_thin(labels[1].astype(np.int64), 1) & (labels[1] != 255)
+    np.testing.assert_array_equal(thin[1], expected)
+    np.testing.assert_array_equal(segfix.thin_parts(labels[1], 1), expected)
+    tensor = segfix.thin_parts(torch.from_numpy(labels.astype(np.int32)), 1)
+    assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.bool
+    np.testing.assert_array_equal(tensor.numpy(), thin)
+    swapped = labels[1].astype(labels.dtype.newbyteorder())  # foreign byte order, as some files arrive
+    np.testing.assert_array_equal(segfix.thin_parts(swapped, 1), expected)
+    wide = labels[1].astype(np.int64)
+    big = np.where(wide == 1, np.int64(2**40), wide)  # ids beyond float32's exact range
+    assert big.max() == 2**40
+    np.testing.assert_array_equal(segfix.thin_parts(big, 1), expected)
+
+
+def test_maps_smaller_than_the_window_are_all_thin():
+    assert segfix.thin_parts(np.zeros((2, 9), np.uint8), 1).all()
+
+
+def test_thin_parts_refuse_what_is_not_a_label_map():
+    with pytest.raises(TypeError, match="integer dtype"):
+        segfix.thin_parts(np.zeros((4, 4), np.float32), 1)
+    with pytest.raises(ValueError, match="radius"):
+        segfix.thin_parts(np.zeros((4, 4), np.uint8), 0)
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(N, H, W\)"):
+        segfix.thin_parts(np.zeros(4, np.uint8), 1)
+
+
+def pole_scene():
+    """A 1-px pole whose every pixel the field would move onto the background, and a field that does so."""
+    labels = np.zeros((10, 12), np.uint8)
+    labels[:, 5] = 1
+    labels[2:8, 8:11] = 2  # a thick part beside it, which may still move
+    g = torch.Generator().manual_seed(0)
+    prob = torch.full((1, 10, 12), 0.9)
+    logits = torch.randn(1, 8, 10, 12, generator=g)
+    logits[:, 0] += 6.0  # every pixel points one step left (direction 0 is (0, -1))
+    return labels, NetworkOutputs(prob, logits, (10, 12))
+
+
+@pytest.mark.parametrize("vote", [False, True])
+def test_the_guard_keeps_thin_parts_and_refines_the_rest_as_without_it(vote):
+    labels, outputs = pole_scene()
+    assert tuple(segfix.direction_vectors(8)[0]) == (0, -1)
+    plain = DecisionSettings(boundary_threshold=0.5, direction_vote=vote, semantic_scale=1, iterations=2)
+    guarded = dataclasses.replace(plain, thin_guard=1)
+    unguarded_out = apply_field(decide(outputs, plain), labels)
+    assert not (unguarded_out[:, 5] == 1).any()  # without the guard the pole leaves its place
+    out = apply_field(decide(outputs, guarded), labels)
+    thin = segfix.thin_parts(labels, 1)
+    np.testing.assert_array_equal(out[thin], labels[thin])
+    # Elsewhere: the field minus the thin pixels, applied by hand.
+    field = decide(outputs, plain)
+    moving = field.moving[0].numpy() & ~thin
+    if vote:
+        prob = field.direction_prob.numpy()[~thin[field.moving[0].numpy()]]
+        expected = segfix.vote_labels(labels, prob, moving, scale=1, iterations=2)
+    else:
+        offsets = np.where(moving[None], field.offsets[0].numpy(), 0)
+        expected = segfix.refine_semantic(labels, offsets, scale=1, iterations=2)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_the_guard_is_found_on_the_map_given_not_on_half_refined_ones():
+    labels, outputs = pole_scene()
+    field = decide(outputs, DecisionSettings(semantic_scale=1, iterations=3, thin_guard=1))
+    frozen = field.frozen_at(segfix.thin_parts(labels, 1)[None])
+    no_guard = dataclasses.replace(frozen, thin_guard=0)
+    np.testing.assert_array_equal(apply_field(field, labels), apply_field(no_guard, labels))
+    # step by step on the same frozen field gives the same map
+    step = no_guard.with_steps(iterations=1)
+    np.testing.assert_array_equal(
+        apply_field(step, apply_field(step, apply_field(step, labels))), apply_field(field, labels)
+    )
+
+
+def test_offsets_files_and_settings_carry_the_guard(tmp_path):
+    from segfix.formats import read_field, write_field
+
+    labels, outputs = pole_scene()
+    field = decide(outputs, DecisionSettings(direction_vote=True, semantic_scale=1, thin_guard=2))
+    assert field.thin_guard == 2
+    assert decide(outputs, DecisionSettings(thin_guard=2), instance=True).thin_guard == 0  # masks are shifted
+    write_field(tmp_path / "f.npz", field)
+    back = read_field(tmp_path / "f.npz", default_scale=2)
+    assert back.thin_guard == 2
+    np.testing.assert_array_equal(apply_field(back, labels), apply_field(field, labels))
+    with pytest.raises(ValueError, match="thin_guard"):
+        DecisionSettings(thin_guard=-1)
+    with pytest.raises(ValueError, match="thin_guard"):
+        RefinementField(field.moving, field.offsets, thin_guard=-1)
+    with pytest.raises(ValueError, match="pixels"):
+        field.frozen_at(np.zeros((3, 3), bool))
+
+
+def test_thin_parts_and_the_guard_on_every_device(device):
+    labels, outputs = pole_scene()
+    on_device = torch.from_numpy(labels).to(device)
+    thin = segfix.thin_parts(on_device, 1)
+    assert thin.device.type == device.type
+    np.testing.assert_array_equal(thin.cpu().numpy(), scipy_thin(labels, 1))
+    decision = DecisionSettings(direction_vote=True, semantic_scale=1, iterations=2, thin_guard=1)
+    moved = NetworkOutputs(outputs.boundary_prob.to(device), outputs.direction_logits.to(device), outputs.size)
+    refined = apply_field(decide(moved, decision), on_device)
+    assert refined.device.type == device.type
+    np.testing.assert_array_equal(refined.cpu().numpy(), apply_field(decide(outputs, decision), labels))
