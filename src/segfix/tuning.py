@@ -122,19 +122,21 @@ def select_settings(
     for combo in itertools.product(thresholds, direction_thresholds, votes, flips, min_short_sides):
         threshold, direction_threshold, vote, flip, short_side = combo
         fields = fields_of(*combo)
+        guarded = {guard: scorer.guarded(fields, guard) for guard in thin_guards}  # frozen once, for every step
         for scale, guard in itertools.product(scales, thin_guards):
             # k steps are one step taken on the result of k - 1: each count of iterations continues the last.
             refined: Mapping[str, Sequence[np.ndarray]] = dict(coarse)
             done = 0
             for steps in sorted(iterations):
-                refined = scorer.refine([f.with_steps(scale, steps - done) for f in fields], refined, guard)
+                refined = scorer.refine(_with_steps(guarded[guard], scale, steps - done), refined)
                 done = steps
                 values = (threshold, direction_threshold, scale, steps, vote, flip, short_side, guard)
                 rows.append({**dict(zip(TUNED_KEYS, values)), **scorer.gains(refined)})
     for row in _contenders(rows, min_class_gain):
         keys = ("boundary_threshold", "direction_threshold", "direction_vote", "flip_tta", "min_short_side")
-        stepped = [f.with_steps(row["semantic_scale"], row["iterations"]) for f in fields_of(*(row[k] for k in keys))]
-        row["f1px_gain"] = scorer.boundary_gain(scorer.refine(stepped, coarse, row["thin_guard"]))
+        chosen_fields = scorer.guarded(fields_of(*(row[k] for k in keys)), row["thin_guard"])
+        stepped = _with_steps(chosen_fields, row["semantic_scale"], row["iterations"])
+        row["f1px_gain"] = scorer.boundary_gain(scorer.refine(stepped, coarse))
     chosen = choose_row(rows, samples, input_scale, min_class_gain=min_class_gain)
     budget = pixel_budget([s.image.shape[:2] for s in samples], chosen["min_short_side"], input_scale)
     return {**{k: chosen[k] for k in TUNED_KEYS}, "max_network_pixels": budget}, rows
@@ -160,24 +162,27 @@ class _Scorer:
         self.before_f: dict | None = None
         self._thin: dict[tuple[str, int], list[np.ndarray]] = {}
 
-    def refine(
-        self, fields: Sequence, maps: Mapping[str, Sequence[np.ndarray]], thin_guard: int = 0
-    ) -> dict[str, list[np.ndarray]]:
-        """Each network's maps refined by the fields (one per sample), the thin parts of radius ``thin_guard``
-        of that network's coarse maps (not of ``maps``, which may be half refined) left as they are."""
-        ignore = self.dataset.ignore_index
-        out = {}
-        for name, ms in maps.items():
-            thin = self._thin_parts(name, thin_guard)
-            out[name] = [
-                apply_field(f.frozen_at(t[None]) if thin_guard else f, m, ignore_index=ignore)
-                for f, m, t in zip(fields, ms, thin)
-            ]
-        return out
+    def guarded(self, fields: Sequence, thin_guard: int) -> dict[str, list]:
+        """The fields (one per sample) for each network's maps, with the thin parts of radius ``thin_guard`` of
+        that network's coarse maps frozen (not those of a half-refined map); 0: the fields as given."""
+        if not thin_guard:
+            return {name: list(fields) for name in self.coarse}
+        return {
+            name: [f.frozen_at(t[None]) for f, t in zip(fields, self._thin_parts(name, thin_guard))]
+            for name in self.coarse
+        }
 
-    def _thin_parts(self, name: str, radius: int) -> list:
-        if not radius:
-            return [None] * len(self.samples)
+    def refine(
+        self, fields: Mapping[str, Sequence], maps: Mapping[str, Sequence[np.ndarray]]
+    ) -> dict[str, list[np.ndarray]]:
+        """Each network's maps refined by its own fields (one per sample, as from :meth:`guarded`)."""
+        ignore = self.dataset.ignore_index
+        return {
+            name: [apply_field(f, m, ignore_index=ignore) for f, m in zip(fields[name], ms)]
+            for name, ms in maps.items()
+        }
+
+    def _thin_parts(self, name: str, radius: int) -> list[np.ndarray]:
         if (name, radius) not in self._thin:
             ignore = self.dataset.ignore_index
             self._thin[name, radius] = [thin_parts(m, radius, ignore_index=ignore) for m in self.coarse[name]]
@@ -211,6 +216,10 @@ class _Scorer:
             after = _scores(self.dataset, self.samples, maps)
             gains.append((after.mean_boundary_f[1] - self.before_f[name].mean_boundary_f[1]) * 100)
         return float(np.mean(gains))
+
+
+def _with_steps(fields: Mapping[str, Sequence], scale: int, iterations: int) -> dict[str, list]:
+    return {name: [f.with_steps(scale, iterations) for f in fs] for name, fs in fields.items()}
 
 
 def _contenders(rows: Sequence[dict], min_class_gain: float | None, margin: float = COST_MARGIN) -> list[dict]:
