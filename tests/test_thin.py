@@ -66,6 +66,19 @@ def test_ignore_pixels_are_never_thin_and_batches_torch_and_dtypes_agree():
     np.testing.assert_array_equal(segfix.thin_parts(big, 1), expected)
 
 
+def test_read_only_and_mirrored_maps_give_the_mirrored_mask_and_stay_untouched():
+    labels = np.random.default_rng(1).integers(0, 4, (19, 23)).astype(np.uint8)
+    original = labels.copy()
+    expected = scipy_thin(labels.astype(np.int64), 1)
+    frozen = labels.copy()
+    frozen.flags.writeable = False  # as a memory-mapped or decoded file arrives
+    np.testing.assert_array_equal(segfix.thin_parts(frozen, 1), expected)
+    mirrored = labels[:, ::-1]  # negative strides: torch cannot share them
+    np.testing.assert_array_equal(segfix.thin_parts(mirrored, 1), scipy_thin(mirrored.astype(np.int64), 1))
+    np.testing.assert_array_equal(segfix.thin_parts(labels, 1), expected)
+    np.testing.assert_array_equal(labels, original)
+
+
 def test_maps_smaller_than_the_window_are_all_thin():
     assert segfix.thin_parts(np.zeros((2, 9), np.uint8), 1).all()
 

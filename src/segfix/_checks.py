@@ -119,6 +119,19 @@ def native_byte_order(x: np.ndarray) -> np.ndarray:
     return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
 
 
+def as_tensor(array: np.ndarray | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """A tensor over ``array``'s memory where torch can share it, else over a copy; tensors pass through (moved
+    to ``device`` if one is given)."""
+    if isinstance(array, torch.Tensor):
+        return array.to(device) if device is not None else array
+    # torch cannot share read-only memory (memory-mapped files, decoded images), negative strides (a
+    # mirrored view) or foreign byte order: those arrive as a copy.
+    array = native_byte_order(array)
+    if not array.flags.writeable or any(stride < 0 for stride in array.strides):
+        array = np.array(array, order="C", copy=True)
+    return torch.as_tensor(array, device=device)
+
+
 _WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: torch.int64}
 
 

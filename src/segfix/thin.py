@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import LabelArray, check_label_map, check_positive_int, computable, native_byte_order
+from ._checks import LabelArray, as_tensor, check_label_map, check_positive_int, computable
 
 __all__ = ["thin_parts"]
 
@@ -42,11 +42,7 @@ def thin_parts(label_map: LabelArray, radius: int = 1, *, ignore_index: int | No
     """
     ignore_index = check_label_map(label_map, ignore_index)
     check_positive_int(radius, "radius")
-    if isinstance(label_map, torch.Tensor):
-        tensor = label_map
-    else:  # a copy where torch cannot share the memory (foreign byte order, read-only, mirrored)
-        tensor = torch.from_numpy(np.array(native_byte_order(label_map), order="C", copy=True))
-    labels = computable(tensor, "label_map")
+    labels = computable(as_tensor(label_map), "label_map")
     batch = labels if labels.ndim == 3 else labels[None]
     thin = _thin(batch, int(radius))
     if ignore_index is not None:

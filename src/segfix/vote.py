@@ -21,13 +21,13 @@ import torch
 from . import _kernels
 from ._checks import (
     LabelArray,
+    as_tensor,
     check_array,
     check_label_map,
     check_positive_int,
     check_scale,
     computable,
     describe,
-    native_byte_order,
 )
 from .directions import direction_vectors
 
@@ -130,9 +130,9 @@ def _checked_vote_inputs(label_map, direction_prob, moving, scale, min_share, ig
     check_array(direction_prob, "direction_prob")
     check_array(moving, "moving")
     batched = label_map.ndim == 3
-    labels = computable(_as_tensor(label_map, None), "label_map")
-    prob = _as_tensor(direction_prob, labels.device)
-    mask = _as_tensor(moving, labels.device)
+    labels = computable(as_tensor(label_map, None), "label_map")
+    prob = as_tensor(direction_prob, labels.device)
+    mask = as_tensor(moving, labels.device)
     if not prob.dtype.is_floating_point:
         raise TypeError(f"direction_prob: expected a float dtype (probabilities), got {describe(direction_prob)}")
     if not batched:
@@ -214,14 +214,3 @@ def _vote_once(labels, b, y, x, ty, tx, weights, min_share: float, ignore_index:
         change = share > min_share
         out[b[change], y[change], x[change]] = winner[change]
     return out
-
-
-def _as_tensor(array, device: torch.device | None) -> torch.Tensor:
-    if isinstance(array, torch.Tensor):
-        return array.to(device) if device is not None else array
-    # torch cannot share read-only memory (memory-mapped files, decoded images), negative strides (a
-    # mirrored view) or foreign byte order: those arrive as a copy.
-    array = native_byte_order(array)
-    if not array.flags.writeable or any(stride < 0 for stride in array.strides):
-        array = np.array(array, order="C", copy=True)
-    return torch.as_tensor(array, device=device)
