@@ -54,8 +54,7 @@ def main() -> None:
     if not (root / "valannot").is_dir():
         raise SystemExit(f"CamVid not found at {root}")
     if args.holdout_coarse:
-        holdout = int(args.holdout) if args.holdout.isdigit() else args.holdout
-        _, held = segfix.data.CamVid(root, "train").split(holdout)
+        _, held = segfix.data.CamVid(root, "train").split(segfix.data.parse_holdout(args.holdout))
         names = [image.name for image, _ in held.pairs][: args.limit]
         images, labels, coarse_dir = root / "train", root / "trainannot", Path(args.holdout_coarse)
     else:

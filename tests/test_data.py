@@ -38,6 +38,20 @@ def test_camvid_tree(tmp_path):
         data.CamVid(tmp_path, "val")
 
 
+def test_holdout_words_parse_to_what_split_takes(tmp_path):
+    assert data.parse_holdout("10") == 10 and data.parse_holdout("0") == 0
+    assert data.parse_holdout("0001TP") == "0001TP" and data.parse_holdout("Seq05VD") == "Seq05VD"
+    for bad in ("1", "-3", "", " ", "runs/0001TP", "0001*"):
+        with pytest.raises(ValueError, match="holdout: expected"):
+            data.parse_holdout(bad)
+    for drive, count in (("0001TP", 2), ("0006R0", 3)):
+        for i in range(count):
+            write(tmp_path / "train" / f"{drive}_{i:06d}.png", rgb(seed=i))
+            write(tmp_path / "trainannot" / f"{drive}_{i:06d}.png", np.full((12, 16), 3, np.uint8))
+    kept, held = data.CamVid(tmp_path, "train").split(data.parse_holdout("0006R0"))
+    assert [p.name[:6] for p, _ in held.pairs] == ["0006R0"] * 3 and len(kept) == 2
+
+
 def test_cityscapes_tree(tmp_path):
     stem = "aachen_000000_000019"
     write(tmp_path / "leftImg8bit" / "train" / "aachen" / f"{stem}_leftImg8bit.png", rgb())

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segfix._io import atomic_write, write_png
-from segfix.data import CamVid
+from segfix.data import CamVid, parse_holdout
 from segfix.metrics import SegmentationMetrics
 from segfix.network import create_backbone
 from segfix.precision import autocast_context, resolve_precision
@@ -140,8 +140,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    holdout = int(args.holdout) if args.holdout.isdigit() else args.holdout
-    kept, held = CamVid(args.root, "train").split(holdout)
+    kept, held = CamVid(args.root, "train").split(parse_holdout(args.holdout))
     images, labels, _ = _load(kept)
     precision = resolve_precision("auto", torch.device("cpu"))
     net = CoarseNet(kept.num_classes)

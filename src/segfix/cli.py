@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .data import parse_holdout
 from .datasets import DATASETS
 
 __all__ = ["main"]
@@ -782,14 +783,9 @@ def _shard_type(text: str):
 def _holdout_type(text: str) -> int | str:
     """``--holdout``: an integer (every N-th image; 0 or >= 2) or a file-name prefix such as a CamVid drive."""
     try:
-        every = int(text)
-    except ValueError:
-        if not text.strip() or any(c in text for c in "/\\*?"):
-            raise argparse.ArgumentTypeError(f"expected an integer N or a file-name prefix, got {text!r}") from None
-        return text
-    if every == 1 or every < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (none), N >= 2 or a file-name prefix, got {text!r}")
-    return every
+        return parse_holdout(text)
+    except ValueError as error:  # argparse shows an ArgumentTypeError's own words
+        raise argparse.ArgumentTypeError(str(error).removeprefix("holdout: ")) from None
 
 
 # What a user can get wrong (paths, files, values, devices) surfaces as one of these: one line on stderr.

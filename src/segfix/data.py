@@ -33,6 +33,7 @@ __all__ = [
     "LabelledImages",
     "Sample",
     "cityscapes_instance_segments",
+    "parse_holdout",
 ]
 
 CAMVID_CLASSES = [
@@ -178,6 +179,24 @@ class LabelledImages(Sequence):
         if self.instance_files is not None:
             instance_ids = read_label(self.instance_files[index]).astype(np.int64)
         return Sample(image=image, label=label, name=image_path.stem, instance_ids=instance_ids)
+
+
+def parse_holdout(text: str) -> int | str:
+    """What :meth:`LabelledImages.split` takes, from a command-line word: ``"10"`` -> 10 (every 10th image; ``"0"``
+    -> 0, none held out), anything else a file-name prefix (``"0001TP"``: one CamVid drive).
+
+    Raises:
+        ValueError: a negative count, 1, an empty word, or a prefix with a path separator or a wildcard.
+    """
+    try:
+        every = int(text)
+    except ValueError:
+        if not text.strip() or any(c in text for c in "/\\*?"):
+            raise ValueError(f"holdout: expected an integer N or a file-name prefix, got {text!r}") from None
+        return text
+    if every == 1 or every < 0:
+        raise ValueError(f"holdout: expected 0 (none), N >= 2 or a file-name prefix, got {text!r}")
+    return every
 
 
 def _pair_by_stem(images: list[Path], labels: list[Path]) -> list[tuple[Path, Path]]:
