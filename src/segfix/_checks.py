@@ -119,7 +119,7 @@ def native_byte_order(x: np.ndarray) -> np.ndarray:
     return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
 
 
-def as_tensor(array: np.ndarray | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+def as_tensor(array: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
     """A tensor over ``array``'s memory where torch can share it, else over a copy; tensors pass through (moved
     to ``device`` if one is given)."""
     if isinstance(array, torch.Tensor):

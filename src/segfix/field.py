@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_positive_int, check_scale, describe
+from ._checks import as_tensor, check_positive_int, check_scale, describe
 from .directions import direction_to_offset, direction_vectors
 from .inference import NetworkOutputs
 from .refine import refine_instances, refine_semantic
@@ -134,9 +134,9 @@ class RefinementField:
         """The field as torch tensors on ``device``."""
         return dataclasses.replace(
             self,
-            moving=_to_tensor(self.moving, device),
-            offsets=_to_tensor(self.offsets, device),
-            direction_prob=None if self.direction_prob is None else _to_tensor(self.direction_prob, device),
+            moving=as_tensor(self.moving, device),
+            offsets=as_tensor(self.offsets, device),
+            direction_prob=None if self.direction_prob is None else as_tensor(self.direction_prob, device),
         )
 
     def numpy(self) -> RefinementField:
@@ -172,10 +172,6 @@ def concat_fields(fields: list[RefinementField]) -> RefinementField:
         offsets=torch.cat([f.offsets for f in fields]),
         direction_prob=prob,
     )
-
-
-def _to_tensor(x: Any, device: torch.device | str) -> torch.Tensor:
-    return x.to(device) if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -396,7 +392,7 @@ def _labels_where_field_is(label_map: Any, field: RefinementField):
         and label_map.dtype.type in _DEVICE_LABEL_DTYPES
     ):
         dtype = label_map.dtype
-        tensor = torch.from_numpy(np.ascontiguousarray(label_map).astype(dtype.newbyteorder("="))).to(device)
+        tensor = as_tensor(label_map, device)
         return tensor, lambda out: out.cpu().numpy().astype(dtype, copy=False)
     return label_map, lambda out: out
 

@@ -130,7 +130,7 @@ def _checked_vote_inputs(label_map, direction_prob, moving, scale, min_share, ig
     check_array(direction_prob, "direction_prob")
     check_array(moving, "moving")
     batched = label_map.ndim == 3
-    labels = computable(as_tensor(label_map, None), "label_map")
+    labels = computable(as_tensor(label_map), "label_map")
     prob = as_tensor(direction_prob, labels.device)
     mask = as_tensor(moving, labels.device)
     if not prob.dtype.is_floating_point:
