@@ -70,6 +70,7 @@ def main() -> None:
         f"# model settings: scale {model.semantic_scale}, iterations {model.iterations}, boundary threshold "
         f"{model.boundary_threshold}, direction threshold {model.direction_threshold}, direction vote "
         f"{model.direction_vote}, flip averaging {model.flip_tta}, thin-part guard {model.thin_guard}"
+        + (f" (classes {list(model.thin_guard_classes)})" if model.thin_guard and model.thin_guard_classes else "")
     )
     source = "coarse" if args.holdout_coarse else "ESPNet"  # the coarse input's row
     refined_row = f"{source} + SegFix"

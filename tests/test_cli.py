@@ -325,11 +325,40 @@ def test_tune_writes_a_tuned_model_and_never_overwrites(folders, tmp_path, capsy
     assert main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)]) == 0
     chosen = json.loads((out / "settings.json").read_text())["chosen"]
     _, stored = split_config(json.loads((out / "config.json").read_text()))
-    assert {k: stored.get(k) for k in chosen} == chosen and set(chosen) >= {"direction_vote", "flip_tta", "thin_guard"}
+    as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, stored.get(k)) for k in chosen)}
+    assert as_json == chosen
+    assert set(chosen) >= {"direction_vote", "flip_tta", "thin_guard", "thin_guard_classes"}
     tuned = segfix.SegFix.from_pretrained(out)
     assert tuned.direction_vote == chosen["direction_vote"]
     with pytest.raises(SystemExit, match="not empty"):
         main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)])
+
+
+def test_tune_searches_only_what_it_is_told_from_the_settings_it_is_given(folders, tmp_path, capsys):
+    import json
+
+    segfix.SegFix(**TINY).save_pretrained(tmp_path / "model")
+    dataset = f"folder={folders / 'images' / '*.png'},{folders / 'gt' / '*.png'},5"
+    out = tmp_path / "tuned"
+    start = ["min_short_side=0", "boundary_threshold=0.3", "direction_vote=true", "iterations=2", "flip_tta=false"]
+    args = ["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)]
+    assert main([*args, "--set", *start, "--search", "thin_guard", "--thin-guard", "0", "1"]) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    rows = settings["candidates"]
+    assert {r["thin_guard"] for r in rows} == {0, 1}  # only the guard was searched
+    for row in [*rows, settings["chosen"]]:  # every other setting stays where --set put it
+        assert (row["boundary_threshold"], row["direction_vote"], row["iterations"]) == (0.3, True, 2)
+        assert (row["semantic_scale"], row["flip_tta"], row["min_short_side"]) == (2, False, 0)
+    tuned = segfix.SegFix.from_pretrained(out)
+    assert (tuned.boundary_threshold, tuned.direction_vote, tuned.iterations) == (0.3, True, 2)
+    with pytest.raises(SystemExit, match=r"--set: expected settings among .*, got \['threshold'\]"):
+        main([*args[:-1], str(tmp_path / "other"), "--set", "threshold=0.3"])
+    with pytest.raises(SystemExit, match="--set: boundary_threshold: expected a probability"):
+        main([*args[:-1], str(tmp_path / "other"), "--set", "boundary_threshold=2"])
+    with pytest.raises(SystemExit):
+        main([*args[:-1], str(tmp_path / "other"), "--search", "thresholds"])
+    assert "invalid choice: 'thresholds'" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
 
 
 def test_tune_on_a_real_networks_predictions(folders, tmp_path, capsys):

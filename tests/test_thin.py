@@ -92,6 +92,84 @@ def test_thin_parts_refuse_what_is_not_a_label_map():
         segfix.thin_parts(np.zeros(4, np.uint8), 1)
 
 
+def test_thin_parts_of_some_classes_are_the_thin_parts_masked_to_them():
+    rng = np.random.default_rng(5)
+    labels = ndimage.median_filter(rng.integers(0, 5, (31, 37)), 3).astype(np.int64)
+    labels[3, :] = 255
+    every = segfix.thin_parts(labels, 2)
+    for classes in [(1,), [0, 3], (4, 2, 2), ()]:
+        expected = every & np.isin(labels, list(classes))
+        np.testing.assert_array_equal(segfix.thin_parts(labels, 2, classes=classes), expected)
+        tensor = segfix.thin_parts(torch.from_numpy(labels[None]), 2, classes=classes)
+        np.testing.assert_array_equal(tensor[0].numpy(), expected)
+    many = tuple(range(0, 5, 2)) + tuple(range(100, 110))  # more ids than the comparison loop takes
+    np.testing.assert_array_equal(segfix.thin_parts(labels, 2, classes=many), every & np.isin(labels, many))
+    small = labels.astype(np.uint8)
+    small[small == 255] = 44  # 300 would wrap onto 44 in uint8: it must match nothing
+    np.testing.assert_array_equal(segfix.thin_parts(small, 2, classes=[300]), np.zeros(small.shape, bool))
+    with pytest.raises(ValueError, match="classes: expected non-negative integer class ids, got"):
+        segfix.thin_parts(labels, 1, classes=[1.5])
+    with pytest.raises(ValueError, match="classes: expected a list of class ids, got 2"):
+        segfix.thin_parts(labels, 1, classes=2)
+
+
+def test_thin_classes_are_those_most_of_whose_pixels_are_thin():
+    # A 1-px pole (all thin), a 3-px pole (thin at radius 2 only), a thick block whose ragged row is thin.
+    labels = np.zeros((30, 60), np.uint8)
+    labels[:, 10] = 1
+    labels[:, 20:23] = 2
+    labels[8:22, 35:55] = 3
+    labels[7, 35:55:2] = 3  # a comb of single pixels on the block's top edge: 10 thin pixels of 290
+    assert segfix.thin_classes([labels], 1) == (1,)
+    assert segfix.thin_classes([labels], 2) == (1, 2)
+    # Hand count at radius 1: class 3 has 10 thin pixels of 290, so it is thin only for shares up to 10/290.
+    assert segfix.thin_classes([labels], 1, share=10 / 290) == (1, 3)
+    assert segfix.thin_classes([labels], 1, share=10 / 290 + 1e-9) == (1,)
+    # Pixels are pooled over maps, torch and numpy alike; ignore is no class; absent classes are not listed.
+    other = np.full((30, 60), 255, np.uint8)
+    other[:, :30] = 2  # a wide class-2 region outweighs the 3-px pole at radius 2
+    pooled = [labels, torch.from_numpy(other)]
+    assert segfix.thin_classes(pooled, 2) == (1,)
+    assert segfix.thin_classes([np.full((5, 5), 255, np.uint8)], 1) == ()
+    with pytest.raises(ValueError, match=r"share: expected a fraction in \(0, 1\], got 0"):
+        segfix.thin_classes([labels], 1, share=0)
+
+
+@pytest.mark.parametrize("vote", [False, True])
+def test_the_guard_keeps_only_the_thin_parts_of_its_classes(vote):
+    labels, outputs = pole_scene()
+    labels[0, 8:11] = 2  # a one-pixel sliver of class 2 above a gap, thin like the pole
+    labels[1, 8:11] = 0
+    plain = DecisionSettings(boundary_threshold=0.5, direction_vote=vote, semantic_scale=1, iterations=2)
+    for classes in [(1,), (2,), (1, 2)]:
+        out = apply_field(decide(outputs, dataclasses.replace(plain, thin_guard=1, thin_guard_classes=classes)), labels)
+        # The same as freezing, by hand, the thin pixels of those classes alone.
+        frozen = decide(outputs, plain).frozen_at((segfix.thin_parts(labels, 1) & np.isin(labels, classes))[None])
+        np.testing.assert_array_equal(out, apply_field(frozen, labels))
+        assert (out[:, 5] == 1).all() == (1 in classes)  # the pole stays exactly when its class is guarded
+
+
+def test_the_guard_s_classes_are_settings_and_travel_with_fields_and_files(tmp_path):
+    from segfix.formats import read_field, write_field
+
+    settings = DecisionSettings(thin_guard=2, thin_guard_classes=[6, 2, 2])
+    assert settings.thin_guard_classes == (2, 6)
+    for bad in ("2", [2, -1], [True], 3):
+        with pytest.raises(ValueError, match="thin_guard_classes"):
+            DecisionSettings(thin_guard_classes=bad)
+    labels, outputs = pole_scene()
+    field = decide(outputs, dataclasses.replace(settings, direction_vote=True, semantic_scale=1))
+    assert field.thin_guard_classes == (2, 6)
+    write_field(tmp_path / "f.npz", field)
+    back = read_field(tmp_path / "f.npz", default_scale=2)
+    assert (back.thin_guard, back.thin_guard_classes) == (2, (2, 6))
+    np.testing.assert_array_equal(apply_field(back, labels), apply_field(field, labels))
+    model = segfix.SegFix(backbone="test_resnet", out_indices=(1, 2, 3), thin_guard=3, thin_guard_classes=[2])
+    model.save_pretrained(tmp_path / "model")
+    loaded = segfix.SegFix.from_pretrained(tmp_path / "model")
+    assert (loaded.thin_guard, loaded.thin_guard_classes) == (3, (2,))
+
+
 def pole_scene():
     """A 1-px pole whose every pixel the field would move onto the background, and a field that does so."""
     labels = np.zeros((10, 12), np.uint8)

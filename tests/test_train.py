@@ -278,7 +278,7 @@ def test_select_settings_searches_the_vote_and_restores_the_model():
     best, rows = select_settings(model, TinySet(2), scales=(1, 2), iterations=(1,), thresholds=(0.5,))
     assert set(best) == {
         "boundary_threshold", "direction_threshold", "semantic_scale", "iterations", "direction_vote", "flip_tta",
-        "min_short_side", "max_network_pixels", "thin_guard",
+        "min_short_side", "max_network_pixels", "thin_guard", "thin_guard_classes",
     }  # fmt: skip
     assert len(rows) == 2 * 2 * 2 * 2 and {r["direction_vote"] for r in rows} == {False, True}
     assert {r["flip_tta"] for r in rows} == {False, True}
@@ -406,12 +406,44 @@ def test_the_thin_part_guard_is_chosen_only_where_it_pays_by_more_than_the_margi
     assert choose_row([row(1.976, 0), row(1.976 + 2 * COST_MARGIN, 1)], samples)["thin_guard"] == 1
 
 
+def test_the_tuner_tries_each_guard_on_every_class_and_on_the_thin_classes_alone():
+    from segfix.tuning import guard_candidates
+
+    labels = np.zeros((30, 40), np.uint8)
+    labels[:, 20:] = 2
+    labels[:, 9] = 1  # a 1-px pole: the one class most of whose pixels are thin
+    labels[0, :] = 255
+    assert guard_candidates((0, 1, 2), [labels], 255) == [(0, None), (1, None), (1, (1,)), (2, None), (2, (1,))]
+    assert guard_candidates((2,), [labels], 255) == [(2, None), (2, (1,))]
+    poles = np.zeros((9, 9), np.uint8)
+    poles[:, 1::2] = 1  # every class thin: the class list would repeat 'every class'
+    assert guard_candidates((0, 1), [poles], 255) == [(0, None), (1, None)]
+    assert guard_candidates((0,), [labels], 255) == [(0, None)]
+    assert guard_candidates(((2, (1,)), (0, (1,))), [labels], 255) == [(2, (1,)), (0, None)]  # pairs as given
+
+
+def test_kept_grids_pin_every_setting_outside_the_search_to_the_model_s_own():
+    from segfix.tuning import SEARCH_ARGUMENTS, kept_grids
+
+    model = segfix.SegFix(**TINY_MODEL, boundary_threshold=0.2, iterations=3, thin_guard=2, thin_guard_classes=[1])
+    grids = kept_grids(model, ["thin_guard", "iterations"])
+    assert set(grids) == set(SEARCH_ARGUMENTS.values()) - {"thin_guards", "iterations"}
+    assert grids["thresholds"] == (0.2,) and grids["scales"] == (2,) and grids["votes"] == (False,)
+    assert kept_grids(model, ["iterations"])["thin_guards"] == ((2, (1,)),)  # the radius with its own classes
+    assert kept_grids(model, list(SEARCH_ARGUMENTS)) == {}
+    with pytest.raises(ValueError, match=r"search: expected names among .*, got \['threshold'\]"):
+        kept_grids(model, ["threshold"])
+
+
 def test_settings_are_chosen_on_the_mean_gain_over_several_networks():
     from segfix.metrics import SegmentationMetrics
     from segfix.tuning import TUNED_KEYS, select_settings
 
     model = segfix.SegFix(**TINY_MODEL, direction_vote=True).eval()
     data = TinySet(2)
+    for sample in data.samples:  # class 3 becomes a 1-px pole: the class the guard may be kept to
+        sample.label[sample.label == 3] = 0
+        sample.label[:, 5] = 3
     rng = np.random.default_rng(3)
     noisy = [np.where(rng.random(s.label.shape) < 0.1, rng.integers(0, 4, s.label.shape), s.label) for s in data]
     coarse = {"blocky": [coarse_proxy(s.label, 4, 255) for s in data], "noisy": noisy}
@@ -420,7 +452,8 @@ def test_settings_are_chosen_on_the_mean_gain_over_several_networks():
     )
     # The guard's thin parts come from each network's own coarse maps, at every step count.
     _, rows = select_settings(model, data, coarse=coarse, thin_guards=(0, 1), **grid)
-    assert len(rows) == 4 and {r["thin_guard"] for r in rows} == {0, 1}
+    guards = {(r["thin_guard"], r["thin_guard_classes"]) for r in rows}
+    assert len(rows) == 6 and guards == {(0, None), (1, None), (1, (3,))}
     assert any(segfix.thin_parts(m, 1).any() for m in noisy)
     for row in rows:
         assert row["miou_gain"] == pytest.approx(np.mean(list(row["gains"].values())))

@@ -18,7 +18,7 @@ from .pretrained import list_models, load_imagenet_backbone
 from .refine import refine_instances, refine_semantic
 from .shift import shift_labels
 from .targets import BoundaryTargets, boundary_targets, gradient_kernels, instance_targets
-from .thin import thin_parts
+from .thin import thin_classes, thin_parts
 from .vote import vote_labels
 
 __version__ = "0.1.0"
@@ -46,6 +46,7 @@ __all__ = [
     "refine_instances",
     "refine_semantic",
     "shift_labels",
+    "thin_classes",
     "thin_parts",
     "vote_labels",
 ]

@@ -84,6 +84,16 @@ def check_labels_nonnegative(labels: np.ndarray | torch.Tensor, name: str, ignor
         raise ValueError(f"{name}: expected class ids >= 0 or the ignore index {ignore_index}, found {bad}")
 
 
+def class_ids(value: Any, name: str) -> tuple[int, ...]:
+    """A list of class ids -> a sorted tuple without repeats; each a non-negative integer."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
+        raise ValueError(f"{name}: expected a list of class ids, got {value!r}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name}: expected non-negative integer class ids, got {value!r}")
+    return tuple(sorted({int(v) for v in value}))
+
+
 def check_scale(value: Any, name: str = "scale") -> int:
     """Require a positive whole number (an int, or a float holding one); returns it as an int."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):

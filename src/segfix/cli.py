@@ -15,6 +15,7 @@ import numpy as np
 
 from .data import parse_holdout
 from .datasets import DATASETS
+from .tuning import SEARCH_ARGUMENTS
 
 __all__ = ["main"]
 
@@ -136,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 TUNED_MIN_SHORT_SIDES = (0, 540, 720)
-TUNED_THIN_GUARDS = (0, 1, 2)
+TUNED_THIN_GUARDS = (0, 1, 2, 3, 4)
 
 
 def _choose_settings(
@@ -148,21 +149,26 @@ def _choose_settings(
     coarse=None,
     flips: tuple[bool, ...] = (False, True),
     thin_guards: tuple[int, ...] = TUNED_THIN_GUARDS,
+    overrides: dict[str, Any] | None = None,
+    search: tuple[str, ...] | None = None,
 ) -> dict:
-    """Choose inference settings for the model at ``source`` on ``held_out`` (refining the ``coarse`` maps, or
-    stand-ins) and save it, so tuned, to ``target``."""
+    """Choose inference settings for the model at ``source`` (with the settings ``overrides``) on ``held_out``
+    (refining the ``coarse`` maps, or stand-ins) and save it, so tuned, to ``target``. Only the settings in
+    ``search`` are chosen (None: all); the others keep the model's values."""
     import json
 
     from ._io import atomic_write
     from .model import SegFix
-    from .tuning import select_settings
+    from .tuning import kept_grids, select_settings
 
+    overrides = overrides or {}
+    model = SegFix.from_pretrained(source, device=device, **overrides)
     # Upscaled inference is a candidate: on small frames (CamVid's 360 rows) thin structures gain from it.
-    model = SegFix.from_pretrained(source, device=device)
-    best, rows = select_settings(
-        model, held_out, min_short_sides=TUNED_MIN_SHORT_SIDES, coarse=coarse, flips=flips, thin_guards=thin_guards
-    )
-    SegFix.from_pretrained(source, **best).save_pretrained(target)
+    grids: dict[str, Any] = dict(min_short_sides=TUNED_MIN_SHORT_SIDES, flips=flips, thin_guards=thin_guards)
+    if search is not None:
+        grids.update(kept_grids(model, search))
+    best, rows = select_settings(model, held_out, coarse=coarse, **grids)
+    SegFix.from_pretrained(source, **{**overrides, **best}).save_pretrained(target)
     atomic_write(settings_file, lambda tmp: tmp.write_text(json.dumps({"chosen": best, "candidates": rows}, indent=1)))
     print(f"  settings chosen on {len(held_out)} held-out images: {best}")
     return best
@@ -172,6 +178,7 @@ def _tune(args: argparse.Namespace) -> int:
     target = Path(args.output)
     if target.exists() and any(target.iterdir()):
         raise SystemExit(f"segfix tune: {target} is not empty; choose a new folder (nothing is overwritten)")
+    _check_settings(dict(args.set))
     dataset = _dataset(args.dataset, args.split)
     if args.holdout:
         _, dataset = dataset.split(args.holdout)
@@ -181,9 +188,26 @@ def _tune(args: argparse.Namespace) -> int:
     print(f"segfix tune: {args.model} on {type(dataset).__name__} ({len(dataset)} images, {what}) -> {target}")
     flips = {"search": (False, True), "on": (True,), "off": (False,)}[args.flip]
     guards = tuple(sorted(set(args.thin_guard)))
-    _choose_settings(args.model, dataset, target, target / "settings.json", args.device, coarse, flips, guards)
+    overrides = dict(args.set)
+    search = tuple(args.search) if args.search else None
+    _choose_settings(
+        args.model, dataset, target, target / "settings.json", args.device, coarse, flips, guards, overrides, search
+    )
     print(f"  model written to {target} (load with SegFix.from_pretrained({str(target)!r}))")
     return 0
+
+
+def _check_settings(settings: dict[str, Any]) -> None:
+    """Refuse, before any work, a ``--set`` name that is no setting (network arguments included) or a bad value."""
+    from .settings import FLAT_NAMES, ModelSettings
+
+    unknown = sorted(set(settings) - set(FLAT_NAMES))
+    if unknown:
+        raise SystemExit(f"segfix tune: --set: expected settings among {sorted(FLAT_NAMES)}, got {unknown}")
+    try:
+        ModelSettings().replace(**settings)
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"segfix tune: --set: {error}") from None
 
 
 def _coarse_maps(folder: Path, dataset, kind: str) -> list[np.ndarray]:
@@ -581,12 +605,44 @@ def _add_tune_command(sub) -> None:
         type=_non_negative_int,
         default=list(TUNED_THIN_GUARDS),
         metavar="R",
-        help="candidate radii of the thin-part guard: coarse segments narrower than 2R+1 px keep their labels "
-        "(0: off; default: 0 1 2)",
+        help="candidate radii of the thin-part guard: coarse segments narrower than 2R+1 px keep their labels, "
+        "either of every class or of the classes most of whose held-out label pixels are that thin (poles); "
+        "0: off; default: 0 1 2 3 4",
+    )
+    tu.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        type=_setting,
+        metavar="NAME=VALUE",
+        help="model settings to start from (JSON values: --set min_short_side=540 direction_vote=true "
+        "thin_guard_classes=[2]); the tuned model keeps them unless the search changes them",
+    )
+    tu.add_argument(
+        "--search",
+        nargs="+",
+        choices=list(SEARCH_ARGUMENTS),
+        metavar="NAME",
+        help=f"choose only these settings, keeping the model's own values for the rest (default: all of "
+        f"{', '.join(SEARCH_ARGUMENTS)}; thin_guard stands for the guard's radius and classes)",
     )
     tu.add_argument("--output", required=True, help="new folder for the tuned model and settings.json")
     tu.add_argument("--device", help="cpu, cuda, ...")
     tu.set_defaults(func=_tune)
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` -> (name, value), the value read as JSON where it is JSON (``true``, ``[2]``, ``0.1``),
+    else as text (``sliding``)."""
+    import json
+
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
 
 
 def _add_refine_command(sub) -> None:

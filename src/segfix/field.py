@@ -15,13 +15,14 @@ pixels only.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_positive_int, check_scale, describe
+from ._checks import as_tensor, check_positive_int, check_scale, class_ids, describe
 from .directions import direction_to_offset, direction_vectors
 from .inference import NetworkOutputs
 from .refine import refine_instances, refine_semantic
@@ -64,6 +65,7 @@ class RefinementField:
             this.
         thin_guard: :func:`apply_field` leaves the thin parts of the label map (:func:`segfix.thin_parts` of this
             radius, found once on the map given) as they are; 0 = off. Instance masks ignore it.
+        thin_guard_classes: the guard keeps only the thin parts of these class ids (None: of every class).
     """
 
     moving: Any
@@ -74,9 +76,12 @@ class RefinementField:
     rule: str = "argmax"
     min_share: float = 0.0
     thin_guard: int = 0
+    thin_guard_classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_positive_int(self.thin_guard, "thin_guard", minimum=0)
+        if self.thin_guard_classes is not None:
+            object.__setattr__(self, "thin_guard_classes", class_ids(self.thin_guard_classes, "thin_guard_classes"))
         if self.rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {self.rule!r}")
         if self.rule == "vote" and self.direction_prob is None:
@@ -220,6 +225,7 @@ def decide(outputs: NetworkOutputs, decision: DecisionSettings, *, instance: boo
         rule="vote" if vote else "argmax",
         min_share=decision.direction_threshold if vote else 0.0,
         thin_guard=0 if instance else decision.thin_guard,
+        thin_guard_classes=decision.thin_guard_classes,
     )
 
 
@@ -269,6 +275,7 @@ def field_from_maps(
         rule=decision.rule,
         min_share=decision.direction_threshold if decision.direction_vote else 0.0,
         thin_guard=decision.thin_guard,
+        thin_guard_classes=decision.thin_guard_classes,
     )
 
 
@@ -281,12 +288,13 @@ def field_from_offsets(
     min_share: float = 0.0,
     vote_prob: np.ndarray | None = None,
     thin_guard: int = 0,
+    thin_guard_classes: Sequence[int] | None = None,
 ) -> RefinementField:
     """A field from stored offsets ``(2, H, W)`` or ``(N, 2, H, W)`` (e.g. :func:`segfix.formats.read_offset_file`).
 
     ``vote_prob``: for the ``'vote'`` rule, the direction probabilities of the moving pixels (``offsets != 0``),
-    ``(K, D)`` in row-major pixel order, as ``segfix offsets`` stores them. ``thin_guard``: see
-    :class:`RefinementField`.
+    ``(K, D)`` in row-major pixel order, as ``segfix offsets`` stores them. ``thin_guard``,
+    ``thin_guard_classes``: see :class:`RefinementField`.
     """
     offsets = offsets[None] if offsets.ndim == 3 else offsets
     moving = (offsets != 0).any(1)
@@ -300,7 +308,8 @@ def field_from_offsets(
         prob = np.ascontiguousarray(vote_prob, dtype=np.float32)
         if isinstance(offsets, torch.Tensor):
             prob = torch.from_numpy(prob).to(offsets.device)
-    return RefinementField(moving, offsets, prob, scale, iterations, rule, min_share, thin_guard)
+    classes = None if thin_guard_classes is None else tuple(thin_guard_classes)
+    return RefinementField(moving, offsets, prob, scale, iterations, rule, min_share, thin_guard, classes)
 
 
 def check_field_labels(labels: Any, field: RefinementField, *, single: bool, instance: bool = False) -> None:
@@ -340,7 +349,7 @@ def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | N
         return x[0] if labels.ndim == 2 else x
 
     if field.thin_guard:
-        thin = thin_parts(labels, field.thin_guard, ignore_index=ignore_index)
+        thin = thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=field.thin_guard_classes)
         field = field.frozen_at(thin if labels.ndim == 3 else thin[None])
 
     if field.rule == "argmax":

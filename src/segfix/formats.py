@@ -80,14 +80,16 @@ def decode_labels(classes: np.ndarray, stored: np.ndarray, label_format: str) ->
 class OffsetSettings:
     """How stored offsets are meant to be applied: ``out[p] = labels[p + scale * offset]``, ``iterations``
     times, by the ``rule`` (``'argmax'``, or ``'vote'`` with the stored direction probabilities and
-    ``min_share``), leaving the label map's thin parts of radius ``thin_guard`` as they are. The original's
-    ``.mat`` files carry none (None: the reader's default)."""
+    ``min_share``), leaving the label map's thin parts of radius ``thin_guard`` (of the classes
+    ``thin_guard_classes``, None: of all) as they are. The original's ``.mat`` files carry none (None: the
+    reader's default)."""
 
     scale: int | None = None
     iterations: int | None = None
     rule: str = "argmax"
     min_share: float | None = None
     thin_guard: int | None = None
+    thin_guard_classes: tuple[int, ...] | None = None
 
 
 def write_offsets(
@@ -127,6 +129,7 @@ def _settings_of(data) -> OffsetSettings:
         rule=str(data["rule"]) if "rule" in data else "argmax",
         min_share=float(data["min_share"]) if "min_share" in data else None,
         thin_guard=int(data["thin_guard"]) if "thin_guard" in data else None,
+        thin_guard_classes=tuple(int(c) for c in data["thin_guard_classes"]) if "thin_guard_classes" in data else None,
     )
 
 
@@ -155,6 +158,7 @@ def read_field(path: Path, *, default_scale: int) -> RefinementField:
         min_share=settings.min_share or 0.0,
         vote_prob=vote_prob,
         thin_guard=settings.thin_guard or 0,
+        thin_guard_classes=settings.thin_guard_classes,
     )
 
 
@@ -166,7 +170,8 @@ def write_field(path: Path, field: RefinementField) -> None:
         raise ValueError(f"write_field: expected the field of one image, got {len(field)}")
     one = field.numpy()
     min_share = one.min_share if one.rule == "vote" else None
-    settings = OffsetSettings(one.scale, one.iterations, one.rule, min_share, one.thin_guard or None)
+    classes = one.thin_guard_classes if one.thin_guard else None
+    settings = OffsetSettings(one.scale, one.iterations, one.rule, min_share, one.thin_guard or None, classes)
     # The file marks the moving pixels by their nonzero offsets; the vote's rows follow them in the same order.
     vote_prob = one.direction_prob if one.rule == "vote" else None
     write_offsets(path, one.offsets[0], settings, vote_prob=vote_prob)

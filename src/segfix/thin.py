@@ -5,6 +5,11 @@ for SegFix to take labels from: every one of its pixels is boundary, and a few s
 erase it. :func:`thin_parts` finds such pixels from the label map alone, class by class and without knowing the
 classes, so that refinement can leave them as they are (``DecisionSettings.thin_guard``).
 
+Most classes are thick, and their thin parts are ragged edges that a coarse network drew wrong: exactly what
+SegFix should fix. A few classes are thin by nature (a pole, a wire), and their thin parts are the objects
+themselves. :func:`thin_classes` finds those from ground-truth labels alone (the classes most of whose pixels
+are thin), so that the guard can be kept to them (``DecisionSettings.thin_guard_classes``).
+
 A pixel ``p`` of class ``c`` is *thick* when some ``(2r+1) x (2r+1)`` window that lies inside the image, holds
 ``p`` and holds class ``c`` alone; it is *thin* otherwise. This is the binary opening of each class's mask with
 that square (``scipy.ndimage.binary_opening`` with its default zero border), done for all classes at once: a
@@ -13,16 +18,27 @@ window is of one class when its minimum label equals its maximum.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import LabelArray, as_tensor, check_label_map, check_positive_int, computable
+from ._checks import LabelArray, as_tensor, check_label_map, check_positive_int, class_ids, computable
 
-__all__ = ["thin_parts"]
+__all__ = ["thin_classes", "thin_parts"]
+
+MAJORITY = 0.5
+"""The share of a class's pixels that must be thin for :func:`thin_classes` to call the class thin."""
 
 
-def thin_parts(label_map: LabelArray, radius: int = 1, *, ignore_index: int | None = 255) -> LabelArray:
+def thin_parts(
+    label_map: LabelArray,
+    radius: int = 1,
+    *,
+    ignore_index: int | None = 255,
+    classes: Sequence[int] | None = None,
+) -> LabelArray:
     """Bool mask of the pixels that an opening of radius ``radius`` removes from their class.
 
     Args:
@@ -30,6 +46,8 @@ def thin_parts(label_map: LabelArray, radius: int = 1, *, ignore_index: int | No
         radius: half the side of the square window (1: 3x3, so segments under 3 px wide are thin).
         ignore_index: label whose pixels are never reported thin (they never move anyway); None if every value is
             a class.
+        classes: report only the thin pixels of these class ids (None: of every class). Whether a pixel is thin
+            does not depend on it: the opening is always taken of the pixel's own class.
 
     Returns:
         bool, the shape of ``label_map``, numpy or torch like it (on its device).
@@ -47,8 +65,71 @@ def thin_parts(label_map: LabelArray, radius: int = 1, *, ignore_index: int | No
     thin = _thin(batch, int(radius))
     if ignore_index is not None:
         thin &= batch != ignore_index
+    if classes is not None:
+        thin &= _of_classes(batch, class_ids(classes, "classes"))
     thin = thin if labels.ndim == 3 else thin[0]
     return thin.numpy() if isinstance(label_map, np.ndarray) else thin
+
+
+def thin_classes(
+    label_maps: Iterable[LabelArray],
+    radius: int,
+    *,
+    ignore_index: int | None = 255,
+    share: float = MAJORITY,
+) -> tuple[int, ...]:
+    """The classes that are thin by nature: those at least ``share`` of whose pixels in ``label_maps`` are
+    :func:`thin_parts` of radius ``radius``.
+
+    Meant for ground-truth labels (a held-out set's): there a thin class's thin parts are its objects (poles,
+    wires), while a thick class's thin parts are a few ragged edges. Guarding only the former
+    (``DecisionSettings.thin_guard_classes``) keeps a coarse map's poles without keeping its slivers.
+
+    Args:
+        label_maps: integer class-id maps ``(H, W)`` or ``(N, H, W)``, numpy or torch, of any sizes.
+        radius: the opening's radius, as for :func:`thin_parts`.
+        ignore_index: label that is no class; None if every value is a class.
+        share: the fraction of a class's pixels that must be thin, in (0, 1].
+
+    Returns:
+        the class ids, ascending (empty when no class is that thin).
+
+    Example:
+        >>> import numpy as np, segfix
+        >>> labels = np.zeros((9, 9), np.uint8); labels[:, 4] = 1  # a one-pixel pole on a wide background
+        >>> segfix.thin_classes([labels], 1)
+        (1,)
+    """
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ValueError(f"share: expected a fraction in (0, 1], got {share!r}")
+    total: dict[int, int] = {}
+    thin: dict[int, int] = {}
+    for label_map in label_maps:
+        mask = _numpy(thin_parts(label_map, radius, ignore_index=ignore_index))
+        labels = _numpy(label_map).astype(np.int64, copy=False)
+        kept = labels != ignore_index if ignore_index is not None else np.ones(labels.shape, bool)
+        ids, counts = np.unique(labels[kept], return_counts=True)
+        thin_ids, thin_counts = np.unique(labels[mask], return_counts=True)
+        for key, count in zip(ids.tolist(), counts.tolist()):
+            total[key] = total.get(key, 0) + count
+        for key, count in zip(thin_ids.tolist(), thin_counts.tolist()):
+            thin[key] = thin.get(key, 0) + count
+    return tuple(c for c in sorted(total) if thin.get(c, 0) >= share * total[c])
+
+
+def _of_classes(labels: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
+    """bool mask of the pixels whose label is one of ``ids`` (ids the dtype cannot hold match nothing)."""
+    ids = tuple(c for c in ids if c <= torch.iinfo(labels.dtype).max)  # else a cast would wrap them onto others
+    if len(ids) > 8:  # isin sorts; a few comparisons are several times faster for the usual short lists
+        return torch.isin(labels, torch.tensor(ids, dtype=labels.dtype, device=labels.device))
+    wanted = torch.zeros_like(labels, dtype=torch.bool)
+    for c in ids:
+        wanted |= labels == c
+    return wanted
+
+
+def _numpy(array: LabelArray) -> np.ndarray:
+    return array.cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
 def _thin(labels: torch.Tensor, radius: int) -> torch.Tensor:

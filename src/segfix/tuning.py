@@ -11,7 +11,7 @@ never changed.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,9 +22,19 @@ from .field import apply_field, decide
 from .metrics import SegmentationMetrics, confusion_matrix
 from .model import SegFix
 from .settings import Preprocessing
-from .thin import thin_parts
+from .thin import thin_classes, thin_parts
 
-__all__ = ["COST_MARGIN", "TUNED_KEYS", "choose_row", "coarse_proxy", "pixel_budget", "select_settings"]
+__all__ = [
+    "COST_MARGIN",
+    "TUNED_KEYS",
+    "choose_row",
+    "coarse_proxy",
+    "SEARCH_ARGUMENTS",
+    "guard_candidates",
+    "kept_grids",
+    "pixel_budget",
+    "select_settings",
+]
 
 COST_MARGIN = 0.05
 """mIoU points a cheaper setting may trail the best one by and still be chosen by :func:`select_settings`."""
@@ -38,8 +48,38 @@ TUNED_KEYS = (
     "flip_tta",
     "min_short_side",
     "thin_guard",
+    "thin_guard_classes",
 )
 """The settings :func:`select_settings` chooses (flat names, see :data:`segfix.settings.FLAT_NAMES`)."""
+
+SEARCH_ARGUMENTS = {
+    "boundary_threshold": "thresholds",
+    "direction_threshold": "direction_thresholds",
+    "semantic_scale": "scales",
+    "iterations": "iterations",
+    "direction_vote": "votes",
+    "flip_tta": "flips",
+    "min_short_side": "min_short_sides",
+    "thin_guard": "thin_guards",
+}
+"""Each searchable setting and the :func:`select_settings` argument holding its candidates (``thin_guard``
+stands for the guard's radius and its classes together)."""
+
+
+def kept_grids(model: SegFix, search: Iterable[str]) -> dict[str, tuple]:
+    """:func:`select_settings` arguments that pin every setting outside ``search`` to ``model``'s own value, so
+    that only the settings in ``search`` (names of :data:`SEARCH_ARGUMENTS`) are chosen.
+
+    Raises:
+        ValueError: a name that is not searchable.
+    """
+    search = set(search)
+    unknown = sorted(search - set(SEARCH_ARGUMENTS))
+    if unknown:
+        raise ValueError(f"search: expected names among {list(SEARCH_ARGUMENTS)}, got {unknown}")
+    grids = {argument: (model.settings.get(name),) for name, argument in SEARCH_ARGUMENTS.items()}
+    grids["thin_guards"] = ((model.thin_guard, model.thin_guard_classes),)  # the radius with its own classes
+    return {argument: grids[argument] for name, argument in SEARCH_ARGUMENTS.items() if name not in search}
 
 
 def coarse_proxy(label: np.ndarray, num_classes: int, ignore_index: int, stride: int = 8) -> np.ndarray:
@@ -71,7 +111,7 @@ def select_settings(
     votes: Sequence[bool] = (False, True),
     flips: Sequence[bool] = (False, True),
     min_short_sides: Sequence[int] = (0,),
-    thin_guards: Sequence[int] = (0,),
+    thin_guards: Sequence[int | tuple[int, tuple[int, ...] | None]] = (0,),
     stride: int = 8,
     coarse: Mapping[str, Sequence[np.ndarray]] | None = None,
     min_class_gain: float | None = 0.0,
@@ -86,7 +126,11 @@ def select_settings(
             one network's errors. None: :func:`coarse_proxy` of each label with ``stride``.
         min_class_gain: keep only settings under which no class loses more IoU than this on any network's
             maps (None: no guard); see :func:`choose_row`.
-        thin_guards: candidate ``thin_guard`` radii (0: off), the thin parts found on each network's own maps.
+        thin_guards: candidate ``thin_guard`` radii (0: off), the thin parts found on each network's own maps;
+            or ``(radius, classes)`` pairs, each tried as it is.
+            Each radius is tried on the thin parts of every class (``thin_guard_classes`` None) and on those of
+            the classes that are thin by nature at that radius alone (:func:`segfix.thin_classes` of the held-out
+            labels: poles, not the ragged edges of thick classes).
 
     Returns:
         (the chosen settings by flat name, with the :func:`pixel_budget` they were chosen at as
@@ -118,23 +162,24 @@ def select_settings(
     # First every candidate by its IoU alone (a confusion matrix per map); then the boundary F-score, which
     # costs twenty times more, only for those close enough to the best to be chosen.
     scorer = _Scorer(dataset, samples, coarse)
+    guards = guard_candidates(thin_guards, [s.label for s in samples], dataset.ignore_index)
     rows = []
     for combo in itertools.product(thresholds, direction_thresholds, votes, flips, min_short_sides):
         threshold, direction_threshold, vote, flip, short_side = combo
         fields = fields_of(*combo)
-        guarded = {guard: scorer.guarded(fields, guard) for guard in thin_guards}  # frozen once, for every step
-        for scale, guard in itertools.product(scales, thin_guards):
+        guarded = {guard: scorer.guarded(fields, *guard) for guard in guards}  # frozen once, for every step
+        for scale, guard in itertools.product(scales, guards):
             # k steps are one step taken on the result of k - 1: each count of iterations continues the last.
             refined: Mapping[str, Sequence[np.ndarray]] = dict(coarse)
             done = 0
             for steps in sorted(iterations):
                 refined = scorer.refine(_with_steps(guarded[guard], scale, steps - done), refined)
                 done = steps
-                values = (threshold, direction_threshold, scale, steps, vote, flip, short_side, guard)
+                values = (threshold, direction_threshold, scale, steps, vote, flip, short_side, *guard)
                 rows.append({**dict(zip(TUNED_KEYS, values)), **scorer.gains(refined)})
     for row in _contenders(rows, min_class_gain):
         keys = ("boundary_threshold", "direction_threshold", "direction_vote", "flip_tta", "min_short_side")
-        chosen_fields = scorer.guarded(fields_of(*(row[k] for k in keys)), row["thin_guard"])
+        chosen_fields = scorer.guarded(fields_of(*(row[k] for k in keys)), row["thin_guard"], row["thin_guard_classes"])
         stepped = _with_steps(chosen_fields, row["semantic_scale"], row["iterations"])
         row["f1px_gain"] = scorer.boundary_gain(scorer.refine(stepped, coarse))
     chosen = choose_row(rows, samples, input_scale, min_class_gain=min_class_gain)
@@ -160,15 +205,16 @@ class _Scorer:
         self.dataset, self.samples, self.coarse = dataset, samples, coarse
         self.before = {name: self._iou(maps) for name, maps in coarse.items()}
         self.before_f: dict | None = None
-        self._thin: dict[tuple[str, int], list[np.ndarray]] = {}
+        self._thin: dict[tuple, list[np.ndarray]] = {}
 
-    def guarded(self, fields: Sequence, thin_guard: int) -> dict[str, list]:
-        """The fields (one per sample) for each network's maps, with the thin parts of radius ``thin_guard`` of
-        that network's coarse maps frozen (not those of a half-refined map); 0: the fields as given."""
+    def guarded(self, fields: Sequence, thin_guard: int, classes: tuple[int, ...] | None = None) -> dict[str, list]:
+        """The fields (one per sample) for each network's maps, with the thin parts of radius ``thin_guard`` (of
+        ``classes``, None: of all) of that network's coarse maps frozen (not those of a half-refined map); 0: the
+        fields as given."""
         if not thin_guard:
             return {name: list(fields) for name in self.coarse}
         return {
-            name: [f.frozen_at(t[None]) for f, t in zip(fields, self._thin_parts(name, thin_guard))]
+            name: [f.frozen_at(t[None]) for f, t in zip(fields, self._thin_parts(name, thin_guard, classes))]
             for name in self.coarse
         }
 
@@ -182,11 +228,12 @@ class _Scorer:
             for name, ms in maps.items()
         }
 
-    def _thin_parts(self, name: str, radius: int) -> list[np.ndarray]:
-        if (name, radius) not in self._thin:
+    def _thin_parts(self, name: str, radius: int, classes: tuple[int, ...] | None) -> list[np.ndarray]:
+        key = (name, radius, classes)
+        if key not in self._thin:
             ignore = self.dataset.ignore_index
-            self._thin[name, radius] = [thin_parts(m, radius, ignore_index=ignore) for m in self.coarse[name]]
-        return self._thin[name, radius]
+            self._thin[key] = [thin_parts(m, radius, ignore_index=ignore, classes=classes) for m in self.coarse[name]]
+        return self._thin[key]
 
     def _iou(self, maps: Sequence[np.ndarray]) -> np.ndarray:
         n, ignore = self.dataset.num_classes, self.dataset.ignore_index
@@ -216,6 +263,25 @@ class _Scorer:
             after = _scores(self.dataset, self.samples, maps)
             gains.append((after.mean_boundary_f[1] - self.before_f[name].mean_boundary_f[1]) * 100)
         return float(np.mean(gains))
+
+
+def guard_candidates(
+    radii: Sequence[int | tuple[int, tuple[int, ...] | None]], labels: Sequence[np.ndarray], ignore_index: int | None
+) -> list[tuple[int, tuple[int, ...] | None]]:
+    """The thin-part guards to try, as ``(thin_guard, thin_guard_classes)``: off; then each radius on every
+    class, and on the classes that are thin by nature at it (:func:`segfix.thin_classes` of the ground-truth
+    ``labels``) where there are some and they are not every class. A pair among ``radii`` is tried as it is."""
+    pairs = [(int(r[0]), r[1]) for r in radii if isinstance(r, tuple)]
+    plain = [int(r) for r in radii if not isinstance(r, tuple)]
+    guards: list[tuple[int, tuple[int, ...] | None]] = [(0, None)] if 0 in plain else []
+    guards += [(r, None if r == 0 or classes is None else tuple(classes)) for r, classes in pairs]
+    present = {int(c) for label in labels for c in np.unique(label) if c != ignore_index}
+    for radius in sorted(r for r in set(plain) if r):
+        guards.append((radius, None))
+        thin = thin_classes(labels, radius, ignore_index=ignore_index)
+        if thin and set(thin) != present:
+            guards.append((radius, thin))
+    return guards
 
 
 def _with_steps(fields: Mapping[str, Sequence], scale: int, iterations: int) -> dict[str, list]:
