@@ -29,7 +29,7 @@ from torch import nn
 from typing_extensions import Self
 
 from ._io import atomic_write
-from .pretrained import BUNDLED_MODELS, bundled_model_dir, hub_reachable, list_models
+from .pretrained import BUNDLED_MODELS, bundled_model_files, hub_reachable, list_models
 from .settings import FLAT_NAMES, ModelSettings, split_config
 
 __all__ = [
@@ -66,9 +66,9 @@ def model_files(name: str, **hub_kwargs: Any) -> tuple[Path, Path]:
         FileNotFoundError: ``name`` looks like a path that does not exist.
         ModelLoadError: a misspelt bundled name (with a suggestion), or a Hub file that cannot be had.
     """
-    folder = bundled_model_dir(name)
-    if folder is not None:
-        return folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    bundled = bundled_model_files(name)
+    if bundled is not None:
+        return bundled
     if name in BUNDLED_MODELS:
         raise ModelLoadError(
             f"the bundled model {name!r} is not part of this installation (files missing); reinstall segfix-pytorch"

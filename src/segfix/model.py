@@ -1,7 +1,7 @@
 """``SegFix``: the user-facing model. Load it, hand it an image and any model's label map, get the refined map.
 
 >>> from segfix import SegFix                                      # doctest: +SKIP
->>> model = SegFix.from_pretrained("camvid-lite0-v4")              # doctest: +SKIP
+>>> model = SegFix.from_pretrained("camvid-lite0-v5")              # doctest: +SKIP
 >>> refined = model.refine(image, label_map)                       # doctest: +SKIP
 
 The model is laid out as data flows through it: the network (:class:`segfix.network.SegFixNet`); a dense
@@ -120,7 +120,7 @@ class SegFix(
     :class:`~segfix.settings.Preprocessing`; ``inference``, ``window_size``, ``window_stride``,
     ``max_whole_pixels``, ``precision``, ``flip_tta`` in :class:`~segfix.settings.InferenceSettings`;
     ``boundary_threshold``, ``direction_threshold``, ``direction_vote``, ``semantic_scale``,
-    ``instance_scale``, ``iterations``, ``thin_guard``, ``ignore_index`` in
+    ``instance_scale``, ``iterations``, ``thin_guard``, ``thin_guard_classes``, ``ignore_index`` in
     :class:`~segfix.settings.DecisionSettings`). They
     are held frozen in :attr:`settings`; each can be read as an attribute (``model.flip_tta``), and
     :meth:`with_settings` gives a model that shares this network with other settings.
@@ -168,6 +168,7 @@ class SegFix(
         torch_compile: bool = False,
         direction_vote: bool = False,
         thin_guard: int = 0,
+        thin_guard_classes: Sequence[int] | None = None,
         ignore_index: int | None = 255,
     ) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ __all__ = [
     "BUNDLED_MODELS",
     "BundledModel",
     "bundled_model_dir",
+    "bundled_model_files",
     "hub_reachable",
     "init_backbone",
     "list_models",
@@ -36,10 +37,20 @@ class BundledModel:
     description: str
     license: str
     num_directions: int = 8
+    weights_of: str | None = None
+    """The bundled model whose ``model.safetensors`` this one loads (the same network with other settings, so
+    the package holds the weights once); None: its own."""
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {
     # The recommended model comes first: list_models() keeps this order.
+    "camvid-lite0-v5": BundledModel(
+        name="camvid-lite0-v5",
+        description="camvid-lite0-v4's network; refinement keeps the coarse map's thin poles (a thin-part guard "
+        "kept to the classes that are thin by nature, chosen on a held-out drive)",
+        license="weights: research use only (trained on CamVid, CC BY-NC 4.0 data); code: MIT",
+        weights_of="camvid-lite0-v4",
+    ),
     "camvid-lite0-v4": BundledModel(
         name="camvid-lite0-v4",
         description="camvid-lite0-v3 fine-tuned 2400 more steps with copy-paste of thin classes; the network sees "
@@ -74,10 +85,21 @@ def bundled_model_dir(name: str) -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
+def bundled_model_files(name: str) -> tuple[Path, Path] | None:
+    """(config.json, model.safetensors) of a bundled model, or None if ``name`` is not bundled or a file is
+    absent. The weights may be another bundled model's (:attr:`BundledModel.weights_of`)."""
+    folder = bundled_model_dir(name)
+    if folder is None:
+        return None
+    weights_folder = bundled_model_dir(BUNDLED_MODELS[name].weights_of or name)
+    weights = weights_folder / "model.safetensors" if weights_folder is not None else None
+    return (folder / "config.json", weights) if weights is not None and weights.is_file() else None
+
+
 def list_models() -> list[str]:
     """Names of the models bundled with this installation, usable as ``SegFix.from_pretrained(name)``; the
     recommended one first."""
-    return [name for name in BUNDLED_MODELS if bundled_model_dir(name) is not None]
+    return [name for name in BUNDLED_MODELS if bundled_model_files(name) is not None]
 
 
 _IMAGENET_SOURCES = {
