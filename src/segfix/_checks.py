@@ -84,7 +84,7 @@ def check_labels_nonnegative(labels: np.ndarray | torch.Tensor, name: str, ignor
         raise ValueError(f"{name}: expected class ids >= 0 or the ignore index {ignore_index}, found {bad}")
 
 
-def class_ids(value: Any, name: str) -> tuple[int, ...]:
+def check_class_ids(value: Any, name: str) -> tuple[int, ...]:
     """A list of class ids -> a sorted tuple without repeats; each a non-negative integer."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
         raise ValueError(f"{name}: expected a list of class ids, got {value!r}")

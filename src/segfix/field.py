@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_positive_int, check_scale, class_ids, describe
+from ._checks import as_tensor, check_class_ids, check_positive_int, check_scale, describe
 from .directions import direction_to_offset, direction_vectors
 from .inference import NetworkOutputs
 from .refine import refine_instances, refine_semantic
@@ -81,7 +81,8 @@ class RefinementField:
     def __post_init__(self) -> None:
         check_positive_int(self.thin_guard, "thin_guard", minimum=0)
         if self.thin_guard_classes is not None:
-            object.__setattr__(self, "thin_guard_classes", class_ids(self.thin_guard_classes, "thin_guard_classes"))
+            classes = check_class_ids(self.thin_guard_classes, "thin_guard_classes")
+            object.__setattr__(self, "thin_guard_classes", classes)
         if self.rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {self.rule!r}")
         if self.rule == "vote" and self.direction_prob is None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import class_ids
+from ._checks import check_class_ids
 from .precision import PRECISIONS
 
 __all__ = [
@@ -212,7 +212,8 @@ class DecisionSettings:
         _check_int(self.iterations, "iterations", 1, MAX_ITERATIONS)
         _check_int(self.thin_guard, "thin_guard", 0, MAX_THIN_GUARD)
         if self.thin_guard_classes is not None:
-            object.__setattr__(self, "thin_guard_classes", class_ids(self.thin_guard_classes, "thin_guard_classes"))
+            classes = check_class_ids(self.thin_guard_classes, "thin_guard_classes")
+            object.__setattr__(self, "thin_guard_classes", classes)
         ignore = self.ignore_index
         if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, (int, np.integer))):
             raise ValueError(f"ignore_index: expected an integer or None, got {ignore!r}")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import LabelArray, as_tensor, check_label_map, check_positive_int, class_ids, computable
+from ._checks import LabelArray, as_tensor, check_class_ids, check_label_map, check_positive_int, computable
 
 __all__ = ["thin_classes", "thin_parts"]
 
@@ -66,7 +66,7 @@ def thin_parts(
     if ignore_index is not None:
         thin &= batch != ignore_index
     if classes is not None:
-        thin &= _of_classes(batch, class_ids(classes, "classes"))
+        thin &= _of_classes(batch, check_class_ids(classes, "classes"))
     thin = thin if labels.ndim == 3 else thin[0]
     return thin.numpy() if isinstance(label_map, np.ndarray) else thin
 
