@@ -142,6 +142,11 @@ def as_tensor(array: np.ndarray | torch.Tensor, device: torch.device | str | Non
     return torch.as_tensor(array, device=device)
 
 
+def as_numpy(array: Any) -> np.ndarray:
+    """A numpy array of ``array``: tensors are detached and brought to the CPU, arrays pass through."""
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+
 _WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: torch.int64}
 
 

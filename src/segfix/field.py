@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_class_ids, check_positive_int, check_scale, describe
+from ._checks import as_numpy, as_tensor, check_class_ids, check_positive_int, check_scale, describe
 from .directions import direction_to_offset, direction_vectors
 from .inference import NetworkOutputs
 from .refine import refine_instances, refine_semantic
@@ -149,9 +149,9 @@ class RefinementField:
         """The field as numpy arrays (copied off the device)."""
         return dataclasses.replace(
             self,
-            moving=_to_numpy(self.moving),
-            offsets=_to_numpy(self.offsets),
-            direction_prob=None if self.direction_prob is None else _to_numpy(self.direction_prob),
+            moving=as_numpy(self.moving),
+            offsets=as_numpy(self.offsets),
+            direction_prob=None if self.direction_prob is None else as_numpy(self.direction_prob),
         )
 
     def __getitem__(self, index: int) -> RefinementField:
@@ -178,10 +178,6 @@ def concat_fields(fields: list[RefinementField]) -> RefinementField:
         offsets=torch.cat([f.offsets for f in fields]),
         direction_prob=prob,
     )
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def decide(outputs: NetworkOutputs, decision: DecisionSettings, *, instance: bool = False) -> RefinementField:

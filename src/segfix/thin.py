@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import LabelArray, as_tensor, check_class_ids, check_label_map, check_positive_int, computable
+from ._checks import LabelArray, as_numpy, as_tensor, check_class_ids, check_label_map, check_positive_int, computable
 
 __all__ = ["thin_classes", "thin_parts"]
 
@@ -105,8 +105,8 @@ def thin_classes(
     total: dict[int, int] = {}
     thin: dict[int, int] = {}
     for label_map in label_maps:
-        mask = _numpy(thin_parts(label_map, radius, ignore_index=ignore_index))
-        labels = _numpy(label_map).astype(np.int64, copy=False)
+        mask = as_numpy(thin_parts(label_map, radius, ignore_index=ignore_index))
+        labels = as_numpy(label_map).astype(np.int64, copy=False)
         kept = labels != ignore_index if ignore_index is not None else np.ones(labels.shape, bool)
         ids, counts = np.unique(labels[kept], return_counts=True)
         thin_ids, thin_counts = np.unique(labels[mask], return_counts=True)
@@ -126,10 +126,6 @@ def _of_classes(labels: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
     for c in ids:
         wanted |= labels == c
     return wanted
-
-
-def _numpy(array: LabelArray) -> np.ndarray:
-    return array.cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
 def _thin(labels: torch.Tensor, radius: int) -> torch.Tensor:
