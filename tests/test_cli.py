@@ -330,8 +330,9 @@ def test_tune_writes_a_tuned_model_and_never_overwrites(folders, tmp_path, capsy
     assert set(chosen) >= {"direction_vote", "flip_tta", "thin_guard", "thin_guard_classes"}
     tuned = segfix.SegFix.from_pretrained(out)
     assert tuned.direction_vote == chosen["direction_vote"]
-    with pytest.raises(SystemExit, match="not empty"):
-        main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)])
+    capsys.readouterr()
+    assert main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)]) == 2
+    assert_one_error_line(capsys, "tune", "not empty")
 
 
 def test_tune_searches_only_what_it_is_told_from_the_settings_it_is_given(folders, tmp_path, capsys):
@@ -351,10 +352,11 @@ def test_tune_searches_only_what_it_is_told_from_the_settings_it_is_given(folder
         assert (row["semantic_scale"], row["flip_tta"], row["min_short_side"]) == (2, False, 0)
     tuned = segfix.SegFix.from_pretrained(out)
     assert (tuned.boundary_threshold, tuned.direction_vote, tuned.iterations) == (0.3, True, 2)
-    with pytest.raises(SystemExit, match=r"--set: expected settings among .*, got \['threshold'\]"):
-        main([*args[:-1], str(tmp_path / "other"), "--set", "threshold=0.3"])
-    with pytest.raises(SystemExit, match="--set: boundary_threshold: expected a probability"):
-        main([*args[:-1], str(tmp_path / "other"), "--set", "boundary_threshold=2"])
+    capsys.readouterr()
+    assert main([*args[:-1], str(tmp_path / "other"), "--set", "threshold=0.3"]) == 2
+    assert_one_error_line(capsys, "tune", r"--set: expected settings among .*, got \['threshold'\]")
+    assert main([*args[:-1], str(tmp_path / "other"), "--set", "boundary_threshold=2"]) == 2
+    assert_one_error_line(capsys, "tune", "--set: boundary_threshold: expected a probability")
     with pytest.raises(SystemExit):
         main([*args[:-1], str(tmp_path / "other"), "--search", "thresholds"])
     assert "invalid choice: 'thresholds'" in capsys.readouterr().err
@@ -385,8 +387,9 @@ def test_tune_on_a_real_networks_predictions(folders, tmp_path, capsys):
     assert row["miou_gain"] == pytest.approx((after.compute().miou - before.compute().miou) * 100, abs=1e-9)
     assert row["gains"] == {str(folders / "preds"): pytest.approx(row["miou_gain"], abs=1e-12)}
     (folders / "preds" / "img1.png").unlink()
-    with pytest.raises(SystemExit, match="lacks 1 images' predictions"):
-        main([*args, "--output", str(tmp_path / "again")])
+    capsys.readouterr()
+    assert main([*args, "--output", str(tmp_path / "again")]) == 2
+    assert_one_error_line(capsys, "tune", "lacks 1 images' predictions")
 
 
 def test_refine_with_offsets_uses_the_scale_the_files_record(folders, tmp_path):
@@ -465,3 +468,12 @@ def test_tune_without_flips_saves_the_pixel_budget_it_chose_at(folders, tmp_path
     sizes = [scene(i)[0].shape[:2] for i in range(3)]
     assert not tuned.flip_tta
     assert tuned.max_network_pixels == pixel_budget(sizes, saved["chosen"]["min_short_side"]) > 0
+
+
+def assert_one_error_line(capsys, command: str, pattern: str) -> None:
+    """A user error as docs/cli.md promises: one line, ``segfix COMMAND: error: ...``, on stderr."""
+    import re
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"segfix {command}: error: "), lines
+    assert re.search(pattern, lines[0]), lines[0]

@@ -257,11 +257,18 @@ def test_metrics_count_exactly_the_scored_pixels(seed, ignore, num_classes):
         gt[rng.random(gt.shape) < 0.3] = ignore
     pred = rng.integers(0, num_classes + 1, gt.shape)
     m = SegmentationMetrics(num_classes, ignore_index=ignore)
-    m.update(pred, gt)
-    r = m.compute()
     scored = (gt >= 0) & (gt < num_classes)
     if ignore is not None:
         scored &= gt != ignore
+    # A label that is neither a class nor the ignore label (in the target, or in the prediction where it is
+    # scored) means a wrong num_classes or label space: refused, never silently dropped or counted.
+    unknown = ((gt >= num_classes) & (gt != ignore)).any() or ((pred >= num_classes) & (pred != ignore))[scored].any()
+    if unknown:
+        with pytest.raises(ValueError, match=rf"expected class ids 0\.\.{num_classes - 1} or the ignore label"):
+            m.update(pred, gt)
+        return
+    m.update(pred, gt)
+    r = m.compute()
     assert r.confusion.sum() == scored.sum()
     finite = r.iou[np.isfinite(r.iou)]
     assert ((finite >= 0) & (finite <= 1)).all()

@@ -65,10 +65,11 @@ def test_input_folder_inside_the_output_is_untouched(tmp_path):
     labels = voronoi_labels((20, 24), 4, 3, seed=2)
     Image.fromarray(labels).save(preds / "a.png")
     formats.write_offsets(offs / "a.npz", segfix.boundary_targets(labels, min_pixels=0).offsets())
-    temp_lookalike = preds / ".segfix-tmp-a.1234.partial.png"
+    temp_lookalike = preds / ".segfix-tmp-1@host.a.1234.partial.png"
     temp_lookalike.write_text("user file in an input folder")
-    assert main(["refine", str(preds), "--offsets", str(offs), "--output", str(out)]) == 0
-    assert temp_lookalike.read_text() == "user file in an input folder"
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["refine", str(preds), "--offsets", str(offs), "--output", str(out)]) == 2
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing written or removed
 
 
 def test_a_users_file_in_the_output_is_neither_overwritten_nor_taken_as_done(tmp_path, capsys):
@@ -408,11 +409,12 @@ def test_cli_reports_dangling_links_and_folders_named_like_files(tmp_path, capsy
     Image.fromarray(labels).save(preds / "a.png")
     formats.write_offsets(offs / "a.npz", segfix.boundary_targets(labels, min_pixels=0).offsets())
     (preds / "gone.png").symlink_to(tmp_path / "deleted.png")
-    (preds / "folder.png").mkdir()
+    (preds / "loop").symlink_to(preds)  # a linked folder that leads back: read once, reported
+    (preds / "folder.png").mkdir()  # a folder named like a file is a subfolder like any other
     code = main(["refine", str(preds), "--offsets", str(offs), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 1
-    assert "gone.png" in err and "broken link" in err and "folder.png" in err and "a folder" in err
+    assert "gone.png" in err and "broken link" in err and "loop" in err and "read already" in err
     np.testing.assert_array_equal(
         read_label(tmp_path / "out" / "a.png"),
         segfix.refine_semantic(labels, segfix.boundary_targets(labels, min_pixels=0).offsets()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def make_folders(root, count=7):
 
 
 def ledgers(folder):
-    return {p.name: p.read_text().split() for p in folder.glob(".segfix-refine*.done")}
+    return {p.name: [json.loads(line) for line in p.read_text().splitlines()] for p in folder.glob(".segfix-refine*.done")}
 
 
 def test_torchrun_over_two_processes_writes_each_file_once_and_resumes(tmp_path):

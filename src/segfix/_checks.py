@@ -14,6 +14,10 @@ import torch
 
 SUPPORTED_NUM_DIRECTIONS = (4, 8, 16)
 
+MAX_ITERATIONS = 1024
+"""Most steps a label may take along a field (shift or vote): a finite bound, so that a hostile offsets file or
+flag cannot make a refinement run for ever; far above any use (the paper takes one, the bundled models five)."""
+
 LabelArray = TypeVar("LabelArray", np.ndarray, torch.Tensor)
 """A label map or mask stack, numpy or torch: functions typed with it return the type they were given."""
 
@@ -30,9 +34,11 @@ def describe(x: Any) -> str:
 
 
 def check_array(x: Any, name: str) -> None:
-    """Require a numpy array or a torch tensor."""
+    """Require a numpy array or a torch tensor that holds data (not on the ``meta`` device)."""
     if not isinstance(x, (np.ndarray, torch.Tensor)):
         raise TypeError(f"{name}: expected a numpy.ndarray or torch.Tensor, got {describe(x)}")
+    if isinstance(x, torch.Tensor) and x.is_meta:
+        raise ValueError(f"{name}: expected a tensor that holds values (cpu, cuda, ...), got {describe(x)}")
 
 
 def is_integer_dtype(x: np.ndarray | torch.Tensor) -> bool:
@@ -64,6 +70,13 @@ def check_num_directions(num_directions: int) -> None:
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def check_iterations(value: Any) -> int:
+    """Require an integer in ``1 ..`` :data:`MAX_ITERATIONS`; returns it as an int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_ITERATIONS:
+        raise ValueError(f"iterations: expected an integer in 1..{MAX_ITERATIONS}, got {value!r}")
+    return int(value)
 
 
 def num_elements(x: np.ndarray | torch.Tensor) -> int:
@@ -191,3 +204,20 @@ def check_label_map(label_map: np.ndarray | torch.Tensor, ignore_index: int | No
     ignore_index = effective_ignore(label_map, ignore_index)
     check_labels_nonnegative(label_map, "label_map", ignore_index)
     return ignore_index
+
+
+def check_class_range(labels: np.ndarray, name: str, num_classes: int, ignore_index: int | None) -> None:
+    """Refuse a label that is neither a class ``0 .. num_classes - 1`` nor the ignore label: scoring it would
+    drop those pixels (or count them wrong) and print plausible numbers for a wrong ``num_classes``."""
+    if labels.size == 0 or int(labels.max()) < num_classes:
+        return
+    outside = labels >= num_classes
+    if ignore_index is not None:
+        outside &= labels != ignore_index
+    if outside.any():
+        found = np.unique(labels[outside])
+        shown = ", ".join(str(int(v)) for v in found[:5]) + (", ..." if found.size > 5 else "")
+        raise ValueError(
+            f"{name}: expected class ids 0..{num_classes - 1} or the ignore label {ignore_index}, found {shown} "
+            f"(is num_classes={num_classes} too small, or the ignore label not {ignore_index}?)"
+        )

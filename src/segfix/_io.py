@@ -1,30 +1,62 @@
-"""File helpers for the command line: atomic writes and image/label reading with clear errors."""
+"""File helpers for the command line: atomic writes, walking input trees, and image/label reading with clear
+errors.
+
+Sizes are read from file headers before any pixel is decoded, so that a small file cannot ask for gigabytes.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["TEMP_PREFIX", "atomic_write", "is_temp_file", "match_stem", "read_image", "read_label", "write_png"]
+__all__ = [
+    "MAX_FILE_PIXELS",
+    "TEMP_PREFIX",
+    "LabelStyle",
+    "atomic_write",
+    "display_name",
+    "image_size",
+    "is_temp_file",
+    "match_stem",
+    "read_image",
+    "read_label",
+    "read_label_with_style",
+    "remove_own_stale_temp_files",
+    "walk_files",
+    "write_label",
+    "write_png",
+]
 
 TEMP_PREFIX = ".segfix-tmp-"
 """Name prefix of the temporary files :func:`atomic_write` creates: only files so named are ever cleaned up."""
+
+MAX_FILE_PIXELS = 1 << 26
+"""Largest image or label file (in pixels, 8192 x 8192) the readers decode: a compressed PNG of a few hundred
+kilobytes can hold a gigapixel, and decoding it would take gigabytes before any other check could run."""
+
+_HOST = socket.gethostname().replace(".", "_").replace("@", "_") or "host"
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A reader (or a re-run after a kill) sees either the old file or the complete new one, never a half-written
-    file. ``tmp`` keeps ``path``'s suffix so that format-sniffing writers (Pillow, numpy) behave.
+    file. ``tmp`` keeps ``path``'s suffix so that format-sniffing writers (Pillow, numpy) behave, and its name
+    records this process (``.segfix-tmp-<pid>@<host>.<stem>.<random>.partial<suffix>``) so that a later run
+    removes only what a dead process left (:func:`remove_own_stale_temp_files`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    prefix = f"{TEMP_PREFIX}{os.getpid()}@{_HOST}.{path.stem[:64]}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -35,10 +67,47 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
+def _temp_owner(name: str) -> tuple[int, str] | None:
+    """(pid, host) of a temporary file's name from :func:`atomic_write`, None for any other name."""
+    if not name.startswith(TEMP_PREFIX) or ".partial" not in name:
+        return None
+    owner, _, rest = name[len(TEMP_PREFIX) :].partition(".")
+    pid, at, host = owner.partition("@")
+    if not at or not rest or not pid.isdigit():
+        return None
+    return int(pid), host
+
+
 def is_temp_file(path: Path) -> bool:
-    """True for a temporary file left by :func:`atomic_write` (``.segfix-tmp-<stem>.<random>.partial<suffix>``)."""
-    name = Path(path).name
-    return name.startswith(TEMP_PREFIX) and ".partial" in name and Path(path).is_file()
+    """True for a regular file (not a link) named by :func:`atomic_write`."""
+    return _temp_owner(Path(path).name) is not None and Path(path).is_file() and not Path(path).is_symlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_own_stale_temp_files(folder: Path) -> None:
+    """Remove the temporary files that a killed segfix process on this machine left directly in ``folder``.
+
+    Files of processes that still run (another shard writing to the same folder) or of other machines (a shared
+    file system) are left alone, and so is everything else: links are never followed or removed."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        owner = _temp_owner(entry.name)
+        if owner is None or owner[1] != _HOST or not entry.is_file(follow_symlinks=False):
+            continue
+        if owner[0] != os.getpid() and not _process_alive(owner[0]):
+            Path(entry.path).unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -47,29 +116,148 @@ def _umask() -> int:
     return mask
 
 
+def display_name(name: str) -> str:
+    """A file name as it can be printed: bytes that are not UTF-8 (kept by Python as surrogates) and control
+    characters such as a line break are shown as escapes."""
+    shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in shown)
+
+
+def walk_files(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The visible files under ``folder`` (sorted; hidden names skipped), following linked subfolders once, and
+    the entries that are not readable files, each ``(relative name, reason)``: broken links, special files, and
+    links to a folder already read (a loop, or the same folder twice)."""
+    root = Path(folder)
+    seen = {os.path.realpath(root)}
+    files: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for name in sorted(dirnames):
+            if name.startswith("."):
+                continue
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if real in seen:
+                rel = str(Path(dirpath, name).relative_to(root))
+                problems.append((rel, f"{display_name(rel)} links to a folder that is read already ({real})"))
+                continue
+            seen.add(real)
+            keep.append(name)
+        dirnames[:] = keep
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            path = Path(dirpath, name)
+            if path.is_file():
+                files.append(path)
+            else:
+                what = "a broken link" if path.is_symlink() else "not a regular file"
+                rel = str(path.relative_to(root))
+                problems.append((rel, f"{display_name(rel)} is {what}"))
+    return sorted(files), sorted(problems)
+
+
+def _open_checked(path: Path) -> Image.Image:
+    """Open an image and check its header's size, before any pixel is decoded."""
+    img = Image.open(path)
+    width, height = img.size
+    if width * height > MAX_FILE_PIXELS:
+        img.close()
+        raise ValueError(
+            f"{path}: {width}x{height} pixels; expected at most {MAX_FILE_PIXELS} pixels (8192x8192): "
+            "split larger images into tiles"
+        )
+    return img
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file, from its header (nothing is decoded)."""
+    with _open_checked(Path(path)) as img:
+        return img.size[1], img.size[0]
+
+
 def write_png(path: Path, array: np.ndarray) -> None:
     """Write a uint8/uint16 label map or an RGB uint8 image as PNG, atomically."""
     atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB."""
-    with Image.open(path) as img:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB.
+
+    8-bit files of any mode (grey, palette, RGBA, CMYK, ...) are converted by Pillow; 16-bit grey files are
+    brought to 8 bits by their full range (``round(v / 257)``), not clipped; 32-bit integer or float files,
+    whose range no file states, are refused."""
+    with _open_checked(Path(path)) as img:
+        if img.mode in _SIXTEEN_BIT or (img.mode == "I" and _fits_16_bits(img)):
+            grey = np.asarray(img).astype(np.float64) / 257.0
+            return np.repeat(np.rint(grey).astype(np.uint8)[..., None], 3, axis=2)
+        if img.mode in ("I", "F"):
+            raise ValueError(
+                f"{path}: expected an 8- or 16-bit image, got a {'float' if img.mode == 'F' else '32-bit'} "
+                f"image (mode {img.mode}) whose range is unknown; save it as 8-bit RGB"
+            )
         return np.asarray(img.convert("RGB"))
 
 
-def read_label(path: Path) -> np.ndarray:
-    """Read a label-id PNG as an integer ``(H, W)`` array; refuses colour images, which hold no ids."""
-    with Image.open(path) as img:
-        if img.mode in ("RGB", "RGBA"):
+def _fits_16_bits(img: Image.Image) -> bool:
+    low, high = img.getextrema()
+    return 0 <= low and high <= 65535
+
+
+@dataclass(frozen=True)
+class LabelStyle:
+    """How a label file stored its ids, so that a refined map is written back as it came: the PIL ``mode``
+    (``'L'``, ``'P'``, ``'1'``, ``'I;16'``) and, for palette files, the palette and transparency."""
+
+    mode: str
+    palette: Any = None
+    transparency: Any = None
+
+
+_LABEL_MODES = ("L", "P", "1", "I", *_SIXTEEN_BIT)
+
+
+def read_label_with_style(path: Path) -> tuple[np.ndarray, LabelStyle]:
+    """Read a label-id image as an integer (or, for 1-bit files, bool) ``(H, W)`` array and its style.
+
+    Refuses colour images (which hold no ids), images with an alpha or second channel, and float images."""
+    with _open_checked(Path(path)) as img:
+        if img.mode not in _LABEL_MODES:
             raise ValueError(
-                f"{path}: expected a single-channel label-id image (mode L, P, I or I;16), "
-                f"got mode {img.mode}; colour-coded maps must be converted to ids first"
+                f"{path}: expected a single-channel label-id image (mode L, P, 1, I or I;16), got mode {img.mode}"
+                f"{'; colour-coded maps must be converted to ids first' if img.mode.startswith('RGB') else ''}"
             )
+        palette = img.getpalette() if img.mode == "P" else None
+        style = LabelStyle(img.mode, palette, img.info.get("transparency") if img.mode == "P" else None)
         array = np.asarray(img)
     if array.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D label map, got shape {array.shape}")
-    return array
+    return array, style
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Read a label-id image as an integer (or, for 1-bit files, bool) ``(H, W)`` array."""
+    return read_label_with_style(path)[0]
+
+
+def write_label(path: Path, labels: np.ndarray, style: LabelStyle) -> None:
+    """Write ``labels`` as PNG in ``style`` (its mode, palette and transparency), atomically."""
+    if style.mode == "P":
+        image = Image.fromarray(labels.astype(np.uint8), mode="L").convert("P")
+        image.putpalette(style.palette)
+    elif style.mode == "1":
+        image = Image.fromarray(labels.astype(bool))
+    elif style.mode == "L":
+        image = Image.fromarray(labels.astype(np.uint8))
+    else:  # 16-bit files, and 32-bit ones whose ids PNG can only hold in 16 bits
+        if labels.size and (labels.min() < 0 or labels.max() > 65535):
+            raise ValueError(f"{path}: labels outside 0..65535 cannot be written as a 16-bit PNG")
+        image = Image.fromarray(labels.astype(np.uint16))
+    extra = {"transparency": style.transparency} if style.transparency is not None else {}
+    atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG", **extra))
 
 
 # Dataset suffixes between a shared key and the extension (Cityscapes' label files, prediction files).

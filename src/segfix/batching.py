@@ -73,6 +73,8 @@ def to_batch(
 
 def _tensor_batch(image: torch.Tensor, device: torch.device, normalize) -> ImageBatch:
     given = describe(image)
+    if image.is_meta:
+        raise ValueError(f"image: expected a tensor that holds values (cpu, cuda, ...), got {given}")
     if image.ndim not in (3, 4) or image.shape[-3] != 3:
         channels_last = image.ndim == 3 and image.shape[-1] == 3
         hint = "; an (H, W, 3) image needs .permute(2, 0, 1)" if channels_last else ""
@@ -85,9 +87,21 @@ def _tensor_batch(image: torch.Tensor, device: torch.device, normalize) -> Image
         x = batch.to(device).float() / 255.0
     elif batch.dtype.is_floating_point:
         x = batch.to(device, torch.float32)
+        _check_unit_range(x, given)
     else:
         raise TypeError(f"image: expected a float tensor in [0, 1] or uint8, got {given}")
     return ImageBatch(_split_on_cpu([x], device, normalize), single, False, image.device)
+
+
+def _check_unit_range(x: torch.Tensor, given: str) -> None:
+    """Refuse float images outside [0, 1] (0..255 values, or images already normalised) and NaN or inf: the
+    network would see them as another picture and refine quietly worse."""
+    low, high = (float(v) for v in torch.aminmax(x))
+    if not 0.0 <= low <= high <= 1.0:  # NaN fails every comparison
+        raise ValueError(
+            f"image: expected float values in [0, 1], got values in [{low:.4g}, {high:.4g}] in {given}; pass "
+            "uint8, or divide 0..255 floats by 255, before any normalisation (the model normalises itself)"
+        )
 
 
 def _split_on_cpu(groups: list[torch.Tensor], device: torch.device, normalize) -> list[torch.Tensor]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import MAX_ITERATIONS
 from .data import parse_holdout
 from .datasets import DATASETS
 from .tuning import SEARCH_ARGUMENTS
@@ -20,6 +21,11 @@ from .tuning import SEARCH_ARGUMENTS
 __all__ = ["main"]
 
 _logger = logging.getLogger("segfix")
+
+
+class UsageError(ValueError):
+    """A command used wrongly (a missing flag, a non-empty output): one ``error:`` line and exit code 2, as every
+    other user error (docs/cli.md)."""
 
 
 def _version() -> str:
@@ -82,7 +88,7 @@ def _dataset(spec: str, split: str | None = None):
     from . import data
 
     if "=" not in spec:
-        raise SystemExit(f"--dataset: expected KIND=ROOT (camvid, cityscapes, ade20k, folder), got {spec!r}")
+        raise UsageError(f"--dataset: expected KIND=ROOT (camvid, cityscapes, ade20k, folder), got {spec!r}")
     kind, root = spec.split("=", 1)
     info = DATASETS.get(kind)
     if info is not None and info.reader is not None:
@@ -94,8 +100,8 @@ def _dataset(spec: str, split: str | None = None):
             images, labels, classes = root.split(",")
             return data.FolderPairs(images, labels, int(classes))
         except ValueError:
-            raise SystemExit(f"--dataset folder=IMAGE_GLOB,LABEL_GLOB,NUM_CLASSES, got {spec!r}") from None
-    raise SystemExit(f"--dataset: unknown kind {kind!r}; expected camvid, cityscapes, ade20k or folder")
+            raise UsageError(f"--dataset folder=IMAGE_GLOB,LABEL_GLOB,NUM_CLASSES, got {spec!r}") from None
+    raise UsageError(f"--dataset: unknown kind {kind!r}; expected camvid, cityscapes, ade20k or folder")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -180,7 +186,7 @@ def _choose_settings(
 def _tune(args: argparse.Namespace) -> int:
     target = Path(args.output)
     if target.exists() and any(target.iterdir()):
-        raise SystemExit(f"segfix tune: {target} is not empty; choose a new folder (nothing is overwritten)")
+        raise UsageError(f"{target} is not empty; choose a new folder (nothing is overwritten)")
     _check_settings(dict(args.set))
     dataset = _dataset(args.dataset, args.split)
     if args.holdout:
@@ -206,11 +212,11 @@ def _check_settings(settings: dict[str, Any]) -> None:
 
     unknown = sorted(set(settings) - set(FLAT_NAMES))
     if unknown:
-        raise SystemExit(f"segfix tune: --set: expected settings among {sorted(FLAT_NAMES)}, got {unknown}")
+        raise UsageError(f"--set: expected settings among {sorted(FLAT_NAMES)}, got {unknown}")
     try:
         ModelSettings().replace(**settings)
     except (TypeError, ValueError) as error:
-        raise SystemExit(f"segfix tune: --set: {error}") from None
+        raise UsageError(f"--set: {error}") from None
 
 
 def _coarse_maps(folder: Path, dataset, kind: str) -> list[np.ndarray]:
@@ -224,7 +230,7 @@ def _coarse_maps(folder: Path, dataset, kind: str) -> list[np.ndarray]:
     names = [Path(image).stem for image, _ in dataset.pairs]
     missing = [n for n in names if match_stem(n) not in files]
     if missing:
-        raise SystemExit(f"segfix tune: --coarse {folder} lacks {len(missing)} images' predictions, e.g. {missing[:3]}")
+        raise UsageError(f"--coarse {folder} lacks {len(missing)} images' predictions, e.g. {missing[:3]}")
     info = DATASETS.get(kind)
     label_format, stored_ignore = (info.label_format, info.stored_ignore) if info else ("trainid", 255)
     return [read_ground_truth(files[match_stem(n)], label_format, stored_ignore) for n in names]
@@ -327,14 +333,14 @@ def _refine(args: argparse.Namespace) -> int:
     from .folders import refine_folder
 
     if (args.model is None) == (args.offsets is None):
-        raise SystemExit("segfix refine: pass exactly one of --model or --offsets")
+        raise UsageError("pass exactly one of --model or --offsets")
     model = _load_model(args.model, args.device, args.compile) if args.model else None
     num_classes, ignore, label_format, palette = _preset(args.dataset)
     label_format = args.label_format or label_format
     ignore = args.ignore_index if args.ignore_index is not None else ignore
     labels = Path(args.predictions)
     shard = _shard(args)
-    count = 1 if args.kind == "coco" else len(list(labels.rglob("*.png" if args.kind == "semantic" else "*_pred.txt")))
+    count = 1 if args.kind == "coco" else _count_files(labels, ".png" if args.kind == "semantic" else "_pred.txt")
     bar, update = _progress(len(shard.take(range(count))) if shard.index == 0 else 0, "segfix refine")
     report = refine_folder(
         labels,
@@ -360,12 +366,21 @@ def _refine(args: argparse.Namespace) -> int:
     return _report("refine", report, args.output, shard, launched=args.shard is None)
 
 
+def _count_files(folder: Path, endings: str | tuple[str, ...]) -> int:
+    """How many files a folder job will see (for its progress bar), by the job's own walk and matching."""
+    from ._io import walk_files
+
+    if not folder.is_dir():
+        return 0
+    return sum(1 for path in walk_files(folder)[0] if path.name.lower().endswith(endings))
+
+
 def _offsets(args: argparse.Namespace) -> int:
     from .folders import IMAGE_SUFFIXES, offsets_folder
 
     model = _load_model(args.model, args.device, args.compile)
     shard = _shard(args)
-    count = sum(1 for p in Path(args.images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    count = _count_files(Path(args.images), IMAGE_SUFFIXES)
     bar, update = _progress(len(shard.take(range(count))) if shard.index == 0 else 0, "segfix offsets")
     report = offsets_folder(
         Path(args.images),
@@ -387,7 +402,7 @@ def _label_settings(args: argparse.Namespace, command: str) -> tuple[int, int, s
     num_classes, ignore, label_format, _ = _preset(args.dataset)
     num_classes = args.num_classes or num_classes
     if num_classes is None:
-        raise SystemExit(f"segfix {command}: pass --dataset or --num-classes")
+        raise UsageError("pass --dataset or --num-classes")
     known = DATASETS[args.dataset] if args.dataset else None
     names = known.names() if known and known.num_classes == num_classes else [str(i) for i in range(num_classes)]
     return num_classes, ignore, args.label_format or label_format, names
@@ -684,7 +699,11 @@ def _add_refine_command(sub) -> None:
         type=_positive_int,
         help="offset scale (default: the model's, or what each offsets file records, else 2 semantic / 1 instance)",
     )
-    rf.add_argument("--iterations", type=_positive_int, help="steps along the offsets (default: the model's, else 1)")
+    rf.add_argument(
+        "--iterations",
+        type=_bounded_int(1, MAX_ITERATIONS),
+        help=f"steps along the offsets, at most {MAX_ITERATIONS} (default: the model's, else 1)",
+    )
     rf.add_argument("--batch-size", type=_positive_int, default=4, help="images per network pass (default 4)")
     rf.add_argument("--workers", type=_positive_int, default=2, help="threads reading files (default 2)")
     rf.add_argument("--device", help="cpu, cuda, cuda:1, ...")
@@ -814,6 +833,19 @@ def _number_type(convert, minimum: float, what: str):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not minimum <= value < float("inf") or value != value:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _bounded_int(low: int, high: int):
+    """An argparse ``type`` for an integer in ``low..high``."""
+    parse_int = _number_type(int, low, f"an integer in {low}..{high}")
+
+    def parse(text: str) -> int:
+        value = parse_int(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {text!r}")
         return value
 
     return parse

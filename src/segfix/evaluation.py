@@ -9,13 +9,14 @@ error naming both files.
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write, read_label
-from .folders import index_files, require_folder
+from ._io import atomic_write, display_name, read_label, walk_files
+from .folders import PartnerIndex, require_folder
 from .formats import encode_labels
 from .metrics import BoundaryStatistics, MetricsResult, SegmentationMetrics
 
@@ -32,29 +33,47 @@ __all__ = [
     "write_results_csv",
 ]
 
+_logger = logging.getLogger(__name__)
+
 
 def matching_pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
-    """(prediction, ground truth) PNG pairs matched by file name; every ground-truth map needs its prediction.
+    """(prediction, ground truth) PNG pairs matched by relative path (:class:`segfix.folders.PartnerIndex`);
+    every ground-truth map needs its own prediction. Predictions without ground truth are not scored, and a
+    warning says how many.
 
     Raises:
-        FileNotFoundError: a missing folder, or no ground truth. ValueError: ground truth without predictions.
+        FileNotFoundError: a missing folder, or no ground truth. ValueError: ground truth without predictions,
+        or a prediction that two ground-truth maps would share.
     """
     require_folder(pred_dir, "predictions")
     require_folder(gt_dir, "ground truth")
-    preds, gts = index_files(pred_dir, (".png",)), index_files(gt_dir, (".png",))
-    if not gts:
-        raise FileNotFoundError(f"ground truth: no .png files under {gt_dir}")
-    missing = sorted(set(gts) - set(preds))
+    gts = ground_truth_files(gt_dir)
+    preds = PartnerIndex(pred_dir, (".png",), "predictions", [g.name for g in gts])
+    pairs, missing = [], []
+    for gt in gts:
+        try:
+            pairs.append((preds.find(gt.relative_to(gt_dir)), gt))
+        except FileNotFoundError:
+            missing.append(display_name(str(gt.relative_to(gt_dir))))
     if missing:
         raise ValueError(f"{len(missing)} ground-truth maps have no prediction in {pred_dir}, e.g. {missing[:3]}")
-    return [(preds[k], gts[k]) for k in sorted(gts)]
+    unused = sorted(set(preds.files) - {pred for pred, _ in pairs})
+    if unused:
+        shown = [display_name(str(p.relative_to(pred_dir))) for p in unused[:3]]
+        _logger.warning(
+            "%s: %d of %d predictions have no ground truth in %s and are not scored, e.g. %s",
+            pred_dir,
+            len(unused),
+            len(preds.files),
+            gt_dir,
+            shown,
+        )
+    return pairs
 
 
 def read_ground_truth(path: Path, label_format: str, stored_ignore: int) -> np.ndarray:
-    """Class ids of a ground-truth PNG, with the dataset's ignore label mapped to 255."""
-    gt = encode_labels(read_label(path), label_format)
-    gt[gt == stored_ignore] = 255
-    return gt
+    """Class ids of a ground-truth PNG, with the dataset's ignore label (a stored value) mapped to 255."""
+    return encode_labels(read_label(path), label_format, stored_ignore)
 
 
 def evaluate_folder(
@@ -96,7 +115,7 @@ def evaluate_pairs(
     for pred_path, gt_path in pairs:
         try:
             gt = read_ground_truth(gt_path, label_format, stored_ignore)
-            pred = encode_labels(read_label(pred_path), label_format)
+            pred = encode_labels(read_label(pred_path), label_format, stored_ignore)
             if pred.shape != gt.shape:
                 raise ValueError(f"size {pred.shape[::-1]} differs from the ground truth's {gt.shape[::-1]}")
             metrics.update(pred, gt)
@@ -153,7 +172,7 @@ def ground_truth_files(gt_dir: Path) -> list[Path]:
         FileNotFoundError: a missing folder, or no PNG in it.
     """
     require_folder(Path(gt_dir), "ground truth")
-    files = sorted(p for p in Path(gt_dir).rglob("*.png") if p.is_file() and not p.name.startswith("."))
+    files = [p for p in walk_files(Path(gt_dir))[0] if p.suffix.lower() == ".png"]
     if not files:
         raise FileNotFoundError(f"ground truth: no .png files under {gt_dir}")
     return files

@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import as_numpy, as_tensor, check_class_ids, check_positive_int, check_scale, describe
+from ._checks import (
+    as_numpy,
+    as_tensor,
+    check_class_ids,
+    check_iterations,
+    check_positive_int,
+    check_scale,
+    describe,
+)
 from .directions import direction_to_offset, direction_vectors
 from .inference import NetworkOutputs
 from .refine import refine_instances, refine_semantic
@@ -80,6 +88,8 @@ class RefinementField:
 
     def __post_init__(self) -> None:
         check_positive_int(self.thin_guard, "thin_guard", minimum=0)
+        check_scale(self.scale)
+        check_iterations(self.iterations)
         if self.thin_guard_classes is not None:
             classes = check_class_ids(self.thin_guard_classes, "thin_guard_classes")
             object.__setattr__(self, "thin_guard_classes", classes)
@@ -114,8 +124,7 @@ class RefinementField:
         if scale is not None:
             changes["scale"] = check_scale(scale)
         if iterations is not None:
-            check_positive_int(iterations, "iterations")
-            changes["iterations"] = int(iterations)
+            changes["iterations"] = check_iterations(iterations)
         return dataclasses.replace(self, **changes) if changes else self
 
     def frozen_at(self, pixels: Any) -> RefinementField:

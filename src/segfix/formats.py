@@ -6,6 +6,7 @@ Every reader raises ``ValueError`` naming the file and what was wrong; every wri
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write, read_label, write_png
+from ._io import MAX_FILE_PIXELS, atomic_write, image_size, read_label, write_png
 from .data import CITYSCAPES_LABEL_TO_TRAIN
 from .field import RefinementField, field_from_offsets
 
@@ -23,6 +24,7 @@ __all__ = [
     "OffsetSettings",
     "decode_labels",
     "encode_labels",
+    "instance_mask_names",
     "read_cityscapes_instances",
     "read_field",
     "read_offset_file",
@@ -47,33 +49,40 @@ for _label, _train in CITYSCAPES_LABEL_TO_TRAIN.items():
     _TRAIN_TO_LABEL[_train] = _label
 
 
-def encode_labels(stored: np.ndarray, label_format: str) -> np.ndarray:
-    """Stored ids -> class ids ``0..C-1`` with 255 = ignore (int64)."""
+def encode_labels(stored: np.ndarray, label_format: str, stored_ignore: int | None = None) -> np.ndarray:
+    """Stored ids -> class ids ``0..C-1`` with 255 = ignore (int64).
+
+    ``stored_ignore``: a stored value that means ignore besides the format's own (e.g. ``--ignore-index 0`` on
+    a trainid map); it is compared with the stored values, before they become class ids, so that it can never
+    freeze a class that happens to have the same number."""
     if label_format == "trainid":
-        return stored.astype(np.int64)
-    if label_format == "cityscapes-labelid":
-        if stored.max(initial=0) > 255:
+        classes = stored.astype(np.int64)
+    elif label_format == "cityscapes-labelid":
+        if stored.max(initial=0) > 255 or stored.min(initial=0) < 0:
             raise ValueError(f"expected Cityscapes labelIds (0..33), found {int(stored.max())}")
-        return _LABEL_TO_TRAIN[stored]
-    if label_format == "ade20k":
-        ids = stored.astype(np.int64) - 1
-        ids[stored == 0] = 255
-        return ids
-    raise ValueError(f"label format: expected one of {LABEL_FORMATS}, got {label_format!r}")
+        classes = _LABEL_TO_TRAIN[stored]
+    elif label_format == "ade20k":
+        classes = stored.astype(np.int64) - 1
+        classes[stored == 0] = 255
+    else:
+        raise ValueError(f"label format: expected one of {LABEL_FORMATS}, got {label_format!r}")
+    if stored_ignore is not None:
+        classes[stored == stored_ignore] = 255
+    return classes
 
 
 def decode_labels(classes: np.ndarray, stored: np.ndarray, label_format: str) -> np.ndarray:
-    """Class ids -> the stored encoding, dtype of ``stored``. Ignore pixels get back their original stored
+    """Class ids -> the stored encoding, dtype of ``stored``. Ignore pixels (255) get back their original stored
     value (refinement never moves or creates ignore, so this is lossless)."""
     if label_format == "trainid":
         out = classes
     elif label_format == "cityscapes-labelid":
-        out = np.where(classes == 255, stored, _TRAIN_TO_LABEL[np.clip(classes, 0, 255)])
+        out = _TRAIN_TO_LABEL[np.clip(classes, 0, 255)]
     elif label_format == "ade20k":
-        out = np.where(classes == 255, stored, classes + 1)
+        out = classes + 1
     else:
         raise ValueError(f"label format: expected one of {LABEL_FORMATS}, got {label_format!r}")
-    return out.astype(stored.dtype)
+    return np.where(classes == 255, stored, out).astype(stored.dtype)
 
 
 @dataclass(frozen=True)
@@ -122,14 +131,28 @@ def read_offset_settings(path: Path) -> OffsetSettings:
     return read_offset_file(path)[1]
 
 
-def _settings_of(data) -> OffsetSettings:
+def _settings_of(data, path: Path) -> OffsetSettings:
+    def scalar(key: str, kind: str, convert):
+        if key not in data:
+            return None
+        value = data[key]
+        if value.ndim != 0 or value.dtype.kind not in kind:
+            raise ValueError(f"{path}: expected {key!r} to hold one value, got {value.dtype} of shape {value.shape}")
+        return convert(value)
+
+    classes = None
+    if "thin_guard_classes" in data:
+        stored = data["thin_guard_classes"]
+        if stored.ndim != 1 or stored.dtype.kind not in "iu" or stored.size > 1024:
+            raise ValueError(f"{path}: expected 'thin_guard_classes' to be a list of class ids, got {stored.shape}")
+        classes = tuple(int(c) for c in stored)
     return OffsetSettings(
-        scale=int(data["scale"]) if "scale" in data else None,
-        iterations=int(data["iterations"]) if "iterations" in data else None,
-        rule=str(data["rule"]) if "rule" in data else "argmax",
-        min_share=float(data["min_share"]) if "min_share" in data else None,
-        thin_guard=int(data["thin_guard"]) if "thin_guard" in data else None,
-        thin_guard_classes=tuple(int(c) for c in data["thin_guard_classes"]) if "thin_guard_classes" in data else None,
+        scale=scalar("scale", "iu", int),
+        iterations=scalar("iterations", "iu", int),
+        rule=scalar("rule", "U", str) or "argmax",
+        min_share=scalar("min_share", "fiu", float),
+        thin_guard=scalar("thin_guard", "iu", int),
+        thin_guard_classes=classes,
     )
 
 
@@ -144,10 +167,13 @@ def read_offset_file(path: Path) -> tuple[np.ndarray, OffsetSettings]:
     return offsets, settings
 
 
-def read_field(path: Path, *, default_scale: int) -> RefinementField:
+def read_field(path: Path, *, default_scale: int, size: tuple[int, int] | None = None) -> RefinementField:
     """An offsets file as a :class:`segfix.field.RefinementField` of one image: the scale, iterations and rule
-    it records (``default_scale``, one step and the argmax rule where it records none, as the original's)."""
-    offsets, settings, vote_prob = _read_offsets(Path(path), with_votes=True)
+    it records (``default_scale``, one step and the argmax rule where it records none, as the original's).
+
+    ``size``: the ``(H, W)`` of the prediction it belongs to; a file of another size is refused from its
+    header, before its arrays are read."""
+    offsets, settings, vote_prob = _read_offsets(Path(path), with_votes=True, size=size)
     if settings.rule not in ("argmax", "vote") or (settings.rule == "vote" and vote_prob is None):
         raise ValueError(f"{path}: rule {settings.rule!r} needs what the file does not hold (vote_prob)")
     return field_from_offsets(
@@ -177,29 +203,37 @@ def write_field(path: Path, field: RefinementField) -> None:
     write_offsets(path, one.offsets[0], settings, vote_prob=vote_prob)
 
 
-def _read_offsets(path: Path, *, with_votes: bool) -> tuple[np.ndarray, OffsetSettings, np.ndarray | None]:
+def _read_offsets(
+    path: Path, *, with_votes: bool, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, OffsetSettings, np.ndarray | None]:
     settings, vote_prob = OffsetSettings(), None
     if path.suffix == ".npz":
+        shapes = _npz_shapes(path)
+        if "offsets.npy" not in shapes:
+            raise ValueError(f"{path}: expected key 'offsets', found {sorted(k[:-4] for k in shapes)}")
+        _check_offsets_shape(path, shapes["offsets.npy"], size, "(2, H, W)")
+        if with_votes and "vote_prob.npy" in shapes:
+            rows = shapes["vote_prob.npy"]
+            height, width = shapes["offsets.npy"][1:]
+            if len(rows) != 2 or rows[0] > height * width or rows[1] not in (4, 8, 16):
+                raise ValueError(f"{path}: expected 'vote_prob' of shape (K <= H*W, D in 4, 8, 16), got {rows}")
         with np.load(path, allow_pickle=False) as data:
-            if "offsets" not in data:
-                raise ValueError(f"{path}: expected key 'offsets', found {sorted(data.files)}")
             offsets = data["offsets"]
-            settings = _settings_of(data)
+            settings = _settings_of(data, path)
             if with_votes and "vote_prob" in data:
                 vote_prob = data["vote_prob"]
-        if offsets.ndim != 3 or offsets.shape[0] != 2:
-            raise ValueError(f"{path}: expected offsets of shape (2, H, W), got {offsets.shape}")
     elif path.suffix == ".mat":
-        from scipy.io import loadmat
+        from scipy.io import loadmat, whosmat
 
-        data = loadmat(path)
-        if "mat" not in data:
-            raise ValueError(
-                f"{path}: expected the original's key 'mat', found {sorted(k for k in data if k[0] != '_')}"
-            )
-        mat = data["mat"]
-        if mat.ndim != 3 or mat.shape[2] != 2:
-            raise ValueError(f"{path}: expected 'mat' of shape (H, W, 2) (dy, dx), got {mat.shape}")
+        try:
+            shapes = {name: shape for name, shape, _ in whosmat(path)}
+        except Exception as error:  # noqa: BLE001 - scipy raises several types for a file that is no .mat
+            raise ValueError(f"{path}: not a MATLAB .mat file ({error})") from None
+        if "mat" not in shapes:
+            raise ValueError(f"{path}: expected the original's key 'mat', found {sorted(shapes)}")
+        shape = tuple(shapes["mat"])
+        _check_offsets_shape(path, (shape[-1], *shape[:2]) if len(shape) == 3 else shape, size, "(H, W, 2)")
+        mat = loadmat(path, variable_names=["mat"])["mat"]
         offsets = np.moveaxis(mat, -1, 0)
     else:
         raise ValueError(f"{path}: offsets files end in .npz or .mat")
@@ -208,6 +242,37 @@ def _read_offsets(path: Path, *, with_votes: bool) -> tuple[np.ndarray, OffsetSe
     if np.abs(offsets).max(initial=0) > 127:
         raise ValueError(f"{path}: offsets beyond +-127 px are not SegFix offsets")
     return np.ascontiguousarray(offsets.astype(np.int8)), settings, vote_prob
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0}
+
+
+def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every array in an ``.npz`` archive, from the headers alone (nothing is decompressed)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            shapes = {}
+            for name in archive.namelist():
+                with archive.open(name) as member:
+                    version = np.lib.format.read_magic(member)
+                    read = _NPY_HEADERS.get(version, np.lib.format.read_array_header_2_0)
+                    shapes[name] = tuple(read(member)[0])
+            return shapes
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise ValueError(f"{path}: not an .npz archive of arrays ({error})") from None
+
+
+def _check_offsets_shape(path: Path, shape: tuple[int, ...], size: tuple[int, int] | None, layout: str) -> None:
+    """Refuse offsets of the wrong layout, of more than :data:`MAX_FILE_PIXELS` pixels, or of another size
+    than the prediction's, from the header alone."""
+    if len(shape) != 3 or shape[0] != 2:
+        raise ValueError(f"{path}: expected offsets of shape {layout}, got {shape}")
+    if shape[1] * shape[2] > MAX_FILE_PIXELS:
+        raise ValueError(f"{path}: {shape[2]}x{shape[1]} offsets; expected at most {MAX_FILE_PIXELS} pixels")
+    if size is not None and tuple(shape[1:]) != tuple(size):
+        raise ValueError(
+            f"{path}: offsets of size {shape[2]}x{shape[1]} (WxH) do not match the prediction's {size[1]}x{size[0]}"
+        )
 
 
 @dataclass
@@ -221,49 +286,79 @@ class InstancePrediction:
     names: list[str]
 
 
-def read_cityscapes_instances(txt: Path) -> InstancePrediction:
-    """Read a Cityscapes ``*_pred.txt`` (lines ``mask.png classId score``, masks relative to the txt)."""
+def read_cityscapes_instances(txt: Path, size: tuple[int, int] | None = None) -> InstancePrediction:
+    """Read a Cityscapes ``*_pred.txt`` (lines ``mask.png classId score``, masks relative to the txt).
+
+    Every mask's size is read from its header and must equal ``size`` (H, W), or the first mask's, before any
+    mask is decoded."""
     txt = Path(txt)
-    masks: list[np.ndarray] = []
-    classes: list[int] = []
-    scores: list[float] = []
-    names: list[str] = []
-    for number, line in enumerate(txt.read_text().splitlines(), start=1):
+    rows = []
+    for number, line in enumerate(txt.read_text(errors="surrogateescape").splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 3:
             raise ValueError(f"{txt}:{number}: expected 'mask.png classId score', got {line!r}")
         name, class_id, score = parts
-        mask = read_label(txt.parent / name) > 0
-        if masks and mask.shape != masks[0].shape:
-            raise ValueError(f"{txt.parent / name}: mask size {mask.shape} differs from {masks[0].shape}")
-        masks.append(mask)
-        classes.append(int(class_id))
-        scores.append(float(score))
-        names.append(name)
-    stack = np.stack(masks) if masks else np.zeros((0, 1, 1), bool)
-    return InstancePrediction(stack, classes, scores, names)
+        try:
+            rows.append((name, int(class_id), float(score)))
+        except ValueError:
+            raise ValueError(f"{txt}:{number}: expected an integer class id and a number score, got {line!r}") from None
+    for name, _, _ in rows:
+        mask_size = image_size(txt.parent / name)
+        size = size or mask_size
+        if mask_size != size:
+            raise ValueError(f"{txt.parent / name}: mask size {mask_size} differs from {size}")
+    masks = [read_label(txt.parent / name) > 0 for name, _, _ in rows]
+    stack = np.stack(masks) if masks else np.zeros((0, *(size or (1, 1))), bool)
+    return InstancePrediction(stack, [r[1] for r in rows], [r[2] for r in rows], [r[0] for r in rows])
+
+
+def instance_mask_names(txt: Path, count: int) -> list[str]:
+    """The names :func:`write_cityscapes_instances` gives the masks of ``txt``: ``<txt stem>_<k>.png`` beside
+    it, derived from the txt's own name and never from the names a results file lists."""
+    return [f"{Path(txt).stem}_{k}.png" for k in range(count)]
 
 
 def write_cityscapes_instances(txt: Path, prediction: InstancePrediction) -> None:
-    """Write masks (0/255 PNG, same relative names) first, then the txt, so that the txt marks completion."""
+    """Write masks (0/255 PNG) beside ``txt`` at :func:`instance_mask_names`, then the txt that lists them, so
+    that the txt marks completion. The names the prediction was read with are not used: a results file that
+    names ``/abs/path.png`` or ``../x.png`` must not make segfix write there."""
     txt = Path(txt)
-    for mask, name in zip(prediction.masks, prediction.names):
+    names = instance_mask_names(txt, len(prediction.masks))
+    for mask, name in zip(prediction.masks, names):
         write_png(txt.parent / name, mask.astype(np.uint8) * 255)
-    lines = "".join(f"{n} {c} {s}\n" for n, c, s in zip(prediction.names, prediction.classes, prediction.scores))
+    lines = "".join(f"{n} {c} {s}\n" for n, c, s in zip(names, prediction.classes, prediction.scores))
     atomic_write(txt, lambda tmp: tmp.write_text(lines))
 
 
-def rle_decode(rle: dict) -> np.ndarray:
+def rle_decode(rle: dict, size: tuple[int, int] | None = None) -> np.ndarray:
     """COCO RLE (``{"size": [h, w], "counts": str | bytes | list}``) -> bool mask ``(h, w)``; pycocotools
-    gives ``bytes`` counts in memory and ``str`` in JSON."""
-    h, w = rle["size"]
+    gives ``bytes`` counts in memory and ``str`` in JSON. ``size``: the ``(H, W)`` the mask must have; the
+    record's size and counts are checked before the mask is allocated."""
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise ValueError(f"expected a COCO RLE {{'size': [h, w], 'counts': ...}}, got {str(rle)[:80]!r}")
+    shape = rle["size"]
+    if (
+        not isinstance(shape, (list, tuple))
+        or len(shape) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in shape)
+    ):
+        raise ValueError(f"RLE size: expected [height, width] of non-negative integers, got {shape!r}")
+    h, w = shape
+    if size is not None and (h, w) != tuple(size):
+        raise ValueError(f"RLE size {h}x{w} (HxW) does not match the image's {size[0]}x{size[1]}")
+    if h * w > MAX_FILE_PIXELS:
+        raise ValueError(f"RLE size {h}x{w}: expected at most {MAX_FILE_PIXELS} pixels")
     counts = rle["counts"]
     if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
+        counts = counts.decode("ascii", errors="replace")
     if isinstance(counts, str):
         counts = _rle_counts_from_string(counts)
+    if not isinstance(counts, list) or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+        raise ValueError("RLE counts: expected non-negative run lengths")
+    if sum(counts) != h * w:
+        raise ValueError(f"RLE counts cover {sum(counts)} pixels, expected {h * w}")
     flat = np.zeros(h * w, dtype=bool)
     position, value = 0, False
     for run in counts:
@@ -271,8 +366,6 @@ def rle_decode(rle: dict) -> np.ndarray:
             flat[position : position + run] = True
         position += run
         value = not value
-    if position != h * w:
-        raise ValueError(f"RLE counts cover {position} pixels, expected {h * w}")
     return flat.reshape((w, h)).T  # COCO runs go down columns
 
 
@@ -310,6 +403,8 @@ def _rle_counts_from_string(s: str) -> list[int]:
     while p < len(s):
         x, k, more = 0, 0, True
         while more:
+            if p >= len(s):
+                raise ValueError("RLE counts: the compressed string ends inside a number")
             c = ord(s[p]) - 48
             x |= (c & 0x1F) << (5 * k)
             more = bool(c & 0x20)

@@ -292,8 +292,7 @@ class SegFixHubMixin(PyTorchModelHubMixin):
         )
         model = cls._from_config_file(config_file, overrides)
         model.weights_dtype = load_weights(model, weights_file, strict=strict)
-        card = Path(config_file).with_name("README.md")
-        model.source_card = card.read_text() if card.is_file() else None
+        model.source_card = _readable_card(Path(config_file).with_name("README.md"))
         if device is not None:
             model.to(device)
         return model.eval()
@@ -322,6 +321,24 @@ class SegFixHubMixin(PyTorchModelHubMixin):
             return cls(**{**network, **settings.flat(), **overrides})
         except (TypeError, ValueError) as error:
             raise ModelLoadError(f"{config_file}: invalid config ({error})") from error
+
+
+def _readable_card(card: Path) -> str | None:
+    """The text of a model folder's ``README.md`` when it is a card that can be saved again (UTF-8, with YAML
+    front matter that parses); None, with a warning, for one that cannot: a card is metadata, and a broken one
+    must neither stop the model from loading nor fail a later ``save_pretrained``."""
+    if not card.is_file():
+        return None
+    try:
+        text = card.read_bytes().decode("utf-8")
+        from huggingface_hub import ModelCard
+
+        ModelCard(text).data.to_yaml()  # parses and writes back the front matter, as saving will
+    except Exception as error:  # noqa: BLE001 - yaml, unicode and huggingface_hub errors alike mean "no card"
+        reason = " ".join(str(error).split())
+        _logger.warning("%s: not a readable model card (%s); it is not kept for save_pretrained", card, reason)
+        return None
+    return text
 
 
 def _one_device(device: Any, map_location: Any) -> Any:

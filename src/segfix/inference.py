@@ -24,8 +24,10 @@ from .precision import autocast_context
 from .settings import InferenceSettings
 
 __all__ = [
+    "MAX_PASS_PIXELS",
     "NetworkOutputs",
     "autocast_context",
+    "check_pass_size",
     "bilinear_at",
     "dense_prediction",
     "predict_sliding",
@@ -197,8 +199,9 @@ def dense_prediction(
     labelled with the images' own size (H, W): one bilinear resampling takes them there.
     """
     size = (int(images.shape[-2]), int(images.shape[-1]))
-    if input_factor != 1.0:
-        scaled = tuple(max(1, round(s * input_factor)) for s in size)
+    scaled = tuple(max(1, round(s * input_factor)) for s in size) if input_factor != 1.0 else size
+    check_pass_size(scaled, settings)
+    if scaled != size:
         images = F.interpolate(images, size=scaled, mode="bilinear", align_corners=False)
     outputs = _network_pass(net, images, settings, align_corners)
     prob, logits = outputs.boundary_prob, outputs.direction_logits
@@ -212,6 +215,41 @@ def dense_prediction(
         logits = logits.add_(flipped.direction_logits[:, remap].flip(-1)).mul_(0.5)
         del flipped
     return NetworkOutputs(prob, logits, size, align_corners)
+
+
+MAX_PASS_PIXELS = 1 << 23
+"""Most pixels of one image a network pass may see (8.4 M: 2048 x 4096). Measured with
+EfficientNet-Lite0 at stride 2, a pass takes about 550 bytes per pixel (1.1 GB at 1024 x 2048), so this bounds
+a pass near 4.5 GB whatever the settings ask for."""
+
+MAX_NETWORK_IMAGE_PIXELS = 1 << 26
+"""Most pixels an image may have at the network's scale: sliding windows keep full-size accumulators (one
+float per direction and pixel, 2 GiB at this size)."""
+
+_BYTES_PER_PASS_PIXEL = 550
+
+
+def check_pass_size(size: tuple[int, int], settings: InferenceSettings) -> None:
+    """Refuse, before anything is allocated, settings that would run the network on more than
+    :data:`MAX_PASS_PIXELS` of one image at once (or on an image of more than :data:`MAX_NETWORK_IMAGE_PIXELS`),
+    saying how much memory they would take and what to change. Images of one batch share a pass on a GPU, so
+    its memory grows with the batch size."""
+    height, width = size
+    if height * width > MAX_NETWORK_IMAGE_PIXELS:
+        raise ValueError(
+            f"the network would see a {width}x{height} image ({height * width / 1e6:.1f} M pixels); at most "
+            f"{MAX_NETWORK_IMAGE_PIXELS / 1e6:.1f} M: lower input_scale, min_short_side, or set max_network_pixels"
+        )
+    if settings.uses_windows(height, width):
+        height, width = min(height, settings.window_size[0]), min(width, settings.window_size[1])
+    pixels = height * width
+    if pixels > MAX_PASS_PIXELS:
+        gib = pixels * _BYTES_PER_PASS_PIXEL / 2**30
+        raise ValueError(
+            f"these settings run the network on {pixels / 1e6:.1f} M pixels at once (about {gib:.0f} GiB); at "
+            f"most {MAX_PASS_PIXELS / 1e6:.1f} M: use inference='sliding' or 'auto' with a smaller window_size or "
+            "max_whole_pixels, or a lower input_scale"
+        )
 
 
 def _network_pass(

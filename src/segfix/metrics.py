@@ -27,13 +27,22 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ._checks import check_array, check_labels_nonnegative, check_ndim, check_positive_int, describe, is_integer_dtype
+from ._checks import (
+    check_array,
+    check_class_range,
+    check_labels_nonnegative,
+    check_ndim,
+    check_positive_int,
+    describe,
+    is_integer_dtype,
+)
 
 __all__ = [
     "BoundaryStatistics",
     "MetricsResult",
     "SegmentationMetrics",
     "boundary_fscore_counts",
+    "boundary_fscore_from_counts",
     "boundary_iou_counts",
     "confusion_matrix",
     "mask_boundary",
@@ -50,11 +59,14 @@ def _to_numpy_labels(x, name: str, ignore_index: int | None) -> np.ndarray:
     return array[None] if array.ndim == 2 else array
 
 
-def _check_pair(prediction, target, ignore_index: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(prediction, target, num_classes: int, ignore_index: int | None) -> tuple[np.ndarray, np.ndarray]:
     pred = _to_numpy_labels(prediction, "prediction", ignore_index)
     gt = _to_numpy_labels(target, "target", ignore_index)
     if pred.shape != gt.shape:
         raise ValueError(f"prediction: expected the target's shape {tuple(target.shape)}, got {describe(prediction)}")
+    check_class_range(gt, "target", num_classes, ignore_index)
+    # Predictions are checked where they are scored: what a model says at an ignored pixel does not count.
+    check_class_range(pred[_scored(gt, num_classes, ignore_index)], "prediction", num_classes, ignore_index)
     return pred, gt
 
 
@@ -64,14 +76,15 @@ def confusion_matrix(prediction, target, num_classes: int, *, ignore_index: int 
     Args:
         prediction, target: integer label maps ``(H, W)`` or ``(N, H, W)``.
         num_classes: classes are ``0 .. num_classes - 1``.
-        ignore_index: target pixels with this value (or any value ``>= num_classes``) are not counted.
+        ignore_index: target pixels with this value are not counted. Any other value outside
+            ``0 .. num_classes - 1``, in either map, raises ``ValueError``.
 
     Returns:
         int64 ``(num_classes, num_classes + 1)``: row = true class, column = predicted class; the last column
-        counts predictions outside the class range (e.g. an ignore label predicted), which are always wrong.
+        counts predictions of the ignore label, which are always wrong.
     """
     check_positive_int(num_classes, "num_classes")
-    pred, gt = _check_pair(prediction, target, ignore_index)
+    pred, gt = _check_pair(prediction, target, num_classes, ignore_index)
     return _confusion(pred, gt, num_classes, ignore_index)
 
 
@@ -184,6 +197,23 @@ def boundary_fscore_counts(
     return counts
 
 
+def boundary_fscore_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Boundary F-scores from counts summed over a dataset (:func:`boundary_fscore_counts`).
+
+    Args:
+        counts: ``(..., 4)`` = matched predicted, predicted, matched ground-truth, ground-truth boundary pixels.
+
+    Returns:
+        float64 ``(...)``: ``2PR / (P + R)``; 0 where a class has boundary pixels but none is matched, NaN where
+        it has none in either map (it does not count).
+    """
+    matched_pred, n_pred, matched_gt, n_gt = np.moveaxis(np.asarray(counts, np.int64), -1, 0)
+    precision = np.where(n_pred > 0, _divide(matched_pred, n_pred), 0.0)
+    recall = np.where(n_gt > 0, _divide(matched_gt, n_gt), 0.0)
+    fscore = np.where(precision + recall > 0, _divide(2 * precision * recall, precision + recall), 0.0)
+    return np.where((n_pred + n_gt) > 0, fscore, np.nan)
+
+
 def _inner_band(mask: np.ndarray, width: int) -> np.ndarray:
     """Pixels of ``mask`` within Chebyshev distance ``width`` of its outside (the image border is outside)."""
     band = np.zeros_like(mask)
@@ -294,6 +324,23 @@ class MetricsResult:
         return "\n".join(lines)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_fraction(value) -> bool:
+    return _is_number(value) and 0 < value < 1
+
+
+def _positive_distances(values) -> bool:
+    """A non-empty sequence of positive, finite numbers (NaN fails every comparison, so it fails here too)."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        return False
+    return all(_is_number(v) and 0 < v < np.inf for v in values)
+
+
 def _fmt_tol(t: float) -> str:
     return str(int(t)) if float(t).is_integer() else str(t)
 
@@ -349,12 +396,17 @@ class SegmentationMetrics:
         class_names: Sequence[str] | None = None,
     ) -> None:
         check_positive_int(num_classes, "num_classes")
-        if not tolerances or any(not (0 < t < np.inf) for t in tolerances):
+        if not _positive_distances(tolerances):
             raise ValueError(
                 f"tolerances: expected a non-empty list of positive, finite pixel distances, got {tolerances!r}"
             )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names: expected {num_classes} names, got {len(class_names)}")
+        if boundary_iou_dilation is not None and not _is_fraction(boundary_iou_dilation):
+            raise ValueError(
+                f"boundary_iou_dilation: expected a fraction of the image diagonal in (0, 1) or None, "
+                f"got {boundary_iou_dilation!r}"
+            )
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.tolerances = tuple(tolerances)
@@ -371,7 +423,7 @@ class SegmentationMetrics:
 
     def update(self, prediction, target) -> None:
         """Add one map ``(H, W)`` or a batch ``(N, H, W)`` (numpy or torch) to the totals."""
-        pred, gt = _check_pair(prediction, target, self.ignore_index)
+        pred, gt = _check_pair(prediction, target, self.num_classes, self.ignore_index)
         ignore = self.ignore_index
         self.confusion += _confusion(pred, gt, self.num_classes, ignore)
         for p, g in zip(pred, gt):
@@ -387,12 +439,7 @@ class SegmentationMetrics:
         tp = np.diag(self.confusion[:, :c]).astype(np.float64)
         union = self.confusion.sum(axis=1) + self.confusion[:, :c].sum(axis=0) - tp
         iou = _divide(tp, union)
-        matched_pred, n_pred, matched_gt, n_gt = np.moveaxis(self.boundary_counts, -1, 0)
-        present = (n_pred + n_gt) > 0
-        precision = np.where(n_pred > 0, _divide(matched_pred, n_pred), 0.0)
-        recall = np.where(n_gt > 0, _divide(matched_gt, n_gt), 0.0)
-        fscore = np.where(precision + recall > 0, _divide(2 * precision * recall, precision + recall), 0.0)
-        fscore = np.where(present, fscore, np.nan)
+        fscore = boundary_fscore_from_counts(self.boundary_counts)
         return MetricsResult(
             iou=iou,
             boundary_f={t: fscore[:, i] for i, t in enumerate(self.tolerances)},
@@ -419,6 +466,8 @@ class BoundaryStatistics:
         class_names: Sequence[str] | None = None,
     ) -> None:
         check_positive_int(num_classes, "num_classes")
+        if not _positive_distances(widths):
+            raise ValueError(f"widths: expected a non-empty list of positive, finite pixel distances, got {widths!r}")
         self.num_classes = num_classes
         self.widths = tuple(widths)
         self.ignore_index = ignore_index

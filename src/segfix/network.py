@@ -53,12 +53,53 @@ def create_backbone(name: str, out_indices: Sequence[int] | None = None, **kwarg
             f"backbone_kwargs: {reading} would make timm read files or download; a model's config may only "
             "shape the network. Load weights with SegFix.from_pretrained or segfix.pretrained.load_imagenet_backbone"
         )
+    if not isinstance(name, str) or not timm.is_model(name):
+        raise ValueError(f"backbone: timm does not know {name!r}; see timm.list_models()")
     if out_indices is not None:
-        kwargs["out_indices"] = tuple(out_indices)
+        kwargs["out_indices"] = _checked_out_indices(out_indices)
+    _check_backbone_size(name, kwargs)
+    return timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+
+
+MAX_BACKBONE_PARAMETERS = 200_000_000
+"""Largest backbone a model config may build (800 MB of float32 weights; HRNet-W48, the original's, has 65 M)."""
+
+MAX_FEATURE_CHANNELS = 8192
+"""Most feature channels the backbone levels may hand the decoder together (HRNet-W48: 720)."""
+
+
+def _checked_out_indices(out_indices: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(out_indices, (str, bytes)) or not isinstance(out_indices, Sequence):
+        raise ValueError(f"out_indices: expected a list of backbone levels, got {out_indices!r}")
+    levels = tuple(out_indices)
+    if not 1 <= len(levels) <= 8 or any(
+        isinstance(i, bool) or not isinstance(i, int) or not -8 <= i < 8 for i in levels
+    ):
+        raise ValueError(f"out_indices: expected 1 to 8 backbone levels, each in -8..7, got {out_indices!r}")
+    return levels
+
+
+def _check_backbone_size(name: str, kwargs: dict) -> None:
+    """Build the backbone on the ``meta`` device (no memory is allocated) and refuse it, before the real build,
+    when its weights or its features exceed the bounds: a model config is untrusted input."""
     try:
-        return timm.create_model(name, pretrained=False, features_only=True, **kwargs)
-    except RuntimeError as error:  # timm raises RuntimeError for unknown model names
-        raise ValueError(f"backbone: timm does not know {name!r} ({error}); see timm.list_models()") from error
+        with torch.device("meta"):
+            probe = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+    except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AssertionError) as error:
+        raise ValueError(
+            f"backbone {name!r} with {kwargs}: timm cannot build it ({type(error).__name__}: {error})"
+        ) from None
+    parameters = sum(p.numel() for p in probe.parameters())
+    if parameters > MAX_BACKBONE_PARAMETERS:
+        raise ValueError(
+            f"backbone {name!r} with {kwargs} has {parameters / 1e6:.0f} M parameters; a SegFix config may build "
+            f"at most {MAX_BACKBONE_PARAMETERS / 1e6:.0f} M (refused before anything was allocated)"
+        )
+    channels = sum(cast(Any, probe).feature_info.channels())
+    if channels > MAX_FEATURE_CHANNELS:
+        raise ValueError(
+            f"backbone {name!r} with {kwargs} hands the decoder {channels} channels; at most {MAX_FEATURE_CHANNELS}"
+        )
 
 
 _FILE_KEYS = ("pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "pretrained_strict", "cache_dir")

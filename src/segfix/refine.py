@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,6 +118,8 @@ def refine_instances(
     """
     check_array(masks, "masks")
     check_ndim(masks, "masks", (3,), "(K, H, W)")
+    if scores is not None:
+        _checked_scores(scores, masks.shape[0])
     offsets = resolve_offsets(offsets, boundary, direction, num_directions)
     if offsets.ndim != 3:
         raise ValueError(f"offsets: expected one field of shape (2, H, W) for all masks, got {describe(offsets)}")
@@ -124,12 +127,7 @@ def refine_instances(
     if not resolve_overlaps or refined.shape[0] < 2:
         return refined
     count = masks.shape[0]
-    if scores is None:
-        priority = np.arange(count, 0, -1, dtype=np.float64)
-    else:
-        priority = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, np.float64)
-        if priority.shape != (count,):
-            raise ValueError(f"scores: expected shape ({count},) to match masks, got {priority.shape}")
+    priority = np.arange(count, 0, -1, dtype=np.float64) if scores is None else _checked_scores(scores, count)
     # Stable order: highest score first, ties broken by position in the stack.
     order = np.lexsort((np.arange(count), -priority))
     rank = np.empty(count, dtype=np.int64)
@@ -142,3 +140,19 @@ def refine_instances(
     claimed = refined != 0
     best = np.where(claimed, rank[:, None, None], count).min(axis=0, keepdims=True)
     return np.where(claimed & (rank[:, None, None] == best), refined, np.zeros_like(refined))
+
+
+def _checked_scores(scores: Any, count: int) -> np.ndarray:
+    """``(count,)`` finite float64 confidences, or an error naming what arrived."""
+    values = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"scores: expected {count} numbers (one per mask), got {values!r}")
+    try:
+        priority = np.asarray(values, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"scores: expected {count} numbers (one per mask), got {str(values)[:80]}") from None
+    if priority.shape != (count,):
+        raise ValueError(f"scores: expected shape ({count},) to match masks, got {priority.shape}")
+    if not np.isfinite(priority).all():
+        raise ValueError(f"scores: expected finite numbers, got {priority[~np.isfinite(priority)][:3].tolist()}")
+    return priority

@@ -25,12 +25,13 @@ import torch
 
 from . import _kernels
 from ._checks import (
+    MAX_ITERATIONS,
     LabelArray,
     bounded_offsets,
     check_array,
     check_integer,
+    check_iterations,
     check_ndim,
-    check_positive_int,
     check_scale,
     describe,
     native_byte_order,
@@ -38,7 +39,6 @@ from ._checks import (
 
 __all__ = ["BACKENDS", "MAX_ITERATIONS", "shift_labels"]
 
-MAX_ITERATIONS = 1024
 """Most steps :func:`shift_labels` takes (the paper uses one or two; each step is a pass over the map)."""
 
 
@@ -92,9 +92,7 @@ def shift_labels(
         raise ValueError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     if backend == "numba" and not _kernels.HAVE_NUMBA:
         raise ImportError("backend 'numba': numba is not installed (pip install numba)")
-    check_positive_int(iterations, "iterations")
-    if iterations > MAX_ITERATIONS:
-        raise ValueError(f"iterations: expected an integer in 1..{MAX_ITERATIONS}, got {iterations!r}")
+    check_iterations(iterations)
     field: Any = _check_shift_inputs(labels, offsets)  # numpy with numpy labels, torch with torch ones
     if (labels.numel() if isinstance(labels, torch.Tensor) else labels.size) == 0:
         return labels.clone() if isinstance(labels, torch.Tensor) else labels.copy()

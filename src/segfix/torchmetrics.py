@@ -33,8 +33,8 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("segfix.torchmetrics needs torchmetrics: pip install 'segfix-pytorch[torchmetrics]'") from error
 
-from ._checks import check_positive_int, describe
-from .metrics import boundary_fscore_counts, boundary_iou_counts
+from ._checks import check_class_range, check_positive_int, describe
+from .metrics import boundary_fscore_counts, boundary_fscore_from_counts, boundary_iou_counts
 
 __all__ = ["BoundaryFScore", "BoundaryIoU"]
 
@@ -86,10 +86,14 @@ class _BoundaryMetric(Metric):
         gt = _label_maps(target, "target", self.num_classes)
         if pred.shape != gt.shape:
             raise ValueError(f"preds: expected the target's shape {tuple(gt.shape)}, got {tuple(pred.shape)}")
+        check_class_range(gt, "target", self.num_classes, self.ignore_index)
+        scored = (gt != self.ignore_index) if self.ignore_index is not None else np.ones_like(gt, bool)
+        check_class_range(pred[scored], "preds", self.num_classes, self.ignore_index)
         return zip(pred, gt)
 
 
-def _safe_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+def _count_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator`` of integer counts in float64, 0 where the denominator is 0."""
     numerator, denominator = numerator.double(), denominator.double()
     return torch.where(denominator > 0, numerator / denominator.clamp(min=1), torch.zeros_like(numerator))
 
@@ -137,11 +141,8 @@ class BoundaryFScore(_BoundaryMetric):
             self.counts += torch.from_numpy(counts).to(self.counts.device)
 
     def compute(self) -> torch.Tensor:
-        matched_pred, n_pred, matched_gt, n_gt = self.counts.unbind(-1)
-        precision = _safe_ratio(matched_pred, n_pred)
-        recall = _safe_ratio(matched_gt, n_gt)
-        fscore = _safe_ratio(2 * precision * recall, precision + recall)
-        fscore = torch.where((n_pred + n_gt) > 0, fscore, torch.full_like(fscore, float("nan")))
+        # One formula for both metric APIs: SegmentationMetrics forms its F-scores from the same counts.
+        fscore = torch.from_numpy(boundary_fscore_from_counts(self.counts.cpu().numpy())).to(self.counts.device)
         return _macro(fscore) if self.average == "macro" else fscore
 
 
@@ -183,6 +184,6 @@ class BoundaryIoU(_BoundaryMetric):
 
     def compute(self) -> torch.Tensor:
         intersection, union = self.counts.unbind(-1)
-        iou = _safe_ratio(intersection, union)
+        iou = _count_ratio(intersection, union)
         iou = torch.where(union > 0, iou, torch.full_like(iou, float("nan")))
         return _macro(iou) if self.average == "macro" else iou

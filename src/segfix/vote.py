@@ -23,8 +23,8 @@ from ._checks import (
     LabelArray,
     as_tensor,
     check_array,
+    check_iterations,
     check_label_map,
-    check_positive_int,
     check_scale,
     computable,
     describe,
@@ -80,7 +80,7 @@ def vote_labels(
     labels, prob, mask, ignore_index, scale = _checked_vote_inputs(
         label_map, direction_prob, moving, scale, min_share, ignore_index
     )
-    check_positive_int(iterations, "iterations")
+    check_iterations(iterations)
     compiled = _compiled(backend, labels)
     out = _vote(
         labels,
