@@ -281,8 +281,12 @@ def test_train_command_with_validation(tmp_path, capsys):
         ]
     )
     assert code == 0
-    assert (tmp_path / "run" / "settings.json").is_file() and (tmp_path / "run" / "history.jsonl").is_file()
-    assert segfix.SegFix.from_pretrained(tmp_path / "run" / "model") is not None
+    assert (tmp_path / "run" / "history.jsonl").is_file()
+    chosen = json.loads((tmp_path / "run" / "settings.json").read_text())["chosen"]
+    tuned = segfix.SegFix.from_pretrained(tmp_path / "run" / "model")
+    assert chosen and {name: getattr(tuned, name) for name in chosen} == {
+        name: tuple(value) if isinstance(value, list) else value for name, value in chosen.items()
+    }  # the saved model carries the settings the held-out search chose
 
 
 def test_python_dash_m_entry_point():

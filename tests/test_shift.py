@@ -223,5 +223,10 @@ def test_backends_are_checked():
         segfix.shift_labels(labels, offsets, backend="cuda")
     with pytest.raises(TypeError, match="backend 'torch': expected torch tensors"):
         segfix.shift_labels(labels, offsets, backend="torch")
+    labels = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    offsets[1, 1, 2], offsets[0, 3, 0] = 1, -2  # (1, 2) reads (1, 3); (3, 0) reads (1, 0)
     out = segfix.shift_labels(torch.from_numpy(labels), torch.from_numpy(offsets), backend="numpy")
-    assert isinstance(out, torch.Tensor)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.uint8  # tensors in, a tensor out
+    expected = labels.copy()
+    expected[1, 2], expected[3, 0] = labels[1, 3], labels[1, 0]
+    np.testing.assert_array_equal(out.numpy(), expected)
