@@ -419,3 +419,266 @@ def test_cli_reports_dangling_links_and_folders_named_like_files(tmp_path, capsy
         read_label(tmp_path / "out" / "a.png"),
         segfix.refine_semantic(labels, segfix.boundary_targets(labels, min_pixels=0).offsets()),
     )
+
+
+# ------------------------------------------------------------------ issue 26: numbers that are right or refused
+
+
+def _write(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_eval_with_too_few_classes_is_refused_and_extra_predictions_are_named(tmp_path, capsys, caplog):
+    labels = np.repeat(np.arange(7, dtype=np.uint8), 4)[None].repeat(6, 0)
+    _write(tmp_path / "gt" / "a.png", labels)
+    _write(tmp_path / "pred" / "a.png", labels)
+    assert main(["eval", str(tmp_path / "pred"), str(tmp_path / "gt"), "--num-classes", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("segfix eval: error: ")
+    assert "expected class ids 0..2 or the ignore label 255, found 3, 4, 5, 6" in err[0]
+    _write(tmp_path / "pred" / "extra.png", labels)
+    assert main(["eval", str(tmp_path / "pred"), str(tmp_path / "gt"), "--num-classes", "7"]) == 0
+    assert "1 of 2 predictions have no ground truth" in caplog.text and "extra.png" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "label_format, stored, expected",
+    [
+        ("ade20k", [[1, 1, 2, 2, 0, 0]], [[1, 2, 2, 2, 0, 0]]),
+        ("trainid", [[1, 1, 2, 2, 0, 0]], [[1, 2, 2, 2, 0, 0]]),
+        ("cityscapes-labelid", [[7, 7, 8, 8, 0, 0]], [[7, 8, 8, 8, 0, 0]]),
+    ],
+)
+def test_the_ignore_label_is_a_stored_value_and_never_freezes_a_class(tmp_path, label_format, stored, expected):
+    """``--ignore-index 0`` names the stored 0; with ADE20K's encoding stored 1 is class 0 (wall), which moves."""
+    stored_map = np.array(stored, np.uint8)
+    _write(tmp_path / "preds" / "a.png", stored_map)
+    offsets = np.zeros((2, 1, 6), np.int8)
+    offsets[1, 0, 1] = 1  # pixel 1 takes its right neighbour's label
+    offsets[1, 0, 3] = 1  # pixel 3 would take the ignore pixel's label: it never does
+    formats.write_offsets(tmp_path / "offs" / "a.npz", offsets)
+    args = ["refine", str(tmp_path / "preds"), "--offsets", str(tmp_path / "offs"), "--output", str(tmp_path / "out")]
+    assert main([*args, "--label-format", label_format, "--ignore-index", "0", "--scale", "1"]) == 0
+    np.testing.assert_array_equal(read_label(tmp_path / "out" / "a.png"), expected)
+
+
+def test_metric_settings_that_make_no_sense_are_refused():
+    from segfix.metrics import BoundaryStatistics
+
+    for dilation in (-1, 0, 1.5, float("nan"), float("inf"), "0.02", True):
+        with pytest.raises(ValueError, match="^boundary_iou_dilation: expected a fraction"):
+            SegmentationMetrics(3, boundary_iou_dilation=dilation)
+    for widths in ((-1, 2), (1, float("nan")), (), (1, float("inf")), "12"):
+        with pytest.raises(ValueError, match="^widths: expected a non-empty list of positive, finite"):
+            BoundaryStatistics(3, widths=widths)
+    for counts in ([2, -1, 5], [3, 3, 1, -1], "zz"):
+        with pytest.raises(ValueError, match="RLE counts"):
+            formats.rle_decode({"size": [2, 3], "counts": counts})
+
+
+# ------------------------------------------------------------------------- inputs that were silently wrong
+
+
+@pytest.mark.parametrize(
+    "make, shown",
+    [
+        (lambda img: img.float(), "[0, 255]"),  # 0..255 floats
+        (lambda img: (img.float() / 255 - 0.45) / 0.225, "[-2, 2.444]"),  # ImageNet-normalised
+        (lambda img: torch.where(img > 100, float("nan"), img.float() / 255), "nan"),
+        (lambda img: torch.where(img > 100, float("inf"), img.float() / 255), "inf"),
+    ],
+)
+def test_float_images_outside_the_unit_range_are_refused(tiny_vote_model, make, shown):
+    image, labels = _image_and_labels()
+    tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+    tensor[0, 0, 0], tensor[0, 0, 1] = 0, 255
+    with pytest.raises(ValueError, match=r"^image: expected float values in \[0, 1\], got values in") as info:
+        tiny_vote_model.refine(make(tensor), torch.from_numpy(labels))
+    assert shown in str(info.value)
+    unit = tensor.float() / 255  # the documented form gives what its uint8 twin gives
+    np.testing.assert_array_equal(
+        tiny_vote_model.refine(unit, torch.from_numpy(labels)).numpy(), tiny_vote_model.refine(image, labels)
+    )
+
+
+def test_sixteen_bit_grey_images_are_read_by_their_range(tmp_path):
+    from segfix._io import read_image
+
+    grey = np.linspace(0, 65535, 60, dtype=np.uint16).reshape(6, 10)
+    _write(tmp_path / "g16.png", grey)
+    expected = np.rint(grey / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(read_image(tmp_path / "g16.png"), np.repeat(expected[..., None], 3, 2))
+    _write(tmp_path / "g8.png", expected)  # its 8-bit twin reads the same
+    np.testing.assert_array_equal(read_image(tmp_path / "g8.png"), read_image(tmp_path / "g16.png"))
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match="expected an 8- or 16-bit image, got a float image"):
+        read_image(tmp_path / "f.tif")
+
+
+def test_label_files_are_written_back_in_their_own_mode_and_palette(tmp_path, capsys):
+    labels = voronoi_labels((20, 24), 4, 3, seed=11)
+    preds, offs = tmp_path / "preds", tmp_path / "offs"
+    palette = Image.fromarray(labels).convert("L")
+    palette.putpalette([v for c in range(256) for v in (c * 7 % 256, c * 13 % 256, c * 29 % 256)])
+    preds.mkdir()
+    palette.save(preds / "p.png", transparency=3)
+    Image.fromarray(labels > 1).save(preds / "one.png")
+    Image.fromarray(labels.astype(np.uint16) * 300).save(preds / "i16.png")
+    offsets = segfix.boundary_targets(voronoi_labels((20, 24), 5, 3, seed=12), min_pixels=0).offsets()
+    for name in ("p", "one", "i16", "la"):
+        formats.write_offsets(tmp_path / "offs" / f"{name}.npz", offsets)
+    Image.new("LA", (24, 20)).save(preds / "la.png")
+    out = tmp_path / "out"
+    assert main(["refine", str(preds), "--offsets", str(offs), "--output", str(out)]) == 1
+    assert "la.png: expected a single-channel label-id image (mode L, P, 1, I or I;16), got mode LA" in (
+        capsys.readouterr().err
+    )
+    for name in ("p", "one", "i16"):
+        with Image.open(preds / f"{name}.png") as before, Image.open(out / f"{name}.png") as after:
+            assert after.mode == before.mode and after.getpalette() == before.getpalette()
+            assert after.info.get("transparency") == before.info.get("transparency")
+            stored = np.asarray(before)
+            expected = segfix.refine_semantic(stored.astype(np.int64), offsets, ignore_index=255)
+            np.testing.assert_array_equal(np.asarray(after).astype(np.int64), expected)
+
+
+# ------------------------------------------------------------------- hostile sizes refused before they allocate
+
+
+def test_a_config_that_asks_for_a_huge_backbone_is_refused_before_it_is_built(tmp_path):
+    import tracemalloc
+
+    from segfix.hub import ModelLoadError
+
+    model = tmp_path / "m"
+    segfix.SegFix(**TINY).save_pretrained(model)
+    config = json.loads((model / "config.json").read_text())
+    huge = {**config, "network": {**config["network"], "backbone": "vit_huge_patch14_224"}}
+    huge["network"]["backbone_kwargs"] = {"embed_dim": 20480, "depth": 64}
+    (model / "config.json").write_text(json.dumps(huge))
+    tracemalloc.start()
+    with pytest.raises(ModelLoadError, match="M parameters; a SegFix config may build at most 200 M"):
+        segfix.SegFix.from_pretrained(model)
+    assert tracemalloc.get_traced_memory()[1] < 200 * 2**20  # counted on the meta device, never allocated
+    tracemalloc.stop()
+    many = {**config, "network": {**config["network"], "out_indices": list(range(100))}}
+    (model / "config.json").write_text(json.dumps(many))
+    with pytest.raises(ModelLoadError, match="out_indices: expected 1 to 8 backbone levels"):
+        segfix.SegFix.from_pretrained(model)
+    unknown = {**config, "network": {**config["network"], "backbone": "resnet5000"}}
+    (model / "config.json").write_text(json.dumps(unknown))
+    with pytest.raises(ModelLoadError, match="timm does not know 'resnet5000'"):
+        segfix.SegFix.from_pretrained(model)
+
+
+def test_iterations_are_bounded_everywhere(tmp_path, capsys):
+    labels, prob, moving = np.zeros((3, 4), np.uint8), np.full((8, 3, 4), 0.125, np.float32), np.ones((3, 4), bool)
+    with pytest.raises(ValueError, match=r"^iterations: expected an integer in 1\.\.1024, got 100000000"):
+        segfix.vote_labels(labels, prob, moving, iterations=100_000_000)
+    field = formats.field_from_offsets(np.zeros((2, 3, 4), np.int8), scale=1)
+    with pytest.raises(ValueError, match=r"^iterations: expected an integer in 1\.\.1024"):
+        field.with_steps(iterations=10**8)
+    np.savez(tmp_path / "hostile.npz", offsets=np.zeros((2, 3, 4), np.int8), iterations=np.int64(10**8))
+    with pytest.raises(ValueError, match=r"^iterations: expected an integer in 1\.\.1024"):
+        formats.read_field(tmp_path / "hostile.npz", default_scale=2)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["refine", str(tmp_path), "--offsets", str(tmp_path), "--output", "x", "--iterations", "100000000"])
+    assert exit_info.value.code == 2 and "expected an integer in 1..1024" in capsys.readouterr().err
+
+
+def test_small_files_that_ask_for_huge_arrays_are_refused_from_their_headers(tmp_path, capsys):
+    import tracemalloc
+
+    preds, offs = tmp_path / "preds", tmp_path / "offs"
+    _write(preds / "a.png", np.zeros((40, 48), np.uint8))
+    offs.mkdir()
+    np.savez_compressed(offs / "a.npz", offsets=np.zeros((2, 30000, 30000), np.int8))  # 1.7 MB on disk
+    tracemalloc.start()
+    code = main(["refine", str(preds), "--offsets", str(offs), "--output", str(tmp_path / "out")])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 1 and peak < 100 * 2**20
+    assert "a.npz: 30000x30000 offsets; expected at most 67108864 pixels" in capsys.readouterr().err
+    np.savez_compressed(offs / "a.npz", offsets=np.zeros((2, 5000, 6000), np.int8))  # under the bound, wrong size
+    tracemalloc.start()
+    code = main(["refine", str(preds), "--offsets", str(offs), "--output", str(tmp_path / "out")])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 1 and peak < 30 * 2**20  # refused from the header: the 60 MB array was never read
+    assert "a.npz: offsets of size 6000x5000 (WxH) do not match the prediction's 48x40" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"RLE size 100000x100000 \(HxW\) does not match the image's 40x48"):
+        formats.rle_decode({"size": [100000, 100000], "counts": [10**10]}, (40, 48))
+    with pytest.raises(ValueError, match="expected at most 67108864 pixels"):
+        formats.rle_decode({"size": [100000, 100000], "counts": [10**10]})
+    Image.new("L", (9000, 8000)).save(tmp_path / "big.png")  # 72 megapixels of zeros: a small file
+    from segfix._io import read_label
+
+    with pytest.raises(ValueError, match=r"big.png: 9000x8000 pixels; expected at most 67108864 pixels"):
+        read_label(tmp_path / "big.png")
+
+
+def test_settings_that_would_take_gigabytes_say_so_before_they_allocate(tiny_vote_model):
+    big = tiny_vote_model.with_settings(input_scale=4.0, inference="whole", max_whole_pixels=1 << 28)
+    image, labels = np.zeros((1024, 2048, 3), np.uint8), np.zeros((1024, 2048), np.uint8)
+    with pytest.raises(
+        ValueError, match=r"a 8192x4096 image \(33\.6 M pixels\)|33\.6 M pixels at once \(about 17 GiB\)"
+    ):
+        big.refine(image, labels)
+    huge_window = tiny_vote_model.with_settings(inference="sliding", window_size=16384)
+    with pytest.raises(ValueError, match=r"2\.1 M pixels|at once"):
+        huge_window.refine(np.zeros((2048, 4096 + 64, 3), np.uint8), np.zeros((2048, 4096 + 64), np.uint8))
+
+
+# -------------------------------------------------------------------------------------- unclear crashes
+
+
+def test_coco_files_without_their_keys_get_clear_errors(tmp_path, capsys):
+    offs = tmp_path / "offs"
+    offs.mkdir()
+    formats.write_offsets(offs / "7.npz", np.zeros((2, 4, 5), np.int8))
+    results = tmp_path / "res" / "results.json"
+    results.parent.mkdir()
+    base = ["refine", str(results), "--kind", "coco", "--offsets", str(offs)]
+    for content, expected in (
+        ('[{"category_id": 1, "segmentation": {}}]', "record 0 needs 'image_id' and 'segmentation'"),
+        ("{not json", "results.json: not valid JSON (COCO results)"),
+    ):
+        results.write_text(content)
+        assert main([*base, "--output", str(tmp_path / "out")]) == 2
+        assert expected in capsys.readouterr().err
+    rle = formats.rle_encode(np.zeros((4, 5), bool))
+    results.write_text(json.dumps([{"image_id": 7, "category_id": 1, "segmentation": rle, "score": 0.5}]))
+    images = tmp_path / "instances.json"
+    images.write_text(json.dumps({"images": [{"file_name": "7.jpg"}]}))
+    assert main([*base, "--coco-images", str(images), "--output", str(tmp_path / "out")]) == 2
+    assert "images[0] needs an 'id' and a 'file_name'" in capsys.readouterr().err
+
+
+def test_broken_model_cards_do_not_stop_a_model(tmp_path, caplog):
+    model = tmp_path / "m"
+    segfix.SegFix(**TINY).save_pretrained(model)
+    for card in (b"\xff\xfe not utf-8", b"---\nlicense: [unclosed\n---\n# card\n"):
+        (model / "README.md").write_bytes(card)
+        loaded = segfix.SegFix.from_pretrained(model)
+        assert "not a readable model card" in caplog.text
+        loaded.save_pretrained(tmp_path / "again")  # and saving it again works
+        assert segfix.SegFix.from_pretrained(tmp_path / "again") is not loaded
+        caplog.clear()
+
+
+def test_odd_offsets_files_and_arguments_get_clear_errors(tmp_path):
+    (tmp_path / "text.npz").write_text("not an archive")
+    with pytest.raises(ValueError, match=r"text.npz: not an .npz archive of arrays"):
+        formats.read_field(tmp_path / "text.npz", default_scale=2)
+    np.savez(tmp_path / "scale.npz", offsets=np.zeros((2, 3, 4), np.int8), scale=np.array([2, 3, 4]))
+    with pytest.raises(ValueError, match=r"expected 'scale' to hold one value, got int64 of shape \(3,\)"):
+        formats.read_field(tmp_path / "scale.npz", default_scale=2)
+    masks, offsets = np.ones((2, 3, 4), bool), np.zeros((2, 3, 4), np.int8)
+    with pytest.raises(TypeError, match=r"^scores: expected 2 numbers \(one per mask\), got 'abcd'"):
+        segfix.refine_instances(masks, offsets, scores="abcd", resolve_overlaps=True)
+    with pytest.raises(ValueError, match="^scores: expected finite numbers"):
+        segfix.refine_instances(masks, offsets, scores=[1.0, float("nan")], resolve_overlaps=True)
+    with pytest.raises(ValueError, match="^label_map: expected a tensor that holds values"):
+        segfix.refine_semantic(torch.zeros((3, 4), dtype=torch.int64, device="meta"), offsets[0:2, :, :])

@@ -120,3 +120,54 @@ def test_two_gloo_processes_sync_to_the_single_process_values():
         fscore, biou = results[rank]
         np.testing.assert_allclose(fscore[:, 0], ref.boundary_f[1], atol=1e-12, equal_nan=True)
         np.testing.assert_allclose(biou, ref.boundary_iou, atol=1e-12, equal_nan=True)
+
+
+def _brute_force_fscore(pred: np.ndarray, target: np.ndarray, c: int, t: float) -> float:
+    """F at tolerance ``t`` for class ``c`` of one map: every boundary pixel's distance to the other map's
+    boundary by brute force (scipy's cdist), precision and recall in float64."""
+    from scipy.spatial.distance import cdist
+
+    from segfix.metrics import mask_boundary
+
+    pb, gb = np.argwhere(mask_boundary(pred == c)), np.argwhere(mask_boundary(target == c))
+    distance = cdist(pb, gb)
+    precision = (distance.min(1) <= t).mean()
+    recall = (distance.min(0) <= t).mean()
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+@pytest.mark.parametrize("shift", [2, 4, 7])
+def test_boundaries_off_by_more_than_the_tolerance_score_as_the_formula_says(shift):
+    """Precision + recall < 1 here: the F-score is 2PR/(P+R), not 2PR clamped to a denominator of 1."""
+    target = np.zeros((48, 48), np.int64)
+    target[10:34, 8:30] = 1
+    pred = np.roll(target, shift, axis=1)
+    scores = {}
+    for t in (1.0, 2.0):
+        expected = scores[t] = np.mean([_brute_force_fscore(pred, target, c, t) for c in (0, 1)])
+        metric = BoundaryFScore(2, tolerances=(t,))
+        metric.update(torch.from_numpy(pred), torch.from_numpy(target))
+        reference_metric = SegmentationMetrics(2, tolerances=(t,))
+        reference_metric.update(pred, target)
+        assert float(metric.compute()) == pytest.approx(expected, abs=1e-12)
+        assert reference_metric.compute().mean_boundary_f[t] == pytest.approx(expected, abs=1e-12)
+    assert 0 < scores[1.0] < (0.5 if shift > 2 else 1)  # P + R < 1: the case the clamp got wrong
+
+
+def test_the_bundled_example_scores_alike_in_both_metric_apis():
+    import segfix
+
+    example = segfix.load_example()
+    metric = BoundaryFScore(example.num_classes, tolerances=(1,))
+    metric.update(torch.from_numpy(example.coarse.astype(np.int64)), torch.from_numpy(example.reference))
+    reference_metric = SegmentationMetrics(example.num_classes, tolerances=(1,))
+    reference_metric.update(example.coarse, example.reference)
+    expected = reference_metric.compute().mean_boundary_f[1]
+    assert float(metric.compute()) == pytest.approx(expected, abs=1e-12) and expected > 0.2
+
+
+def test_labels_outside_the_classes_are_refused_not_dropped():
+    metric = BoundaryFScore(3)
+    target = torch.tensor([[0, 1, 2, 6]])
+    with pytest.raises(ValueError, match=r"target: expected class ids 0\.\.2 or the ignore label 255, found 6"):
+        metric.update(target.clone(), target)
