@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image
@@ -203,7 +203,7 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def _fits_16_bits(img: Image.Image) -> bool:
-    low, high = img.getextrema()
+    low, high = cast(tuple[int, int], img.getextrema())  # one band: (min, max)
     return 0 <= low and high <= 65535
 
 

@@ -303,7 +303,7 @@ class _FieldSource:
         self.offsets = (
             None if offsets_dir is None else PartnerIndex(offsets_dir, (".npz", ".mat"), "offsets files", item_names)
         )
-        self.images = None if model is None else PartnerIndex(images_dir, IMAGE_SUFFIXES, "images", item_names)
+        self.images = None if images_dir is None else PartnerIndex(images_dir, IMAGE_SUFFIXES, "images", item_names)
 
     def load(self, relative: Path, size: tuple[int, int] | None) -> tuple[RefinementField | None, np.ndarray | None]:
         """-> (the field read from its file, None) or (None, the image) of the item at ``relative``, whose
@@ -314,6 +314,8 @@ class _FieldSource:
             path = self.offsets.find(relative)
             field = read_field(path, default_scale=1 if self.instance else 2, size=size)
             return field.with_steps(*self.steps), None
+        if self.images is None:  # pragma: no cover - __init__ requires the images with a model
+            raise ValueError("a model needs the images: pass the images folder")
         path = self.images.find(relative)
         found = image_size(path)
         if size is not None and found != tuple(size):
@@ -576,7 +578,7 @@ def _check_refine_inputs(
         require_folder(labels_dir, "predictions")
     require_folder(images_dir, "images")
     require_folder(offsets_dir, "offsets")
-    inputs = [labels_dir if kind != "coco" else Path(coco_results).parent, images_dir, offsets_dir]
+    inputs = [Path(coco_results).parent if coco_results is not None else labels_dir, images_dir, offsets_dir]
     return _Outputs(output_dir, inputs)
 
 

@@ -199,9 +199,9 @@ def dense_prediction(
     labelled with the images' own size (H, W): one bilinear resampling takes them there.
     """
     size = (int(images.shape[-2]), int(images.shape[-1]))
-    scaled = tuple(max(1, round(s * input_factor)) for s in size) if input_factor != 1.0 else size
+    scaled = (max(1, round(size[0] * input_factor)), max(1, round(size[1] * input_factor)))
     check_pass_size(scaled, settings)
-    if scaled != size:
+    if input_factor != 1.0:
         images = F.interpolate(images, size=scaled, mode="bilinear", align_corners=False)
     outputs = _network_pass(net, images, settings, align_corners)
     prob, logits = outputs.boundary_prob, outputs.direction_logits
