@@ -30,7 +30,7 @@ docs: $(STAMP)  ## build the documentation into site/
 	$(PY) -m mkdocs build --strict -d site
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff check src tests benchmarks examples tools
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -682,3 +683,18 @@ def test_odd_offsets_files_and_arguments_get_clear_errors(tmp_path):
         segfix.refine_instances(masks, offsets, scores=[1.0, float("nan")], resolve_overlaps=True)
     with pytest.raises(ValueError, match="^label_map: expected a tensor that holds values"):
         segfix.refine_semantic(torch.zeros((3, 4), dtype=torch.int64, device="meta"), offsets[0:2, :, :])
+
+
+def test_the_attack_harness_finds_no_wrong_output_no_lost_file_and_no_hang(capsys):
+    """tools/attack_inputs.py: 270 mistaken or hostile inputs, each a right answer or one clear error."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("attack_inputs", SRC.parents[1] / "tools" / "attack_inputs.py")
+    attack = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = attack  # dataclasses look their module up there
+    spec.loader.exec_module(attack)
+    assert attack.main([]) == 0, capsys.readouterr().out
+    table = capsys.readouterr().out
+    total = [line for line in table.splitlines() if line.startswith("| **all** |")]
+    cases, right, clear, wrong, lost, hangs = (int(v) for v in total[0].split("|")[2:8])
+    assert cases >= 250 and right + clear == cases and wrong == lost == hangs == 0

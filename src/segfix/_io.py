@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "MAX_FILE_PIXELS",
@@ -159,7 +159,10 @@ def walk_files(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
 
 def _open_checked(path: Path) -> Image.Image:
     """Open an image and check its header's size, before any pixel is decoded."""
-    img = Image.open(path)
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image file (Pillow cannot identify its format)") from None
     width, height = img.size
     if width * height > MAX_FILE_PIXELS:
         img.close()

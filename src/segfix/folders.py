@@ -640,6 +640,11 @@ def _coco_records(results: Path) -> list[dict]:
     for number, record in enumerate(records):
         if not isinstance(record, dict) or "image_id" not in record or "segmentation" not in record:
             raise ValueError(f"{results}: record {number} needs 'image_id' and 'segmentation', got {str(record)[:80]}")
+        if not isinstance(record["segmentation"], dict):
+            raise ValueError(
+                f"{results}: record {number}: expected a COCO RLE segmentation {{'size', 'counts'}}, got "
+                f"{str(record['segmentation'])[:80]} (polygons: convert them to RLE first)"
+            )
     return records
 
 
