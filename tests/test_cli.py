@@ -239,7 +239,22 @@ def test_stats_and_help(folders, capsys):
 def test_demo(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path)]) == 0
     assert (tmp_path / "demo.png").is_file() and (tmp_path / "refined.png").is_file()
-    assert "mIoU" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mIoU" in out
+    # The README's caption quotes this run: the recommended model, its pixel count and its scores.
+    import re
+    from pathlib import Path
+
+    rows = {line[:32].strip(): line[32:].split() for line in out.splitlines()[2:5]}
+    coarse, refined, oracle = rows.values()
+    model = segfix.list_models()[0]
+    caption = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    expected = (
+        f"`{model}` changes {refined[4]} pixels, mostly along the cup's and saucer's edges: mIoU {coarse[0]} -> "
+        f"{refined[0]}, boundary F@1px {coarse[1]} -> {refined[1]}. Offsets from the reference (the oracle, SegFix's "
+        f"upper bound) would give {oracle[0]} / {oracle[1]}."
+    )
+    assert expected in caption, re.findall(r"on this coffee cup.{0,300}", caption)
 
 
 def test_refine_reports_mis_sized_and_colour_predictions(folders):

@@ -17,12 +17,13 @@ def test_docs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings_handlers.python")
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path)],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr  # griffe's docstring warnings count as errors too
     assert (tmp_path / "api" / "index.html").is_file()
 
 
@@ -82,3 +83,13 @@ def test_every_test_the_threat_model_names_exists():
         m for path in (ROOT / "tests").glob("test_*.py") for m in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
     }
     assert named and not named - defined, sorted(named - defined)
+
+
+def test_examples_and_readme_use_the_recommended_model():
+    """The quickstart notebook, the example scripts and the README show the model list_models() recommends."""
+    import segfix
+
+    recommended = segfix.list_models()[0]
+    for path in [ROOT / "README.md", *sorted((ROOT / "examples").glob("quickstart*"))]:
+        named = set(re.findall(r"from_pretrained\([\\\"']+(camvid-[\w-]+)", path.read_text()))
+        assert named == {recommended}, (path.name, named)

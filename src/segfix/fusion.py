@@ -37,7 +37,8 @@ def fold_batchnorm(
     Args:
         network: any module with floating-point parameters; it runs once in eval mode on ``probe``.
         probe: a small input ``(N, C, H, W)`` the network accepts (for SegFix, ``(1, 3, 64, 64)``).
-        rtol, atol: how closely every output of the copy must match the original's on ``probe``.
+        rtol: relative tolerance: how closely every output of the copy must match the original's on ``probe``.
+        atol: absolute tolerance, likewise.
 
     Returns:
         (the folded copy, how many batch norms were folded).

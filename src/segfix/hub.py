@@ -261,7 +261,11 @@ class SegFixHubMixin(PyTorchModelHubMixin):
         Args:
             pretrained_model_name_or_path: a name from :func:`segfix.list_models`, a folder written by
                 :meth:`save_pretrained`, or a Hub repo id (``"org/name"``).
-            revision, cache_dir, force_download, local_files_only, token: passed to every Hub download.
+            revision: the Hub revision (branch, tag or commit) to load; passed to every Hub download.
+            cache_dir: the Hub cache folder, as huggingface_hub takes it.
+            force_download: download again even where the cache holds the files.
+            local_files_only: read the cache only, never the network.
+            token: the Hub token for private repos.
             device: where to put the model (default CPU); ``map_location`` is the Hub mixin's name for it.
             strict: refuse missing or unexpected weights (default True).
             proxies: refused with a hint: this huggingface_hub reads ``HTTP(S)_PROXY`` from the environment.
