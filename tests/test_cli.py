@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -70,7 +71,9 @@ def test_refine_with_offsets_then_eval(folders, capsys):
     )
     assert code == 0
     table = capsys.readouterr().out
-    assert "IoU before" in table and "| **mean** |" in table
+    # The terminal gets aligned columns; the --markdown file the Markdown table.
+    assert "IoU before" in table and "| " not in table and re.search(r"^mean +\d", table, re.M)
+    assert "| **mean** |" in (folders / "scores.md").read_text()
     scores = json.loads((folders / "scores.json").read_text())
     before, after = scores[str(folders / "preds")], scores[str(out)]
     assert after["mean"]["IoU"] > before["mean"]["IoU"] and after["mean"]["F@1px"] > before["mean"]["F@1px"]
@@ -496,3 +499,45 @@ def assert_one_error_line(capsys, command: str, pattern: str) -> None:
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"segfix {command}: error: "), lines
     assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_help_and_import_do_not_load_torch():
+    """`segfix --help` answers at once: neither the parser nor `import segfix` imports torch, timm or numba."""
+    code = (
+        "import sys, segfix\n"
+        "from segfix.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "parser.format_help()\n"
+        "(commands,) = [a for a in parser._actions if a.dest == 'command']\n"
+        "helps = [command.format_help() for command in commands.choices.values()]\n"
+        "heavy = sorted(m for m in ('torch', 'timm', 'numba', 'scipy') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    names = subprocess.run(
+        [sys.executable, "-c", "import segfix; print(segfix.SegFix.__name__, segfix.metrics.__name__)"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert names.split() == ["SegFix", "segfix.metrics"]  # the names load on first use
+
+
+def test_a_mistyped_command_or_choice_gets_a_suggestion(capsys):
+    for argv, suggestion in (
+        (["refin"], "did you mean 'refine'?"),
+        (["refine", "p", "--kind", "semantc"], "'semantic'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and suggestion in capsys.readouterr().err
+
+
+def test_models_lists_the_bundled_models_recommended_first(capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == segfix.list_models() and lines[0].endswith("(recommended)")
+    assert main(["models", "camvid-lite0-v[45]"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["camvid-lite0-v5", "camvid-lite0-v4"]
+    assert segfix.list_models("*-v4") == ["camvid-lite0-v4"]
+    assert segfix.list_models(exclude_filters=["*-v[2345]"]) == ["camvid-lite0"]
+    assert main(["models", "nothing*"]) == 2

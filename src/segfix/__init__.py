@@ -9,17 +9,71 @@ ground-truth map, :func:`direction_to_offset` turns boundary and direction maps 
 
 from __future__ import annotations
 
-from . import metrics
-from .directions import DIRECTION_VECTORS, angle_to_direction, direction_to_offset, direction_vectors, flip_direction
-from .example import Example, load_example
-from .model import ModelLoadError, Prediction, SegFix
-from .network import SegFixNet
-from .pretrained import list_models, load_imagenet_backbone
-from .refine import refine_instances, refine_semantic
-from .shift import shift_labels
-from .targets import BoundaryTargets, boundary_targets, gradient_kernels, instance_targets
-from .thin import thin_classes, thin_parts
-from .vote import vote_labels
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562), so that `segfix --help` and `import segfix` do not pay for torch,
+# timm and numba before anything needs them. Type checkers and IDEs read the imports below.
+_LAZY = {
+    "DIRECTION_VECTORS": "directions",
+    "angle_to_direction": "directions",
+    "direction_to_offset": "directions",
+    "direction_vectors": "directions",
+    "flip_direction": "directions",
+    "Example": "example",
+    "load_example": "example",
+    "ModelLoadError": "model",
+    "Prediction": "model",
+    "SegFix": "model",
+    "SegFixNet": "network",
+    "list_models": "pretrained",
+    "load_imagenet_backbone": "pretrained",
+    "refine_instances": "refine",
+    "refine_semantic": "refine",
+    "shift_labels": "shift",
+    "BoundaryTargets": "targets",
+    "boundary_targets": "targets",
+    "gradient_kernels": "targets",
+    "instance_targets": "targets",
+    "thin_classes": "thin",
+    "thin_parts": "thin",
+    "vote_labels": "vote",
+}
+
+if TYPE_CHECKING:
+    from . import metrics
+    from .directions import (
+        DIRECTION_VECTORS,
+        angle_to_direction,
+        direction_to_offset,
+        direction_vectors,
+        flip_direction,
+    )
+    from .example import Example, load_example
+    from .model import ModelLoadError, Prediction, SegFix
+    from .network import SegFixNet
+    from .pretrained import list_models, load_imagenet_backbone
+    from .refine import refine_instances, refine_semantic
+    from .shift import shift_labels
+    from .targets import BoundaryTargets, boundary_targets, gradient_kernels, instance_targets
+    from .thin import thin_classes, thin_parts
+    from .vote import vote_labels
+
+
+def __getattr__(name: str) -> Any:
+    if name == "metrics":
+        return importlib.import_module(".metrics", __name__)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'segfix' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 

@@ -12,11 +12,10 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from .limits import MAX_ITERATIONS
+
 SUPPORTED_NUM_DIRECTIONS = (4, 8, 16)
 
-MAX_ITERATIONS = 1024
-"""Most steps a label may take along a field (shift or vote): a finite bound, so that a hostile offsets file or
-flag cannot make a refinement run for ever; far above any use (the paper takes one, the bundled models five)."""
 
 LabelArray = TypeVar("LabelArray", np.ndarray, torch.Tensor)
 """A label map or mask stack, numpy or torch: functions typed with it return the type they were given."""

@@ -17,6 +17,8 @@ from typing import Any, cast
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .limits import MAX_FILE_PIXELS
+
 __all__ = [
     "MAX_FILE_PIXELS",
     "TEMP_PREFIX",
@@ -38,9 +40,6 @@ __all__ = [
 TEMP_PREFIX = ".segfix-tmp-"
 """Name prefix of the temporary files :func:`atomic_write` creates: only files so named are ever cleaned up."""
 
-MAX_FILE_PIXELS = 1 << 26
-"""Largest image or label file (in pixels, 8192 x 8192) the readers decode: a compressed PNG of a few hundred
-kilobytes can hold a gigapixel, and decoding it would take gigabytes before any other check could run."""
 
 _HOST = socket.gethostname().replace(".", "_").replace("@", "_") or "host"
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import MAX_ITERATIONS
 from .data import parse_holdout
 from .datasets import DATASETS
-from .tuning import SEARCH_ARGUMENTS
+from .limits import MAX_ITERATIONS
+from .recipes import SEARCH_ARGUMENTS
 
 __all__ = ["main"]
 
@@ -433,7 +433,7 @@ def _eval(args: argparse.Namespace) -> int:
         )
         bar.close()
     table = comparison_markdown(results[0], results[-1], folders) if len(results) == 2 else results[0].to_markdown()
-    print(table)
+    print(_plain_table(table))  # Markdown goes to --markdown; a terminal gets aligned columns
     if args.json:
         payload = json.dumps({str(f): r.as_dict() for f, r in zip(folders, results)}, indent=1)
         atomic_write(Path(args.json), lambda tmp: tmp.write_text(payload))
@@ -442,6 +442,23 @@ def _eval(args: argparse.Namespace) -> int:
     if args.csv:
         write_results_csv(Path(args.csv), results, folders)
     return 0
+
+
+def _plain_table(markdown: str) -> str:
+    """A Markdown table (and any lines around it) as aligned plain-text columns for a terminal."""
+    rows, out = [], []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-:") for c in cells):
+                rows.append(cells)
+        else:
+            out.append(line)
+    if rows:
+        widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(rows[0]))]
+        for r in rows:
+            out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    return "\n".join(out).strip("\n")
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -664,7 +681,7 @@ def _setting(text: str) -> tuple[str, Any]:
 
 
 def _add_refine_command(sub) -> None:
-    from .formats import LABEL_FORMATS
+    from .datasets import LABEL_FORMATS
 
     rf = sub.add_parser(
         "refine",
@@ -791,15 +808,56 @@ def _add_convert_command(sub) -> None:
     cv.set_defaults(func=_convert)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus a "did you mean" for a mistyped command or choice (``segfix refin``)."""
+
+    def error(self, message: str):
+        import difflib
+        import re
+
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:
+            choices = re.findall(r"'([^']*)'", wrong.group(2)) or [c.strip() for c in wrong.group(2).split(",")]
+            close = difflib.get_close_matches(wrong.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+        super().error(message)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .pretrained import BUNDLED_MODELS, list_models
+
+    names = list_models(args.filter or "")
+    if not names:
+        raise UsageError(f"no bundled model matches {args.filter!r}; segfix models lists them all")
+    width = max(len(name) for name in names)
+    for number, name in enumerate(names):
+        mark = " (recommended)" if number == 0 and not args.filter else ""
+        print(f"{name:<{width}}  {BUNDLED_MODELS[name].description}{mark}")
+    return 0
+
+
+def _add_models_command(sub) -> None:
+    models = sub.add_parser(
+        "models",
+        help="list the bundled models (the recommended one first)",
+        description="List the models bundled with this installation, usable as --model NAME or "
+        "SegFix.from_pretrained(NAME), the recommended one first.",
+    )
+    models.add_argument("filter", nargs="?", help="shell-style wildcard, e.g. 'camvid-*'")
+    models.set_defaults(func=_models)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="segfix",
         description="SegFix boundary refinement: fix the boundaries of any segmentation model's output.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"segfix-pytorch {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_demo_command(sub)
+    _add_models_command(sub)
     _add_train_command(sub)
     _add_tune_command(sub)
     _add_refine_command(sub)
@@ -812,7 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_label_arguments(parser: argparse.ArgumentParser) -> None:
     """--dataset, --num-classes and --label-format: how a folder of label PNGs is read (eval, stats)."""
-    from .formats import LABEL_FORMATS
+    from .datasets import LABEL_FORMATS
 
     parser.add_argument("--dataset", choices=sorted(DATASETS), help="sets classes, names, ignore label and format")
     parser.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._io import MAX_FILE_PIXELS, atomic_write, image_size, read_label, write_png
-from .data import CITYSCAPES_LABEL_TO_TRAIN
+from .datasets import LABEL_FORMATS, decode_labels, encode_labels
 from .field import RefinementField, field_from_offsets
 
 __all__ = [
@@ -36,53 +36,6 @@ __all__ = [
     "write_field",
     "write_offsets",
 ]
-
-LABEL_FORMATS = ("trainid", "cityscapes-labelid", "ade20k")
-"""``trainid``: class ids as stored, 255 = ignore. ``cityscapes-labelid``: Cityscapes labelIds (mapped to the
-19 trainIds and back). ``ade20k``: 0 = ignore ("other"), 1..150 = classes."""
-
-_LABEL_TO_TRAIN = np.full(256, 255, np.int64)
-for _label, _train in CITYSCAPES_LABEL_TO_TRAIN.items():
-    _LABEL_TO_TRAIN[_label] = _train
-_TRAIN_TO_LABEL = np.zeros(256, np.int64)
-for _label, _train in CITYSCAPES_LABEL_TO_TRAIN.items():
-    _TRAIN_TO_LABEL[_train] = _label
-
-
-def encode_labels(stored: np.ndarray, label_format: str, stored_ignore: int | None = None) -> np.ndarray:
-    """Stored ids -> class ids ``0..C-1`` with 255 = ignore (int64).
-
-    ``stored_ignore``: a stored value that means ignore besides the format's own (e.g. ``--ignore-index 0`` on
-    a trainid map); it is compared with the stored values, before they become class ids, so that it can never
-    freeze a class that happens to have the same number."""
-    if label_format == "trainid":
-        classes = stored.astype(np.int64)
-    elif label_format == "cityscapes-labelid":
-        if stored.max(initial=0) > 255 or stored.min(initial=0) < 0:
-            raise ValueError(f"expected Cityscapes labelIds (0..33), found {int(stored.max())}")
-        classes = _LABEL_TO_TRAIN[stored]
-    elif label_format == "ade20k":
-        classes = stored.astype(np.int64) - 1
-        classes[stored == 0] = 255
-    else:
-        raise ValueError(f"label format: expected one of {LABEL_FORMATS}, got {label_format!r}")
-    if stored_ignore is not None:
-        classes[stored == stored_ignore] = 255
-    return classes
-
-
-def decode_labels(classes: np.ndarray, stored: np.ndarray, label_format: str) -> np.ndarray:
-    """Class ids -> the stored encoding, dtype of ``stored``. Ignore pixels (255) get back their original stored
-    value (refinement never moves or creates ignore, so this is lossless)."""
-    if label_format == "trainid":
-        out = classes
-    elif label_format == "cityscapes-labelid":
-        out = _TRAIN_TO_LABEL[np.clip(classes, 0, 255)]
-    elif label_format == "ade20k":
-        out = classes + 1
-    else:
-        raise ValueError(f"label format: expected one of {LABEL_FORMATS}, got {label_format!r}")
-    return np.where(classes == 255, stored, out).astype(stored.dtype)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .directions import flip_direction
+from .limits import MAX_NETWORK_IMAGE_PIXELS, MAX_PASS_PIXELS
 from .precision import autocast_context
 from .settings import InferenceSettings
 
@@ -216,15 +217,6 @@ def dense_prediction(
         del flipped
     return NetworkOutputs(prob, logits, size, align_corners)
 
-
-MAX_PASS_PIXELS = 1 << 23
-"""Most pixels of one image a network pass may see (8.4 M: 2048 x 4096). Measured with
-EfficientNet-Lite0 at stride 2, a pass takes about 550 bytes per pixel (1.1 GB at 1024 x 2048), so this bounds
-a pass near 4.5 GB whatever the settings ask for."""
-
-MAX_NETWORK_IMAGE_PIXELS = 1 << 26
-"""Most pixels an image may have at the network's scale: sliding windows keep full-size accumulators (one
-float per direction and pixel, 2 GiB at this size)."""
 
 _BYTES_PER_PASS_PIXEL = 550
 

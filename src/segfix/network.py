@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_num_directions
+from .limits import MAX_BACKBONE_PARAMETERS, MAX_FEATURE_CHANNELS
 
 __all__ = ["BNAct", "SegFixNet", "create_backbone"]
 
@@ -59,13 +60,6 @@ def create_backbone(name: str, out_indices: Sequence[int] | None = None, **kwarg
         kwargs["out_indices"] = _checked_out_indices(out_indices)
     _check_backbone_size(name, kwargs)
     return timm.create_model(name, pretrained=False, features_only=True, **kwargs)
-
-
-MAX_BACKBONE_PARAMETERS = 200_000_000
-"""Largest backbone a model config may build (800 MB of float32 weights; HRNet-W48, the original's, has 65 M)."""
-
-MAX_FEATURE_CHANNELS = 8192
-"""Most feature channels the backbone levels may hand the decoder together (HRNet-W48: 720)."""
 
 
 def _checked_out_indices(out_indices: Sequence[int]) -> tuple[int, ...]:

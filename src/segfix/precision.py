@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PRECISIONS", "autocast_context", "cpu_computes_bf16", "resolve_precision"]
 
@@ -49,6 +51,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         raise ValueError(f"precision: expected one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     if precision != "auto":
         return precision
+    import torch  # here, not at the top: the command line reads PRECISIONS before torch is needed
+
     device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
@@ -63,5 +67,7 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     resolved = resolve_precision(precision, device)
     if resolved == "fp32":
         return contextlib.nullcontext()
+    import torch
+
     dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)

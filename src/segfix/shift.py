@@ -25,7 +25,6 @@ import torch
 
 from . import _kernels
 from ._checks import (
-    MAX_ITERATIONS,
     LabelArray,
     bounded_offsets,
     check_array,
@@ -36,6 +35,7 @@ from ._checks import (
     describe,
     native_byte_order,
 )
+from .limits import MAX_ITERATIONS
 
 __all__ = ["BACKENDS", "MAX_ITERATIONS", "shift_labels"]
 

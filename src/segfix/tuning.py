@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .field import apply_field, decide
 from .metrics import SegmentationMetrics, confusion_matrix
 from .model import SegFix
+from .recipes import SEARCH_ARGUMENTS
 from .settings import Preprocessing
 from .thin import thin_classes, thin_parts
 
@@ -51,19 +52,6 @@ TUNED_KEYS = (
     "thin_guard_classes",
 )
 """The settings :func:`select_settings` chooses (flat names, see :data:`segfix.settings.FLAT_NAMES`)."""
-
-SEARCH_ARGUMENTS = {
-    "boundary_threshold": "thresholds",
-    "direction_threshold": "direction_thresholds",
-    "semantic_scale": "scales",
-    "iterations": "iterations",
-    "direction_vote": "votes",
-    "flip_tta": "flips",
-    "min_short_side": "min_short_sides",
-    "thin_guard": "thin_guards",
-}
-"""Each searchable setting and the :func:`select_settings` argument holding its candidates (``thin_guard``
-stands for the guard's radius and its classes together)."""
 
 
 def kept_grids(model: SegFix, search: Iterable[str]) -> dict[str, tuple]:

@@ -1,0 +1,40 @@
+"""The bounds segfix puts on what an input, a setting or a model config may ask for, in one place.
+
+Each is far above any real use and far below what exhausts a machine; each is checked before anything is
+allocated (docs/security.md names the test that holds it). Plain numbers, importable without torch, so that
+the command line can show them in its help at once.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MAX_BACKBONE_PARAMETERS",
+    "MAX_FEATURE_CHANNELS",
+    "MAX_FILE_PIXELS",
+    "MAX_ITERATIONS",
+    "MAX_NETWORK_IMAGE_PIXELS",
+    "MAX_PASS_PIXELS",
+]
+
+MAX_ITERATIONS = 1024
+"""Most steps a label may take along a field (shift or vote), from any source: a call, a flag, an offsets file.
+The paper takes one step, the bundled models five; a model config is bounded tighter still (16)."""
+
+MAX_FILE_PIXELS = 1 << 26
+"""Largest image, label or offsets file (in pixels, 8192 x 8192) the readers decode: a compressed PNG of a few
+hundred kilobytes can hold a gigapixel, and decoding it would take gigabytes before any other check could run."""
+
+MAX_PASS_PIXELS = 1 << 23
+"""Most pixels of one image a network pass may see (8.4 M: 2048 x 4096). Measured with EfficientNet-Lite0 at
+stride 2, a pass takes about 550 bytes per pixel (1.1 GB at 1024 x 2048), so this bounds a pass near 4.5 GB
+whatever the settings ask for."""
+
+MAX_NETWORK_IMAGE_PIXELS = 1 << 26
+"""Most pixels an image may have at the network's scale: sliding windows keep full-size accumulators (one
+float per direction and pixel, 2 GiB at this size)."""
+
+MAX_BACKBONE_PARAMETERS = 200_000_000
+"""Largest backbone a model config may build (800 MB of float32 weights; HRNet-W48, the original's, has 65 M)."""
+
+MAX_FEATURE_CHANNELS = 8192
+"""Most feature channels the backbone levels may hand the decoder together (HRNet-W48: 720)."""
