@@ -3,7 +3,7 @@
 Reads the research-use CamVid copy in ../shared/data/camvid (never shipped). Prints per-class IoU and boundary
 F-score at 1/2/3 px, before and after, and the means for every variant.
 
-Run: ``python benchmarks/camvid_val.py [--model camvid-lite0-v3] [--root ../shared/data/camvid]``. With
+Run: ``python benchmarks/camvid_val.py [--model camvid-lite0-v4] [--root ../shared/data/camvid]``. With
 ``--holdout-coarse DIR`` it reports on the training images ``segfix train --holdout 10`` keeps out instead
 (``--holdout 0001TP``: those of one drive),
 refining the predictions in DIR (e.g. those of ``tools/train_coarse_net.py``): the numbers settings may be

@@ -19,7 +19,7 @@ H, W = 64, 96
 
 @pytest.fixture(scope="module")
 def refiner():
-    return segfix.SegFix.from_pretrained("camvid-lite0-v3", min_short_side=0, map_location="cpu").eval()
+    return segfix.SegFix.from_pretrained("camvid-lite0-v4", min_short_side=0, map_location="cpu").eval()
 
 
 def images(n=2, seed=0) -> torch.Tensor:

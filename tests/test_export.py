@@ -9,7 +9,7 @@ import segfix
 
 @pytest.fixture(scope="module")
 def network():
-    model = segfix.SegFix.from_pretrained("camvid-lite0-v3", map_location="cpu").float().eval()
+    model = segfix.SegFix.from_pretrained("camvid-lite0-v4", map_location="cpu").float().eval()
     return model, model.normalize(torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(0)))
 
 

@@ -349,7 +349,7 @@ def test_cli_bad_input_is_one_line_and_a_non_zero_exit(cli_folders, command, fla
         "refine": ["refine", first, "--offsets", str(root / "offs"), "--output", str(root / "out_fuzz")],
         "eval": ["eval", first, str(root / "gt"), "--num-classes", "2"],
         "stats": ["stats", first, "--num-classes", "2"],
-        "offsets": ["offsets", first, "--model", "camvid-lite0", "--output", str(root / "off_fuzz")],
+        "offsets": ["offsets", first, "--model", "camvid-lite0-v5", "--output", str(root / "off_fuzz")],
     }[command]
     applies = {
         "refine": {"--scale", "--iterations", "--batch-size", "--workers", "--ignore-index"},

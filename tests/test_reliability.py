@@ -282,7 +282,7 @@ def test_image_errors_name_what_arrived(tiny_vote_model):
 def test_from_pretrained_refuses_none_and_suggests_names():
     with pytest.raises(TypeError, match="pretrained_model_name_or_path"):
         segfix.SegFix.from_pretrained(None)
-    with pytest.raises(segfix.ModelLoadError, match="did you mean 'camvid-lite0'"):
+    with pytest.raises(segfix.ModelLoadError, match="did you mean 'camvid-lite0-v[45]'"):
         segfix.SegFix.from_pretrained("camvid-lite")
 
 
@@ -364,11 +364,11 @@ def test_cli_missing_inputs_fail_with_one_line(tmp_path, capsys):
     cases = [
         ["refine", str(tmp_path / "prdes"), "--offsets", str(real), "--output", str(tmp_path / "o1")],
         ["refine", str(real), "--offsets", str(tmp_path / "nope"), "--output", str(tmp_path / "o2")],
-        ["refine", str(real), "--model", "camvid-lite0", "--output", str(tmp_path / "o3")],  # no --images
-        ["refine", str(real), "--model", "camvid-lite0", "--images", str(real), "--output", str(real / "x")],
+        ["refine", str(real), "--model", "camvid-lite0-v5", "--output", str(tmp_path / "o3")],  # no --images
+        ["refine", str(real), "--model", "camvid-lite0-v5", "--images", str(real), "--output", str(real / "x")],
         ["eval", str(real), str(tmp_path / "missing_gt"), "--num-classes", "3"],
         ["stats", str(tmp_path / "missing_gt"), "--num-classes", "3"],
-        ["offsets", str(tmp_path / "missing"), "--model", "camvid-lite0", "--output", str(tmp_path / "o4")],
+        ["offsets", str(tmp_path / "missing"), "--model", "camvid-lite0-v5", "--output", str(tmp_path / "o4")],
         ["refine", str(tmp_path / "empty"), "--offsets", str(real), "--output", str(tmp_path / "o5")],
     ]
     (tmp_path / "empty").mkdir()

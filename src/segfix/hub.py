@@ -29,7 +29,7 @@ from torch import nn
 from typing_extensions import Self
 
 from ._io import atomic_write
-from .pretrained import BUNDLED_MODELS, bundled_model_files, hub_reachable, list_models
+from .pretrained import BUNDLED_MODELS, RETIRED_MODELS, bundled_model_files, hub_reachable, list_models
 from .settings import FLAT_NAMES, ModelSettings, split_config
 
 __all__ = [
@@ -79,6 +79,11 @@ def model_files(name: str, **hub_kwargs: Any) -> tuple[Path, Path]:
         raise FileNotFoundError(
             f"{name!r}: no such folder. Expected a folder written by SegFix.save_pretrained, "
             f"a bundled model {list_models()}, or a Hub repo id 'org/name'"
+        )
+    if name in RETIRED_MODELS:
+        raise ModelLoadError(
+            f"{name!r} is no longer bundled: {list_models()[0]!r} supersedes it (segfix models lists the bundled "
+            f"ones); {RETIRED_MODELS[name]} in the segfix-pytorch repository gives the commands that reproduce it"
         )
     if "/" not in name and (guess := difflib.get_close_matches(name, list(BUNDLED_MODELS), n=1, cutoff=0.75)):
         raise ModelLoadError(

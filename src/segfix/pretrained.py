@@ -19,6 +19,7 @@ from torch import nn
 
 __all__ = [
     "BUNDLED_MODELS",
+    "RETIRED_MODELS",
     "BundledModel",
     "bundled_model_dir",
     "bundled_model_files",
@@ -59,24 +60,15 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         "frames at 540x720 pixels; a 5-step direction vote (CamVid train)",
         license="weights: research use only (trained on CamVid, CC BY-NC 4.0 data); code: MIT",
     ),
-    "camvid-lite0-v3": BundledModel(
-        name="camvid-lite0-v3",
-        description="camvid-lite0-v2 fine-tuned 1400 more steps at scales 1-2.5; the network sees small frames "
-        "at a 540-px short side and large ones at 0.39 MP; a 4-step direction vote (CamVid train)",
-        license="weights: research use only (trained on CamVid, CC BY-NC 4.0 data); code: MIT",
-    ),
-    "camvid-lite0-v2": BundledModel(
-        name="camvid-lite0-v2",
-        description="camvid-lite0 fine-tuned 1700 more steps with class-balanced direction loss (CamVid train)",
-        license="weights: research use only (trained on CamVid, CC BY-NC 4.0 data); code: MIT",
-    ),
-    "camvid-lite0": BundledModel(
-        name="camvid-lite0",
-        description="EfficientNet-Lite0 + FPN decoder trained on CamVid train (367 street scenes, 480x360)",
-        license="weights: research use only (trained on CamVid, CC BY-NC 4.0 data); code: MIT",
-    ),
 }
 """Short names that ``SegFix.from_pretrained`` resolves offline."""
+
+RETIRED_MODELS: dict[str, str] = {
+    name: f"docs/model-cards/{name}.md" for name in ("camvid-lite0-v3", "camvid-lite0-v2", "camvid-lite0")
+}
+"""Models an earlier version bundled, superseded by the recommended one and no longer in the wheel (6 MB of
+weights each): the name -> its card, which gives the commands that reproduce it (the weights stay in the
+project's history)."""
 
 
 def bundled_model_dir(name: str) -> Path | None:

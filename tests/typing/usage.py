@@ -44,6 +44,6 @@ def metrics(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def loading() -> segfix.SegFix:
-    model = segfix.SegFix.from_pretrained("camvid-lite0-v2", map_location="cpu", local_files_only=True)
+    model = segfix.SegFix.from_pretrained("camvid-lite0-v5", map_location="cpu", local_files_only=True)
     assert_type(segfix.list_models(), list[str])
     return model
