@@ -698,3 +698,32 @@ def test_the_attack_harness_finds_no_wrong_output_no_lost_file_and_no_hang(capsy
     total = [line for line in table.splitlines() if line.startswith("| **all** |")]
     cases, right, clear, wrong, lost, hangs = (int(v) for v in total[0].split("|")[2:8])
     assert cases >= 250 and right + clear == cases and wrong == lost == hangs == 0
+
+
+def test_refine_takes_pil_label_maps_bool_masks_and_grey_or_rgba_images(tiny_vote_model):
+    """Every common form of an image or a label map, refined as its plain twin is, and handed back in its form."""
+    image, labels = _image_and_labels()
+    expected = tiny_vote_model.refine(image, labels)
+    palette = Image.fromarray(labels)
+    palette.putpalette([v for c in range(256) for v in (c, 255 - c, c // 2)])
+    palette.info["transparency"] = 3
+    out = tiny_vote_model.refine(image, palette)
+    assert isinstance(out, Image.Image) and out.mode == "P" and out.getpalette() == palette.getpalette()
+    assert out.info.get("transparency") == 3
+    np.testing.assert_array_equal(np.asarray(out), expected)
+    mask = labels > 2
+    refined_mask = tiny_vote_model.refine(image, mask)
+    assert refined_mask.dtype == np.bool_
+    np.testing.assert_array_equal(refined_mask, tiny_vote_model.refine(image, mask.astype(np.uint8)).astype(bool))
+    tensor_mask = tiny_vote_model.refine(image, torch.from_numpy(mask))
+    assert tensor_mask.dtype == torch.bool and torch.equal(tensor_mask, torch.from_numpy(refined_mask))
+    grey = image[..., 1]
+    np.testing.assert_array_equal(
+        tiny_vote_model.refine(grey, labels), tiny_vote_model.refine(np.dstack([grey] * 3), labels)
+    )
+    rgba = np.dstack([image, np.full(grey.shape, 7, np.uint8)])
+    np.testing.assert_array_equal(tiny_vote_model.refine(rgba, labels), expected)
+    with pytest.raises(ValueError, match="expected shape \\(H, W, 3\\) RGB, \\(H, W, 4\\) RGBA or \\(H, W\\) grey"):
+        tiny_vote_model.refine(image[..., :2], labels)
+    with pytest.raises(ValueError, match="single-channel PIL label image .* got mode RGB"):
+        tiny_vote_model.refine(image, Image.fromarray(image))

@@ -245,6 +245,12 @@ def _as_map(result, shape) -> np.ndarray:
     return result.reshape(shape)
 
 
+def _palette_image(labels: np.ndarray) -> Image.Image:
+    image = Image.fromarray(labels)
+    image.putpalette([v for c in range(256) for v in (c * 7 % 256, c * 13 % 256, c * 29 % 256)])
+    return image
+
+
 def image_cases(model: segfix.SegFix, rng: np.random.Generator) -> list[Case]:
     labels = voronoi_labels((40, 48), 6, 4, seed=3).astype(np.uint8)
     image = rng.integers(0, 256, (40, 48, 3)).astype(np.uint8)
@@ -269,8 +275,8 @@ def image_cases(model: segfix.SegFix, rng: np.random.Generator) -> list[Case]:
         "negative": tensor.float() / 255 - 0.5,
         "uint16 array": image.astype(np.uint16),
         "float array": image.astype(np.float32),
-        "grey HxW array": image[..., 0],
-        "HxWx4 array": np.dstack([image, image[..., :1]]),
+        "HxWx2 array": image[..., :2],
+        "HxWx5 array": np.dstack([image, image[..., :2]]),
         "HWC tensor": tensor.permute(1, 2, 0),
         "int32 tensor": tensor.int(),
         "meta tensor": torch.zeros((3, 40, 48), device="meta"),
@@ -297,6 +303,25 @@ def image_cases(model: segfix.SegFix, rng: np.random.Generator) -> list[Case]:
             cases.append(
                 Case("images", f"{name} / {label_kind} labels", lambda i=img, x=lab: model.refine(i, x), REFUSE)
             )
+    grey = image[..., 0]
+    twins = {  # other forms of an image or a label map, each refined as its plain twin is
+        "grey HxW array": (lambda: model.refine(grey, labels), lambda: model.refine(np.dstack([grey] * 3), labels)),
+        "RGBA HxWx4 array": (lambda: model.refine(np.dstack([image, grey]), labels), lambda: expected),
+        "PIL L label map": (
+            lambda: np.asarray(model.refine(image, Image.fromarray(labels))),
+            lambda: expected,
+        ),
+        "PIL P label map": (
+            lambda: np.asarray(model.refine(image, _palette_image(labels))),
+            lambda: expected,
+        ),
+        "bool mask": (
+            lambda: model.refine(image, labels > 1).astype(np.uint8),
+            lambda: model.refine(image, (labels > 1).astype(np.uint8)),
+        ),
+    }
+    for name, (call, twin) in twins.items():
+        cases.append(Case("images", name, call, lambda r, t=twin: np.array_equal(np.asarray(r), np.asarray(t()))))
     for name, lab in {
         "float labels": labels.astype(np.float32),
         "labels of another size": labels[:, :40],

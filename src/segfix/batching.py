@@ -17,7 +17,16 @@ from PIL import Image
 
 from ._checks import describe
 
-__all__ = ["ImageBatch", "ImageInput", "finish", "require_label_array", "stack_or_list", "to_batch"]
+__all__ = [
+    "ImageBatch",
+    "ImageInput",
+    "as_rgb_array",
+    "finish",
+    "label_image_to_array",
+    "require_label_array",
+    "stack_or_list",
+    "to_batch",
+]
 
 ImageInput: TypeAlias = "np.ndarray | torch.Tensor | Image.Image | Sequence[np.ndarray | torch.Tensor | Image.Image]"
 """What the image argument of ``SegFix.predict`` and ``SegFix.refine`` takes: one RGB image ``(H, W, 3)``
@@ -53,9 +62,9 @@ def to_batch(
     """
     if isinstance(image, torch.Tensor):
         return _tensor_batch(image, device, normalize)
-    if isinstance(image, (Image.Image, np.ndarray)) and not (isinstance(image, np.ndarray) and image.ndim == 4):
+    if isinstance(image, Image.Image) or (isinstance(image, np.ndarray) and image.ndim in (2, 3)):
         arrays, single = [as_rgb_array(image)], True
-    elif isinstance(image, np.ndarray) or (isinstance(image, (list, tuple)) and image):
+    elif (isinstance(image, np.ndarray) and image.ndim == 4) or (isinstance(image, (list, tuple)) and image):
         arrays, single = [as_rgb_array(a) for a in image], False
     else:
         raise TypeError(
@@ -113,13 +122,18 @@ def _split_on_cpu(groups: list[torch.Tensor], device: torch.device, normalize) -
 
 
 def as_rgb_array(image: Any) -> np.ndarray:
-    """A PIL image or ``(H, W, 3)`` uint8 array -> a C-contiguous ``(H, W, 3)`` uint8 RGB array."""
+    """A PIL image (any mode Pillow converts) or a uint8 array ``(H, W, 3)`` RGB, ``(H, W, 4)`` RGBA (alpha
+    dropped), ``(H, W)`` or ``(H, W, 1)`` grey -> a C-contiguous ``(H, W, 3)`` uint8 RGB array."""
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image: expected an (H, W, 3) uint8 array or a PIL image, got {describe(image)}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        image = np.repeat(image.reshape(image.shape[:2])[..., None], 3, axis=2)  # grey
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]  # RGBA: the colours; alpha says nothing about the labels
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image: expected shape (H, W, 3) (RGB), got {describe(image)}")
+        raise ValueError(f"image: expected shape (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey, got {describe(image)}")
     if image.dtype != np.uint8:
         raise TypeError(f"image: expected dtype uint8 (0..255), got {describe(image)}; for floats pass a tensor")
     return np.ascontiguousarray(image)
@@ -160,3 +174,22 @@ def _finish_one(x: torch.Tensor, single: bool, batch: ImageBatch) -> Any:
     if batch.as_numpy:
         return x.cpu().numpy()
     return x.to(batch.device) if batch.device is not None else x
+
+
+def label_image_to_array(labels: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], Image.Image]]:
+    """A PIL label map (mode L, P, 1, I or I;16) -> (its ids as an array, a function that turns refined ids back
+    into an image of the same mode, palette and transparency)."""
+    if labels.mode not in ("L", "P", "1", "I", "I;16", "I;16L", "I;16B"):
+        raise ValueError(
+            f"label_map: expected a single-channel PIL label image (mode L, P, 1, I or I;16), got mode {labels.mode}"
+        )
+    palette, info = labels.getpalette() if labels.mode == "P" else None, dict(labels.info)
+
+    def restore(refined: np.ndarray) -> Image.Image:
+        image = Image.fromarray(refined)
+        if palette is not None:
+            image.putpalette(palette)  # an L image with a palette is a P image with the same ids
+        image.info.update({k: v for k, v in info.items() if k == "transparency"})
+        return image
+
+    return np.asarray(labels), restore

@@ -21,10 +21,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from ._checks import check_positive_int, check_scale
-from .batching import ImageBatch, ImageInput, finish, require_label_array, stack_or_list, to_batch
+from .batching import (
+    ImageBatch,
+    ImageInput,
+    finish,
+    label_image_to_array,
+    require_label_array,
+    stack_or_list,
+    to_batch,
+)
 from .field import (
     RefinementField,
     apply_field,
@@ -363,6 +372,13 @@ class SegFix(
         if isinstance(label_map, (list, tuple)):
             images = _one_per_map(image, label_map)
             return [self.refine(i, m, scale=scale, iterations=iterations, inference=inference) for i, m in images]
+        if isinstance(label_map, Image.Image):  # a PIL label map comes back as one, in its own mode and palette
+            ids, restore = label_image_to_array(label_map)
+            return restore(self.refine(image, ids, scale=scale, iterations=iterations, inference=inference))
+        if _is_bool_map(label_map):  # a binary mask: two classes, refined as 0/1
+            as_ids = label_map.to(torch.uint8) if isinstance(label_map, torch.Tensor) else label_map.astype(np.uint8)
+            refined = self.refine(image, as_ids, scale=scale, iterations=iterations, inference=inference)
+            return refined.bool() if isinstance(refined, torch.Tensor) else refined.astype(bool)
         require_label_array(label_map, "label_map")
         _check_steps(scale, iterations)  # refuse bad values before the network runs
         batch = to_batch(image, self.device, self.normalize)
@@ -446,3 +462,9 @@ def _one_per_map(images: Any, label_maps: Sequence[Any]) -> list[tuple[Any, Any]
     if len(each) != len(label_maps):
         raise ValueError(f"label_map: got a list of {len(label_maps)} maps for {len(each)} images; pass one per image")
     return list(zip(each, label_maps))
+
+
+def _is_bool_map(label_map: Any) -> bool:
+    if isinstance(label_map, torch.Tensor):
+        return label_map.dtype == torch.bool
+    return isinstance(label_map, np.ndarray) and label_map.dtype == np.bool_
