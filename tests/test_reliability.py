@@ -727,3 +727,21 @@ def test_refine_takes_pil_label_maps_bool_masks_and_grey_or_rgba_images(tiny_vot
         tiny_vote_model.refine(image[..., :2], labels)
     with pytest.raises(ValueError, match="single-channel PIL label image .* got mode RGB"):
         tiny_vote_model.refine(image, Image.fromarray(image))
+
+
+def test_compile_in_place_and_half_weights_on_the_cpu_warn(tiny_vote_model):
+    """model.compile() compiles what refine runs (torch.compile(model) would compile forward alone); float16
+    weights on the CPU, emulated and very slow there, say so."""
+    model = tiny_vote_model.with_settings()
+    model.compile()
+    assert model.torch_compile and not tiny_vote_model.torch_compile
+    assert model.settings == tiny_vote_model.settings.replace(torch_compile=True)
+    with pytest.raises(TypeError, match="compile: takes no arguments"):
+        model.compile(mode="max-autotune")
+    from segfix import inference
+
+    inference._warn_half_on_cpu.cache_clear()
+    half = segfix.SegFix(**TINY).half().eval()
+    image, labels = _image_and_labels()
+    with pytest.warns(UserWarning, match="float16 on the CPU.*model.float()"):
+        half.refine(image[:16, :16], labels[:16, :16])

@@ -11,6 +11,8 @@ windows average boundary probabilities and raw direction logits where windows ov
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -244,10 +246,23 @@ def check_pass_size(size: tuple[int, int], settings: InferenceSettings) -> None:
         )
 
 
+@functools.lru_cache(maxsize=1)
+def _warn_half_on_cpu() -> None:
+    warnings.warn(
+        "the model's weights are float16 on the CPU, where torch emulates half-precision convolutions: a 480x360 "
+        "image takes tens of seconds. Use model.float(), or model.with_settings(precision='bf16') on a CPU with "
+        "bf16 instructions",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
 def _network_pass(
     net: nn.Module, images: torch.Tensor, settings: InferenceSettings, align_corners: bool
 ) -> NetworkOutputs:
     weight_dtype = next(net.parameters()).dtype
+    if weight_dtype == torch.float16 and images.device.type == "cpu":
+        _warn_half_on_cpu()
     images = images.to(dtype=weight_dtype).contiguous(memory_format=torch.channels_last)
     # A module already cast to half or bf16 runs in its own dtype: 'auto' adds no autocast on top.
     precision = "fp32" if settings.precision == "auto" and weight_dtype != torch.float32 else settings.precision

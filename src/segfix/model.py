@@ -215,6 +215,18 @@ class SegFix(
         other.__dict__["settings"] = self.settings.replace(**changes)
         return other
 
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """In place, as ``nn.Module.compile``: the network runs through ``torch.compile`` on every route
+        (``refine``, ``predict``, the folder jobs), i.e. ``torch_compile=True``. ``torch.compile(model)`` would
+        compile ``forward`` alone, which refinement does not call. Arguments (``mode=``, ...) are not taken:
+        this model compiles with torch's defaults."""
+        if args or kwargs:
+            raise TypeError(
+                f"compile: takes no arguments here, got {args or ''}{kwargs or ''}; the network compiles with "
+                "torch.compile's defaults"
+            )
+        self.__dict__["settings"] = self.settings.replace(torch_compile=True)
+
     num_directions = property(lambda self: int(self.network_config["num_directions"]), doc="D, the direction classes")
     align_corners = property(lambda self: bool(self.network_config["align_corners"]), doc="upsampling convention")
 
