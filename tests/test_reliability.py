@@ -745,3 +745,48 @@ def test_compile_in_place_and_half_weights_on_the_cpu_warn(tiny_vote_model):
     image, labels = _image_and_labels()
     with pytest.warns(UserWarning, match="float16 on the CPU.*model.float()"):
         half.refine(image[:16, :16], labels[:16, :16])
+
+
+def test_hub_reachable_goes_through_the_proxy_huggingface_hub_uses(monkeypatch):
+    """Not a raw socket: the check asks through huggingface_hub's session, so HTTPS_PROXY is honoured (here a
+    loopback listener that records the proxy request) and HF_HUB_OFFLINE answers at once."""
+    import socket
+    import threading
+
+    from huggingface_hub import constants
+    from huggingface_hub.utils import close_session
+
+    from segfix.pretrained import hub_reachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hub_reachable() is False
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(10)
+    seen: list[bytes] = []
+
+    def proxy():
+        try:
+            connection, _ = server.accept()
+            seen.append(connection.recv(1024))
+            connection.close()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=proxy)
+    thread.start()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{server.getsockname()[1]}")
+    close_session()  # the session reads the proxy settings when it is made
+    try:
+        assert hub_reachable(timeout=5) is False  # the proxy hung up
+    finally:
+        thread.join(15)
+        server.close()
+        monkeypatch.delenv("HTTPS_PROXY")
+        close_session()
+    host = constants.ENDPOINT.split("//")[-1].split("/")[0]
+    assert seen and seen[0].startswith(f"CONNECT {host}".encode()), seen

@@ -244,18 +244,16 @@ def init_backbone(
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hub endpoint opens (False at once when offline or unresolvable)."""
-    import socket
-    from urllib.parse import urlparse
-
+    """Whether the Hub answers, by huggingface_hub's own rules: False at once under ``HF_HUB_OFFLINE``; else one
+    HEAD request to the endpoint through huggingface_hub's HTTP session, which honours ``HTTPS_PROXY`` and
+    ``HF_ENDPOINT`` as every download does (any answer, even an error status, means reachable)."""
     from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
 
     if constants.HF_HUB_OFFLINE:
         return False
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # noqa: BLE001 - DNS, proxy, TLS and timeout errors all mean "not reachable from here"
         return False
+    return True
