@@ -40,7 +40,9 @@ def test_overlay_direction_error_panel():
     assert tuple(err[0, 1]) == (220, 0, 0)  # broken
     assert tuple(err[0, 2]) == (150, 150, 150)  # still wrong
     sheet = viz.panel([image, out, image], ["a", "b", "c"], columns=2)
-    assert sheet.size == (10, 2 * (4 + 22))
+    caption = viz.caption_font(5).getbbox("Ag")[3] + 12  # the title strip follows the font
+    assert sheet.size == (10, 2 * (4 + caption))
+    assert viz.panel([image], ["a"], columns=1, caption_height=22).size == (5, 4 + 22)
     with pytest.raises(ValueError, match="as many titles"):
         viz.panel([image], ["a", "b"])
 
@@ -93,3 +95,28 @@ def test_direction_legend_and_refinement_sheet():
     image = np.zeros((48, 64, 3), np.uint8)
     sheet = viz.refinement_sheet(image, coarse, truth, truth, palette_name="camvid", crops=2)
     assert sheet.width >= 3 * 64 and sheet.height > 2 * 48  # panels, then rows of zoomed crops
+
+
+def test_the_sheet_reads_at_readme_width_and_its_keys_cover_no_data():
+    """Titles scale with the picture, the direction key sits in the title strip (the direction panel shows every
+    drawn pixel), steps that leave the image are not drawn, and the zoomed crops fill the sheet's width."""
+    from segfix import viz
+
+    truth = voronoi_labels((300, 600), 8, 4, seed=1)
+    coarse = np.roll(truth, 3, axis=1)
+    image = np.zeros((300, 600, 3), np.uint8)
+    direction = np.full(truth.shape, 4, np.int64)  # every pixel points right (vectors: 4 = (0, 1))
+    assert tuple(viz.direction_vectors(8)[4]) == (0, 1)
+    moving = np.zeros(truth.shape, bool)
+    moving[100:110, :] = True
+    sheet = np.asarray(viz.refinement_sheet(image, coarse, truth, truth, direction=direction, moving=moving))
+    font = viz.caption_font(600)
+    assert font.getbbox("Ag")[3] >= 20  # about 25 px at 600 px: readable when 1800 px shrink to README width
+    caption = max(font.getbbox("Ag")[3] + 12, min(72, max(40, 600 // 10)) + 6)
+    top = 2 * (300 + caption) - 300  # the direction panel's pixels, below its title strip
+    drawn = sheet[top : top + 300, 600:1200]
+    expected = viz.direction_wheel(direction, moving & (np.arange(600) < 599)[None, :])
+    np.testing.assert_array_equal(drawn, expected)  # no key over it; the last column's step leaves the image
+    zoom_rows = sheet[2 * (300 + caption) :]
+    used = np.flatnonzero((zoom_rows != 255).any(axis=(0, 2)))
+    assert used.max() >= 0.95 * sheet.shape[1]  # four crops fill the width of three panels

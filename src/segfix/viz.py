@@ -10,7 +10,7 @@ import colorsys
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .directions import direction_vectors
 
@@ -184,20 +184,48 @@ def direction_legend(
     return np.asarray(canvas)
 
 
+def caption_font(width: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """A font for titles over a picture ``width`` pixels wide, readable when the sheet is shown at README width
+    (Pillow's scalable default font; its 10-px bitmap font where Pillow has no FreeType)."""
+    size = int(min(max(14, width // 24), 40))
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # pragma: no cover - Pillow without FreeType
+        return ImageFont.load_default()
+
+
 def panel(
-    images: Sequence[np.ndarray], titles: Sequence[str], *, columns: int = 3, caption_height: int = 22
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    *,
+    columns: int = 3,
+    caption_height: int | None = None,
+    legends: Sequence[np.ndarray | None] | None = None,
 ) -> Image.Image:
-    """Tile ``(H, W, 3)`` uint8 images of equal size into a grid with a title above each."""
+    """Tile ``(H, W, 3)`` uint8 images of equal size into a grid with a title above each.
+
+    ``caption_height``: the title strip's height (None: from the font, which scales with the image width);
+    ``legends``: per image, an optional small ``(h, w, 3)`` picture drawn at the right of its title strip, so
+    that a key never covers the data."""
     if len(images) != len(titles) or not images:
         raise ValueError(f"panel: expected as many titles as images (>0), got {len(images)} and {len(titles)}")
+    legends = list(legends) if legends is not None else [None] * len(images)
     h, w = images[0].shape[:2]
+    font = caption_font(w)
+    text_height = font.getbbox("Ag")[3] if hasattr(font, "getbbox") else 11
+    tallest = max((legend.shape[0] for legend in legends if legend is not None), default=0)
+    caption_height = caption_height or max(text_height + 12, tallest + 6)
     rows = -(-len(images) // columns)
     sheet = Image.new("RGB", (columns * w, rows * (h + caption_height)), "white")
     draw = ImageDraw.Draw(sheet)
-    for i, (img, title) in enumerate(zip(images, titles)):
+    for i, (img, title, legend) in enumerate(zip(images, titles, legends)):
         x, y = (i % columns) * w, (i // columns) * (h + caption_height)
         sheet.paste(Image.fromarray(np.asarray(img, np.uint8)), (x, y + caption_height))
-        draw.text((x + 6, y + 5), title, fill=(0, 0, 0))
+        draw.text((x + 8, y + (caption_height - text_height) // 2), title, fill=(0, 0, 0), font=font)
+        if legend is not None:
+            after_title = x + 8 + int(draw.textlength(title, font=font)) + 12
+            corner = (min(after_title, x + w - legend.shape[1] - 4), y + (caption_height - legend.shape[0]) // 2)
+            sheet.paste(Image.fromarray(legend), corner)
     return sheet
 
 
@@ -231,26 +259,40 @@ def refinement_sheet(
         return colorize(labels, num_classes, name=palette_name, ignore_index=ignore_index)
 
     changes = error_map(before, after, target, ignore_index=ignore_index)
-    legend_text = "fixed green / broken red / still wrong grey" if target is not None else "changed pixels (blue)"
+    legend_text = "fixed green, broken red, still wrong grey" if target is not None else "changed pixels (blue)"
     full = [overlay_boundary(image, changed, color=(30, 90, 230)), colours(before), colours(after)]
     titles = [f"image, {int(changed.sum())} pixels changed", "prediction", "refined"]
     full.append(error_map(before, after, target, ignore_index=ignore_index, grow=1))
-    titles.append(legend_text + " (thickened)")
+    titles.append(legend_text)
+    legends: list[np.ndarray | None] = [None] * len(full)
     if direction is not None:
-        wheel = direction_wheel(direction, moving, num_directions)
-        legend = direction_legend(num_directions, size=min(96, *wheel.shape[:2]))
-        wheel = wheel.copy()
-        wheel[: legend.shape[0], : legend.shape[1]] = legend
-        full.append(wheel)
-        titles.append("predicted directions (wheel: legend)")
+        moving = np.ones(direction.shape, bool) if moving is None else moving
+        # A pixel whose step leaves the image is clamped onto itself: it stays, so it is not drawn.
+        full.append(direction_wheel(direction, moving & _step_stays_inside(direction, num_directions), num_directions))
+        titles.append("predicted directions")
+        legends.append(direction_legend(num_directions, size=int(min(72, max(40, image.shape[1] // 10)))))
         if target is not None:
             full.append(colours(target))
             titles.append("reference")
-    sheets = [panel(full, titles, columns=3)]
-    zoomed = change_crops([image, colours(before), colours(after), changes], changed, count=crops)
+            legends.append(None)
+    sheets = [panel(full, titles, columns=3, legends=legends)]
+    # Four zoomed crops fill the width of the three full-size panels.
+    size = max(1, min(48, *image.shape[:2]))
+    zoom = max(1, (3 * image.shape[1]) // (4 * size))
+    zoomed = change_crops([image, colours(before), colours(after), changes], changed, count=crops, size=size, zoom=zoom)
     for i, row in enumerate(zoomed):
         sheets.append(panel(row, [f"zoom {i + 1}: image", "prediction", "refined", "changes"], columns=4))
     return _stack(sheets)
+
+
+def _step_stays_inside(direction: np.ndarray, num_directions: int) -> np.ndarray:
+    """Whether one step along each pixel's direction class stays inside the image (False for ``-1``)."""
+    vectors = direction_vectors(num_directions)
+    h, w = direction.shape
+    d = np.clip(direction, 0, num_directions - 1)
+    step_y, step_x = np.sign(vectors[d, 0]), np.sign(vectors[d, 1])
+    y, x = np.mgrid[0:h, 0:w]
+    return (direction >= 0) & (y + step_y >= 0) & (y + step_y < h) & (x + step_x >= 0) & (x + step_x < w)
 
 
 def _stack(sheets: Sequence[Image.Image]) -> Image.Image:
