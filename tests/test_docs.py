@@ -93,3 +93,23 @@ def test_examples_and_readme_use_the_recommended_model():
     for path in [ROOT / "README.md", *sorted((ROOT / "examples").glob("quickstart*"))]:
         named = set(re.findall(r"from_pretrained\([\\\"']+(camvid-[\w-]+)", path.read_text()))
         assert named == {recommended}, (path.name, named)
+
+
+def test_the_figures_are_drawn_from_the_published_numbers(tmp_path):
+    """tools/make_figures.py draws the docs' figures; the gains it plots are the ones docs/results.md tables."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "tools" / "make_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    assert figures.main(["--output", str(tmp_path)]) == 0
+    assert (tmp_path / "targets.png").stat().st_size > 0 and (tmp_path / "camvid-v5-gains.png").stat().st_size > 0
+    table = json.loads((ROOT / "docs" / "data" / "camvid-lite0-v5-val.json").read_text())
+    results = (ROOT / "docs" / "results.md").read_text()
+    for name, iou, f1 in zip(table["classes"], table["iou_delta"], table["f1_delta"]):
+        rows = [line.replace("**", "") for line in results.splitlines()]
+        row = next(line for line in rows if line.startswith(f"| {name} |") and f"({iou:+.2f})" in line)
+        assert f"({f1:+.2f})" in row, row
+    for image in ("targets.png", "camvid-v5-gains.png"):
+        assert f"images/{image}" in (ROOT / "docs" / "concepts.md").read_text() + results
