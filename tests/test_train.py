@@ -577,3 +577,70 @@ def test_pixel_budget_is_the_largest_frame_the_network_saw():
     assert pixel_budget([(360, 480), (1024, 2048)], 540) == 1024 * 2048
     assert pixel_budget([(360, 480)], 0, input_scale=0.5) == 180 * 240
     assert pixel_budget([(100, 100)], 540) == 400 * 400  # enlarged at most 4x
+
+
+def _write_png(path, array) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _cityscapes_and_ade20k_fixtures(root, count: int = 8):
+    """Folders laid out exactly as the two datasets ship: Cityscapes' leftImg8bit/ + gtFine/ (labelIds and
+    labelTrainIds), ADE20K's ADEChallengeData2016/images + annotations (0 = "other", not scored)."""
+    from segfix.data import CITYSCAPES_LABEL_TO_TRAIN
+
+    to_train = np.full(256, 255, np.uint8)
+    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
+        to_train[label_id] = train_id
+    label_ids = np.array(
+        [7, 8, 11, 21, 23, 24, 26, 0]
+    )  # road, sidewalk, building, vegetation, sky, person, car, unlabeled
+    for i in range(count):
+        city = ("aachen", "bremen")[i % 2]
+        stem = f"{city}_{i:06d}_000019"
+        segments = voronoi_labels((64, 96), 6, len(label_ids), seed=i)
+        ids = label_ids[segments].astype(np.uint8)
+        image = np.stack([ids * 9, ids * 5, 255 - ids * 7], -1).astype(np.uint8)
+        _write_png(root / "cityscapes" / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png", image)
+        _write_png(root / "cityscapes" / "gtFine" / "train" / city / f"{stem}_gtFine_labelIds.png", ids)
+        _write_png(root / "cityscapes" / "gtFine" / "train" / city / f"{stem}_gtFine_labelTrainIds.png", to_train[ids])
+        ade = voronoi_labels((64, 96), 6, 5, seed=100 + i).astype(np.uint8)  # 0 = other, 1..4 = classes
+        base = root / "ade20k" / "ADEChallengeData2016"
+        _write_png(base / "images" / "training" / f"ADE_train_{i + 1:08d}.jpg", np.stack([ade * 50] * 3, -1))
+        _write_png(base / "annotations" / "training" / f"ADE_train_{i + 1:08d}.png", ade)
+
+
+def test_the_unified_recipe_trains_on_cityscapes_and_ade20k_layouts(tmp_path):
+    """The mission's recipe, runnable end to end: Cityscapes + ADE20K mixed 8 + 8 in every batch, two steps,
+    from the command line, and the saved model loads and refines."""
+    from segfix import data
+    from segfix.cli import main
+    from segfix.recipes import RECIPES
+
+    _cityscapes_and_ade20k_fixtures(tmp_path)
+    cityscapes, ade20k = data.Cityscapes(tmp_path / "cityscapes", "train"), data.ADE20K(tmp_path / "ade20k", "training")
+    assert len(cityscapes) == len(ade20k) == 8
+    for sample, (_, label_file) in zip([cityscapes[i] for i in range(8)], cityscapes.pairs):
+        train_ids = np.asarray(Image.open(str(label_file).replace("_labelIds", "_labelTrainIds")))
+        np.testing.assert_array_equal(sample.label, train_ids)  # labelIds read as the trainIds files say
+    annotation = voronoi_labels((64, 96), 6, 5, seed=100).astype(np.int64)
+    np.testing.assert_array_equal(ade20k[0].label, np.where(annotation == 0, 255, annotation - 1))  # 0: not scored
+    recipe = RECIPES["unified"]
+    assert recipe.batch_size == 16 and recipe.proportions == (0.5, 0.5)
+    for batch in MixedBatchSampler([8, 8], recipe.proportions, recipe.batch_size, steps=2, seed=0):
+        assert [d for d, _, _ in batch].count(0) == [d for d, _, _ in batch].count(1) == 8  # 8 + 8
+    run = tmp_path / "run"
+    code = main(
+        [
+            "train", "--recipe", "unified", "--dataset", f"cityscapes={tmp_path / 'cityscapes'}",
+            "--dataset", f"ade20k={tmp_path / 'ade20k'}", "--output", str(run), "--iterations", "2",
+            "--crop-size", "32", "--backbone", "test_resnet", "--from-scratch", "--workers", "0",
+            "--precision", "fp32", "--checkpoint-every", "1",
+        ]
+    )  # fmt: skip
+    assert code == 0 and (run / "checkpoint.pt").is_file()
+    model = segfix.SegFix.from_pretrained(run / "model")
+    image = np.asarray(Image.open(cityscapes.pairs[0][0]).convert("RGB"))
+    coarse = cityscapes[0].label
+    refined = model.refine(image, coarse)
+    assert refined.shape == coarse.shape and set(np.unique(refined)) <= set(np.unique(coarse))
