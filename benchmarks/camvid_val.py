@@ -63,6 +63,11 @@ def main() -> None:
     extra = {"torch_compile": True} if args.torch_compile else {}
     extra.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
     model = segfix.SegFix.from_pretrained(args.model, **extra)
+    per_image = None
+    if model.thin_guard and model.thin_guard_classes == "auto":
+        # As `segfix refine` does for a folder: the thin classes pooled over all the coarse maps refined.
+        pooled = segfix.thin_classes((read_label(coarse_dir / n) for n in names), model.thin_guard)
+        per_image, model = model, model.with_settings(thin_guard_classes=pooled)
     what = f"held-out train, {coarse_dir} predictions" if args.holdout_coarse else "val, ESPNet predictions"
     print(f"# CamVid {what} ({len(names)} images), model {args.model!r}; {machine()}")
     print(f"# command: python benchmarks/camvid_val.py {' '.join(sys.argv[1:])}")
@@ -71,6 +76,7 @@ def main() -> None:
         f"{model.boundary_threshold}, direction threshold {model.direction_threshold}, direction vote "
         f"{model.direction_vote}, flip averaging {model.flip_tta}, thin-part guard {model.thin_guard}"
         + (f" (classes {list(model.thin_guard_classes)})" if model.thin_guard and model.thin_guard_classes else "")
+        + (" found in the coarse maps ('auto', pooled over the folder)" if per_image is not None else "")
     )
     source = "coarse" if args.holdout_coarse else "ESPNet"  # the coarse input's row
     refined_row = f"{source} + SegFix"
@@ -87,6 +93,8 @@ def main() -> None:
     }
     if model.thin_guard:  # what the guard changes, all else as shipped
         learned[f"{refined_row}, no thin-part guard"] = model.with_settings(thin_guard=0)
+    if per_image is not None:  # 'auto' read from each map alone, as SegFix.refine of one image does
+        learned[f"{refined_row}, thin classes of each map alone"] = per_image
     if resolve_precision("auto", model.device) == "bf16":
         # 'auto' runs bf16 here: fp32 beside it shows what the faster precision costs
         learned[f"{refined_row}, fp32"] = model.with_settings(precision="fp32")

@@ -8,6 +8,7 @@ in the output), interrupts the job at a random write, runs it again, and checks 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -282,3 +283,36 @@ def test_random_trees_interrupted_and_run_again(tmp_path, monkeypatch, seed):
     assert not [p for p in _hashes(out) if ".segfix-tmp-" in p]  # the killed run's leftovers are gone
     again = refine_folder(preds, out, offsets_dir=offs, batch_size=1, workers=1)
     assert not again.done and len(again.skipped) == len(cases) - len(kept.keys() & {str(out / c) for c in cases})
+
+
+def test_auto_thin_classes_are_pooled_over_the_folder(tmp_path):
+    """A field whose guard keeps the thin parts of the 'auto' classes takes them from the whole folder in a
+    folder job (steadier than one map's), every shard alike."""
+    preds, offs = tmp_path / "preds", tmp_path / "offs"
+    preds.mkdir(), offs.mkdir()
+    a = np.zeros((20, 24), np.uint8)
+    a[:, 12:] = 1
+    a[:, 5] = 3  # class 3 in map a: a one-pixel line, all of it thin
+    b = np.zeros((20, 24), np.uint8)
+    b[2:18, 2:20] = 3  # in map b: a thick block, so over the folder class 3 is mostly thick
+    offsets = np.zeros((2, 20, 24), np.int8)
+    offsets[1, :, 5] = 1  # the line's pixels would take the label on their right
+    settings = formats.OffsetSettings(scale=1, thin_guard=1, thin_guard_classes="auto")
+    for name, labels in (("a", a), ("b", b)):
+        Image.fromarray(labels).save(preds / f"{name}.png")
+        formats.write_offsets(offs / f"{name}.npz", offsets, settings)
+    assert formats.read_offset_settings(offs / "a.npz").thin_guard_classes == "auto"
+    pooled = segfix.thin_classes([a, b], 1)
+    alone = segfix.thin_classes([a], 1)
+    assert 3 not in pooled and 3 in alone  # the two rules differ on this folder
+    for shard in ("0/2", "1/2"):
+        assert (
+            main(["refine", str(preds), "--offsets", str(offs), "--output", str(tmp_path / "out"), "--shard", shard])
+            == 0
+        )
+    field = formats.read_field(offs / "a.npz", default_scale=2)
+    expected = segfix.field.apply_field(dataclasses.replace(field, thin_guard_classes=pooled), a.astype(np.int64))
+    np.testing.assert_array_equal(read_label(tmp_path / "out" / "a.png"), expected)
+    assert (read_label(tmp_path / "out" / "a.png")[:, 5] == 0).all()  # the line moved: class 3 is not thin here
+    per_map = segfix.field.apply_field(field, a.astype(np.int64))  # a single map's own rule keeps it
+    assert (per_map[:, 5] == 3).all()

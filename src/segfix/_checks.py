@@ -106,6 +106,20 @@ def check_class_ids(value: Any, name: str) -> tuple[int, ...]:
     return tuple(sorted({int(v) for v in value}))
 
 
+THIN_CLASSES_FROM_LABELS = "auto"
+"""``thin_guard_classes="auto"``: the thin classes are read from the label maps being refined (those most of
+whose pixels are thin there), never from class ids fixed in a model's config: the same rule on any label space."""
+
+
+def check_guard_classes(value: Any, name: str = "thin_guard_classes") -> tuple[int, ...] | str | None:
+    """None (every class), ``"auto"`` (:data:`THIN_CLASSES_FROM_LABELS`) or a list of class ids (sorted)."""
+    if value is None or value == THIN_CLASSES_FROM_LABELS:
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"{name}: expected None, 'auto' or a list of class ids, got {value!r}")
+    return check_class_ids(value, name)
+
+
 def check_scale(value: Any, name: str = "scale") -> int:
     """Require a positive whole number (an int, or a float holding one); returns it as an int."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):

@@ -25,7 +25,7 @@ import torch
 from ._checks import (
     as_numpy,
     as_tensor,
-    check_class_ids,
+    check_guard_classes,
     check_iterations,
     check_positive_int,
     check_scale,
@@ -35,7 +35,7 @@ from .directions import direction_to_offset, direction_vectors
 from .inference import NetworkOutputs
 from .refine import refine_instances, refine_semantic
 from .settings import DecisionSettings
-from .thin import thin_parts
+from .thin import thin_classes, thin_parts
 from .vote import vote_labels
 
 __all__ = [
@@ -73,7 +73,8 @@ class RefinementField:
             this.
         thin_guard: :func:`apply_field` leaves the thin parts of the label map (:func:`segfix.thin_parts` of this
             radius, found once on the map given) as they are; 0 = off. Instance masks ignore it.
-        thin_guard_classes: the guard keeps only the thin parts of these class ids (None: of every class).
+        thin_guard_classes: the guard keeps only the thin parts of these class ids (None: of every class;
+            ``"auto"``: of the classes most of whose pixels are thin in the label maps it is applied to).
     """
 
     moving: Any
@@ -84,15 +85,13 @@ class RefinementField:
     rule: str = "argmax"
     min_share: float = 0.0
     thin_guard: int = 0
-    thin_guard_classes: tuple[int, ...] | None = None
+    thin_guard_classes: tuple[int, ...] | str | None = None
 
     def __post_init__(self) -> None:
         check_positive_int(self.thin_guard, "thin_guard", minimum=0)
         check_scale(self.scale)
         check_iterations(self.iterations)
-        if self.thin_guard_classes is not None:
-            classes = check_class_ids(self.thin_guard_classes, "thin_guard_classes")
-            object.__setattr__(self, "thin_guard_classes", classes)
+        object.__setattr__(self, "thin_guard_classes", check_guard_classes(self.thin_guard_classes))
         if self.rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {self.rule!r}")
         if self.rule == "vote" and self.direction_prob is None:
@@ -294,7 +293,7 @@ def field_from_offsets(
     min_share: float = 0.0,
     vote_prob: np.ndarray | None = None,
     thin_guard: int = 0,
-    thin_guard_classes: Sequence[int] | None = None,
+    thin_guard_classes: Sequence[int] | str | None = None,
 ) -> RefinementField:
     """A field from stored offsets ``(2, H, W)`` or ``(N, 2, H, W)`` (e.g. :func:`segfix.formats.read_offset_file`).
 
@@ -314,7 +313,7 @@ def field_from_offsets(
         prob = np.ascontiguousarray(vote_prob, dtype=np.float32)
         if isinstance(offsets, torch.Tensor):
             prob = torch.from_numpy(prob).to(offsets.device)
-    classes = None if thin_guard_classes is None else tuple(thin_guard_classes)
+    classes = check_guard_classes(thin_guard_classes)
     return RefinementField(moving, offsets, prob, scale, iterations, rule, min_share, thin_guard, classes)
 
 
@@ -355,7 +354,10 @@ def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | N
         return x[0] if labels.ndim == 2 else x
 
     if field.thin_guard:
-        thin = thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=field.thin_guard_classes)
+        classes = field.thin_guard_classes
+        if isinstance(classes, str):  # "auto": the label space's own thin classes, read from these maps
+            classes = thin_classes([labels], field.thin_guard, ignore_index=ignore_index)
+        thin = thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=classes)
         field = field.frozen_at(thin if labels.ndim == 3 else thin[None])
 
     if field.rule == "argmax":

@@ -7,6 +7,7 @@ without stopping the others.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ from .formats import (
     write_field,
 )
 from .sharding import WHOLE_JOB, Shard
+from .thin import thin_classes
 
 __all__ = [
     "JobReport",
@@ -405,6 +407,7 @@ class _SemanticMaps:
     stored_ignore: int | None
     save_viz: bool
     palette: str | None
+    folder_thin_classes: Callable[[int], tuple[int, ...]] | None = None
 
     def matches(self, path: Path) -> bool:
         return path.suffix.lower() == ".png"
@@ -424,6 +427,9 @@ class _SemanticMaps:
         if field.size != stored.shape:
             raise ValueError(f"prediction size {stored.shape} does not match offsets/image {field.size}")
         classes = encode_labels(stored, self.label_format, self.stored_ignore)
+        if field.thin_guard and field.thin_guard_classes == "auto" and self.folder_thin_classes is not None:
+            # The folder's thin classes, pooled over all its predictions: steadier than one map's.
+            field = dataclasses.replace(field, thin_guard_classes=self.folder_thin_classes(field.thin_guard))
         refined = apply_field(field, classes, ignore_index=255)
         return decode_labels(refined, stored, self.label_format), classes, refined, style
 
@@ -512,10 +518,13 @@ def refine_folder(
             return report
         source = _FieldSource(model, offsets_dir, images_dir, instance=True, steps=(scale, iterations))
         return _refine_coco(coco_results, coco_images, outputs, source, report, ledger)
-    adapter: Any = (
-        _SemanticMaps(label_format, ignore_index, save_viz, palette) if kind == "semantic" else _CityscapesInstances()
-    )
-    items, unreadable = _scan(labels_dir, adapter.matches)
+    items, unreadable = _scan(labels_dir, lambda path: path.suffix.lower() == ".png")
+    if kind == "semantic":
+        pooled = _FolderThinClasses(items, label_format, ignore_index)
+        adapter: Any = _SemanticMaps(label_format, ignore_index, save_viz, palette, pooled)
+    else:
+        adapter = _CityscapesInstances()
+        items, unreadable = _scan(labels_dir, adapter.matches)
     if not items and not unreadable:
         pattern = "*.png" if kind == "semantic" else "*_pred.txt"
         raise FileNotFoundError(f"predictions: no {pattern} files under {labels_dir}")
@@ -557,6 +566,28 @@ def refine_folder(
     for name, reason in report.failed:
         _logger.warning("could not refine %s: %s", display_name(name), reason)
     return report
+
+
+class _FolderThinClasses:
+    """The thin classes of a folder of predictions (:func:`segfix.thin_classes` over all of them, every shard
+    alike), found on first use for each guard radius; maps that cannot be read are left out."""
+
+    def __init__(self, paths: Sequence[Path], label_format: str, stored_ignore: int | None) -> None:
+        self.paths, self.label_format, self.stored_ignore = list(paths), label_format, stored_ignore
+        self.found: dict[int, tuple[int, ...]] = {}
+
+    def __call__(self, radius: int) -> tuple[int, ...]:
+        if radius not in self.found:
+            self.found[radius] = thin_classes(self._maps(), radius, ignore_index=255)
+            _logger.info("thin classes of the folder at radius %d: %s", radius, self.found[radius])
+        return self.found[radius]
+
+    def _maps(self):
+        for path in self.paths:
+            try:
+                yield encode_labels(read_label_with_style(path)[0], self.label_format, self.stored_ignore)
+            except (OSError, ValueError):
+                continue  # reported when the job reaches it
 
 
 def _check_refine_inputs(

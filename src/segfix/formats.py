@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import THIN_CLASSES_FROM_LABELS
 from ._io import MAX_FILE_PIXELS, atomic_write, image_size, read_label, write_png
 from .datasets import LABEL_FORMATS, decode_labels, encode_labels
 from .field import RefinementField, field_from_offsets
@@ -51,7 +52,7 @@ class OffsetSettings:
     rule: str = "argmax"
     min_share: float | None = None
     thin_guard: int | None = None
-    thin_guard_classes: tuple[int, ...] | None = None
+    thin_guard_classes: tuple[int, ...] | str | None = None
 
 
 def write_offsets(
@@ -93,12 +94,18 @@ def _settings_of(data, path: Path) -> OffsetSettings:
             raise ValueError(f"{path}: expected {key!r} to hold one value, got {value.dtype} of shape {value.shape}")
         return convert(value)
 
-    classes = None
+    classes: tuple[int, ...] | str | None = None
     if "thin_guard_classes" in data:
         stored = data["thin_guard_classes"]
-        if stored.ndim != 1 or stored.dtype.kind not in "iu" or stored.size > 1024:
-            raise ValueError(f"{path}: expected 'thin_guard_classes' to be a list of class ids, got {stored.shape}")
-        classes = tuple(int(c) for c in stored)
+        if stored.ndim == 0 and stored.dtype.kind == "U" and str(stored) == THIN_CLASSES_FROM_LABELS:
+            classes = THIN_CLASSES_FROM_LABELS
+        elif stored.ndim != 1 or stored.dtype.kind not in "iu" or stored.size > 1024:
+            raise ValueError(
+                f"{path}: expected 'thin_guard_classes' to be 'auto' or a list of class ids, got {stored.dtype} "
+                f"of shape {stored.shape}"
+            )
+        else:
+            classes = tuple(int(c) for c in stored)
     return OffsetSettings(
         scale=scalar("scale", "iu", int),
         iterations=scalar("iterations", "iu", int),

@@ -177,7 +177,7 @@ class SegFix(
         torch_compile: bool = False,
         direction_vote: bool = False,
         thin_guard: int = 0,
-        thin_guard_classes: Sequence[int] | None = None,
+        thin_guard_classes: Sequence[int] | str | None = None,
         ignore_index: int | None = 255,
     ) -> None:
         super().__init__()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_class_ids
+from ._checks import check_guard_classes
 from .precision import PRECISIONS
 
 __all__ = [
@@ -186,7 +186,10 @@ class DecisionSettings:
             that an opening of radius ``thin_guard`` removes from their class (:func:`segfix.thin_parts`; 1:
             segments under 3 px wide). Such a part has no interior to take a label from, and a few steps along
             an unsure direction erase it. 0 = off (the original).
-        thin_guard_classes: the guard keeps only the thin parts of these class ids, ascending (None: of every
+        thin_guard_classes: the guard keeps only the thin parts of these classes: ``"auto"``, those most of whose
+            pixels are thin in the label maps being refined (pooled over a call's batch; over the whole folder in
+            ``segfix refine``), so that the rule holds on any label space; or fixed class ids, ascending, of one
+            label space (None: of every
             class). Meant for the classes that are thin by nature (:func:`segfix.thin_classes`), so that a thick
             class's ragged slivers are still refined.
         ignore_index: label never moved or created.
@@ -199,7 +202,7 @@ class DecisionSettings:
     instance_scale: int = 1
     iterations: int = 1
     thin_guard: int = 0
-    thin_guard_classes: tuple[int, ...] | None = None
+    thin_guard_classes: tuple[int, ...] | str | None = None
     ignore_index: int | None = 255
 
     def __post_init__(self) -> None:
@@ -211,9 +214,7 @@ class DecisionSettings:
         _check_int(self.instance_scale, "instance_scale", 1, MAX_SCALE)
         _check_int(self.iterations, "iterations", 1, MAX_ITERATIONS)
         _check_int(self.thin_guard, "thin_guard", 0, MAX_THIN_GUARD)
-        if self.thin_guard_classes is not None:
-            classes = check_class_ids(self.thin_guard_classes, "thin_guard_classes")
-            object.__setattr__(self, "thin_guard_classes", classes)
+        object.__setattr__(self, "thin_guard_classes", check_guard_classes(self.thin_guard_classes))
         ignore = self.ignore_index
         if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, (int, np.integer))):
             raise ValueError(f"ignore_index: expected an integer or None, got {ignore!r}")

@@ -195,7 +195,9 @@ class _Scorer:
         self.before_f: dict | None = None
         self._thin: dict[tuple, list[np.ndarray]] = {}
 
-    def guarded(self, fields: Sequence, thin_guard: int, classes: tuple[int, ...] | None = None) -> dict[str, list]:
+    def guarded(
+        self, fields: Sequence, thin_guard: int, classes: tuple[int, ...] | str | None = None
+    ) -> dict[str, list]:
         """The fields (one per sample) for each network's maps, with the thin parts of radius ``thin_guard`` (of
         ``classes``, None: of all) of that network's coarse maps frozen (not those of a half-refined map); 0: the
         fields as given."""
@@ -216,10 +218,12 @@ class _Scorer:
             for name, ms in maps.items()
         }
 
-    def _thin_parts(self, name: str, radius: int, classes: tuple[int, ...] | None) -> list[np.ndarray]:
+    def _thin_parts(self, name: str, radius: int, classes: tuple[int, ...] | str | None) -> list[np.ndarray]:
         key = (name, radius, classes)
         if key not in self._thin:
             ignore = self.dataset.ignore_index
+            if isinstance(classes, str):  # "auto": this network's thin classes, pooled over its maps as a folder job
+                classes = thin_classes(self.coarse[name], radius, ignore_index=ignore)
             self._thin[key] = [thin_parts(m, radius, ignore_index=ignore, classes=classes) for m in self.coarse[name]]
         return self._thin[key]
 

@@ -212,9 +212,9 @@ def panel(
     legends = list(legends) if legends is not None else [None] * len(images)
     h, w = images[0].shape[:2]
     font = caption_font(w)
-    text_height = font.getbbox("Ag")[3] if hasattr(font, "getbbox") else 11
+    text_height = int(font.getbbox("Ag")[3])
     tallest = max((legend.shape[0] for legend in legends if legend is not None), default=0)
-    caption_height = caption_height or max(text_height + 12, tallest + 6)
+    caption_height = int(caption_height or max(text_height + 12, tallest + 6))
     rows = -(-len(images) // columns)
     sheet = Image.new("RGB", (columns * w, rows * (h + caption_height)), "white")
     draw = ImageDraw.Draw(sheet)
