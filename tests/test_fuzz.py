@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import segfix
 from segfix import formats
+from segfix._synthetic import reference_walk
 from segfix.cli import main
 from segfix.metrics import SegmentationMetrics
 
@@ -80,24 +81,6 @@ def shift_cases(draw):
     return labels, offsets, scale, iterations
 
 
-def _reference_walk(labels: np.ndarray, offsets: np.ndarray, scale: int, iterations: int) -> np.ndarray:
-    """``iterations`` steps ``p <- clamp(p + scale * offset[p])`` from every pixel, in Python integers."""
-    batched = labels.ndim == 3
-    maps = labels if batched else labels[None]
-    out = maps.copy()
-    n, h, w = maps.shape
-    for b in range(n):
-        field = offsets if offsets.ndim == 3 else offsets[b]
-        for i in range(h):
-            for j in range(w):
-                y, x = i, j
-                for _ in range(iterations):
-                    dy, dx = int(field[0, y, x]), int(field[1, y, x])
-                    y, x = min(max(y + scale * dy, 0), h - 1), min(max(x + scale * dx, 0), w - 1)
-                out[b, i, j] = maps[b, y, x]
-    return out if batched else out[0]
-
-
 def _torch(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="))))
 
@@ -112,7 +95,7 @@ def _as_int64(x) -> np.ndarray:
 @given(shift_cases())
 def test_shift_labels_agrees_everywhere_and_only_copies(case):
     labels, offsets, scale, iterations = case
-    expected = _reference_walk(labels, offsets, scale, iterations)
+    expected = reference_walk(labels, offsets, scale, iterations)
     out = segfix.shift_labels(labels, offsets, scale=scale, iterations=iterations)
     assert out.dtype == labels.dtype and out.shape == labels.shape
     np.testing.assert_array_equal(out, expected)

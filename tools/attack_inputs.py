@@ -31,7 +31,7 @@ from PIL import Image
 
 import segfix
 from segfix import formats
-from segfix._synthetic import voronoi_labels
+from segfix._synthetic import reference_walk, voronoi_labels
 from segfix.hub import ModelLoadError
 from segfix.metrics import BoundaryStatistics, SegmentationMetrics
 
@@ -110,20 +110,6 @@ DTYPES = ["uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint6
 BAD_VALUES = [0, -1, 1.5, float("nan"), float("inf"), "2", None, True, 2**70, 10**8]
 
 
-def _walk(labels: np.ndarray, offsets: np.ndarray, scale: int, iterations: int) -> np.ndarray:
-    """The shift by a plain loop: every pixel follows the field ``iterations`` times, clamped to the image."""
-    h, w = labels.shape
-    out = labels.copy()
-    for y in range(h):
-        for x in range(w):
-            py, px = y, x
-            for _ in range(iterations):
-                dy, dx = int(offsets[0, py, px]), int(offsets[1, py, px])
-                py, px = min(max(py + scale * dy, 0), h - 1), min(max(px + scale * dx, 0), w - 1)
-            out[y, x] = labels[py, px]
-    return out
-
-
 def array_cases(rng: np.random.Generator) -> list[Case]:
     cases = []
     offsets = rng.integers(-1, 2, (2, 5, 6)).astype(np.int8)
@@ -136,7 +122,7 @@ def array_cases(rng: np.random.Generator) -> list[Case]:
                 lab, off = convert(labels), convert(offsets)
             except TypeError:  # torch has no such dtype
                 continue
-            expected = _walk(labels.astype(np.int64), offsets, 1, 2)
+            expected = reference_walk(labels.astype(np.int64), offsets, 1, 2)
             check = (lambda r, e=expected: np.array_equal(np.asarray(r).astype(np.int64), e)) if valid else REFUSE
             cases.append(
                 Case(
@@ -185,7 +171,7 @@ def array_cases(rng: np.random.Generator) -> list[Case]:
                         )
                     )
                 elif name == "scale" and value in (2**70, 10**8) and function != "vote":  # valid: clamps to the border
-                    expected = _walk(labels.astype(np.int64), np.sign(offsets) * 100, 1, 1)
+                    expected = reference_walk(labels.astype(np.int64), np.sign(offsets) * 100, 1, 1)
                     cases.append(
                         Case(
                             "arguments", f"{function} {name}={value}", call, lambda r, e=expected: np.array_equal(r, e)

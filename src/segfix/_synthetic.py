@@ -1,4 +1,4 @@
-"""Synthetic label maps for tests, benchmarks and examples (no data files needed)."""
+"""Synthetic label maps and plain references for tests, benchmarks and tools (no data files needed)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,22 @@ def voronoi_labels(
     classes = np.zeros(shape, np.int64)
     classes[ys, xs] = rng.integers(0, num_classes, num_regions)
     return classes[iy, ix].astype(dtype)
+
+
+def reference_walk(labels: np.ndarray, offsets: np.ndarray, scale: int, iterations: int) -> np.ndarray:
+    """The shift by a plain loop, the specification of :func:`segfix.shift_labels`: ``iterations`` steps
+    ``p <- clamp(p + scale * offset[p])`` from every pixel, in Python integers. Maps ``(H, W)`` or ``(N, H, W)``."""
+    batched = labels.ndim == 3
+    maps = labels if batched else labels[None]
+    out = maps.copy()
+    n, h, w = maps.shape
+    for b in range(n):
+        field = offsets if offsets.ndim == 3 else offsets[b]
+        for i in range(h):
+            for j in range(w):
+                y, x = i, j
+                for _ in range(iterations):
+                    dy, dx = int(field[0, y, x]), int(field[1, y, x])
+                    y, x = min(max(y + scale * dy, 0), h - 1), min(max(x + scale * dx, 0), w - 1)
+                out[b, i, j] = maps[b, y, x]
+    return out if batched else out[0]
