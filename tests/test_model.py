@@ -259,8 +259,8 @@ def test_load_errors(model, tmp_path):
 
 
 def test_input_errors(model):
-    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-        model.predict(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) RGB, \(H, W, 4\) RGBA or \(H, W\) grey"):
+        model.predict(np.zeros((10, 10, 2), np.uint8))  # (H, W) grey and (H, W, 4) RGBA are images too
     with pytest.raises(TypeError, match="uint8"):
         model.predict(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(ValueError, match=r"\(3, H, W\) or \(N, 3, H, W\)"):
