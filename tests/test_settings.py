@@ -136,7 +136,9 @@ def test_torch_compile_is_a_saved_setting_outside_the_module_tree(tmp_path):
 def test_a_compiled_model_refines_as_the_eager_one():
     import torch
 
-    eager = segfix.SegFix(**TINY, boundary_threshold=0.3).eval()
+    torch.manual_seed(0)
+    # fp32: under bf16 autocast a fused (compiled) kernel rounds differently from the eager ones, by up to 2e-4
+    eager = segfix.SegFix(**TINY, boundary_threshold=0.3, precision="fp32").eval()
     compiled = eager.with_settings(torch_compile=True)
     image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     prob_e, logits_e = eager.dense(image)
