@@ -645,3 +645,49 @@ def test_the_unified_recipe_trains_on_cityscapes_and_ade20k_layouts(tmp_path):
     coarse = cityscapes[0].label
     refined = model.refine(image, coarse)
     assert refined.shape == coarse.shape and set(np.unique(refined)) <= set(np.unique(coarse))
+
+
+def test_one_command_chains_the_recommended_models_runs_and_resumes_stage_by_stage(tmp_path, capsys):
+    """`segfix train --recipe camvid-lite0-v5` runs the four runs of v5's card, each from the model the one
+    before made, then gives the result v5's settings; run again after a kill it redoes only what is missing."""
+    from segfix.cli import main
+    from segfix.recipes import RECIPE_CHAINS, RECIPES
+
+    chain = RECIPE_CHAINS["camvid-lite0-v5"]
+    cpu = RECIPES["camvid-cpu"]
+    assert [s.iterations for s in chain.stages] == [2400, 1700, 1400, 2400]  # the card's runs
+    assert chain.stages[3].copy_paste == 0.5 and chain.stages[3].paste_classes == (2, 6, 9, 10)
+    assert all(s.model == cpu.model and s.holdout == 10 for s in chain.stages)
+    root = tmp_path / "camvid"
+    for i in range(6):
+        labels = voronoi_labels((48, 64), 6, 11, seed=i).astype(np.uint8)
+        _write_png(root / "train" / f"0001TP_{i:06d}.png", np.stack([labels * 20] * 3, -1).astype(np.uint8))
+        _write_png(root / "trainannot" / f"0001TP_{i:06d}.png", labels)
+    run = tmp_path / "run"
+    args = ["train", "--recipe", "camvid-lite0-v5", "--dataset", f"camvid={root}", "--output", str(run)]
+    short = ["--iterations", "1", "--batch-size", "2", "--crop-size", "32", "--workers", "0", "--holdout", "3"]
+    short += ["--precision", "fp32", "--checkpoint-every", "1"]
+    assert main([*args, *short]) == 0
+    final = segfix.SegFix.from_pretrained(run / "model")
+    v5 = segfix.SegFix.from_pretrained("camvid-lite0-v5")
+    assert final.settings == v5.settings and final.network_config == v5.network_config
+    stages = [segfix.SegFix.from_pretrained(run / f"stage{k}" / "model") for k in range(1, 5)]
+    heads = ("net.decoder", "net.boundary_head", "net.direction_head")  # randomly initialised, seed by seed
+    for before, after in zip(stages, stages[1:]):  # each run starts from the one before, not a new draw
+        a, b = before.state_dict(), after.state_dict()
+        keys = [k for k in a if k.startswith(heads) and k.endswith("weight")]
+        change = sum(float((b[k].float() - a[k].float()).norm()) for k in keys)
+        assert 0 < change < 0.05 * sum(float(a[k].float().norm()) for k in keys)
+    last = stages[-1].state_dict()
+    for key, value in final.state_dict().items():  # the final model is the last run's weights
+        torch.testing.assert_close(value, last[key], rtol=0, atol=0)
+    # A kill during stage 3: its model and stage 4 are gone, its checkpoint stays. Run the same command again.
+    import shutil
+
+    shutil.rmtree(run / "stage3" / "model")
+    shutil.rmtree(run / "stage4")
+    shutil.rmtree(run / "model")
+    kept = {k: (run / f"stage{k}" / "model" / "model.safetensors").stat().st_mtime_ns for k in (1, 2)}
+    assert main([*args, *short]) == 0
+    assert {k: (run / f"stage{k}" / "model" / "model.safetensors").stat().st_mtime_ns for k in (1, 2)} == kept
+    assert (run / "stage4" / "model" / "config.json").is_file() and (run / "model" / "config.json").is_file()

@@ -14,7 +14,7 @@ from typing import Any
 
 from .precision import PRECISIONS
 
-__all__ = ["RECIPES", "SEARCH_ARGUMENTS", "TrainRecipe"]
+__all__ = ["RECIPES", "RECIPE_CHAINS", "SEARCH_ARGUMENTS", "RecipeChain", "TrainRecipe"]
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -178,6 +178,49 @@ RECIPES: dict[str, TrainRecipe] = {
     ),
 }
 """Named recipes for :func:`segfix.train.train` (plain data)."""
+
+
+@dataclass(frozen=True)
+class RecipeChain:
+    """Training runs in a row, each fine-tuning the model the one before made (:func:`segfix.train.train_chain`).
+
+    Attributes:
+        stages: one recipe per run; from the second on, ``init`` is the previous run's model.
+        settings_of: the bundled model whose inference and decision settings the final model takes (chosen once
+            by the tuning runs its card describes), or None to keep the last run's.
+    """
+
+    stages: tuple[TrainRecipe, ...]
+    settings_of: str | None = None
+
+
+_CAMVID_FINE_TUNE = dict(lr=0.01, class_balance=0.5)
+RECIPE_CHAINS: dict[str, RecipeChain] = {
+    # The recommended model from ImageNet weights: the four runs of its card (77 + 116 + 114 + about 180 min on a
+    # 2-core AMD EPYC with AVX512-BF16), every 10th training image held out as they were, then v5's settings.
+    "camvid-lite0-v5": RecipeChain(
+        stages=(
+            RECIPES["camvid-cpu"],
+            RECIPES["camvid-cpu"].replace(
+                iterations=1700, scale_range=(0.5, 2.0), seed=1, checkpoint_every=200, **_CAMVID_FINE_TUNE
+            ),
+            RECIPES["camvid-cpu"].replace(
+                iterations=1400, scale_range=(1.0, 2.5), seed=2, checkpoint_every=250, **_CAMVID_FINE_TUNE
+            ),
+            RECIPES["camvid-cpu"].replace(
+                iterations=2400,
+                scale_range=(1.0, 2.5),
+                seed=3,
+                checkpoint_every=300,
+                copy_paste=0.5,
+                paste_classes=(2, 6, 9, 10),
+                **_CAMVID_FINE_TUNE,
+            ),
+        ),
+        settings_of="camvid-lite0-v5",
+    ),
+}
+"""Named chains of recipes: ``segfix train --recipe NAME`` runs every stage, resumably (plain data)."""
 
 
 SEARCH_ARGUMENTS = {

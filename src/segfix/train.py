@@ -32,7 +32,7 @@ from .losses import segfix_loss, segment_class_weights
 from .model import SegFix
 from .precision import autocast_context, resolve_precision
 from .pretrained import hub_reachable, init_backbone
-from .recipes import RECIPES, TrainRecipe
+from .recipes import RECIPES, RecipeChain, TrainRecipe
 
 __all__ = [
     "RECIPES",
@@ -42,6 +42,7 @@ __all__ = [
     "evaluate_offsets",
     "poly_lr",
     "train",
+    "train_chain",
     "training_precision",
 ]
 
@@ -458,3 +459,39 @@ def _targets_for(label: np.ndarray, ignore_index: int, max_distance: float, num_
     return boundary_targets(
         label, ignore_index=ignore_index, max_distance=max_distance, num_directions=num_directions, border="replicate"
     )
+
+
+def train_chain(
+    datasets: Sequence, output: str | Path, chain: RecipeChain, *, val_dataset=None, **options: Any
+) -> Path:
+    """Run a :class:`segfix.recipes.RecipeChain`: stage ``k`` trains into ``output/stage<k>`` from the model of
+    stage ``k - 1``; the final model, the last stage's weights with the chain's settings, goes to
+    ``output/model``. Returns that folder.
+
+    Resumable at every stage: a stage whose model is saved is skipped, a stage with a checkpoint continues from
+    it, so the same command, run again after a kill, finishes the chain. ``options`` change every stage's
+    recipe (e.g. ``iterations`` for a short run), except ``init`` and ``resume``, which the chain sets.
+    """
+    output = Path(output)
+    options = {k: v for k, v in options.items() if k not in ("init", "resume")}
+    previous: Path | None = None
+    for number, stage in enumerate(chain.stages, start=1):
+        folder = output / f"stage{number}"
+        if (folder / "model" / "config.json").is_file() and (folder / "model" / "model.safetensors").is_file():
+            _logger.info("stage %d of %d: already done (%s)", number, len(chain.stages), folder / "model")
+            previous = folder / "model"
+            continue
+        recipe = stage.replace(**options, resume=(folder / "checkpoint.pt").is_file())
+        if previous is not None:
+            recipe = recipe.replace(init=str(previous))
+        _logger.info("stage %d of %d -> %s", number, len(chain.stages), folder)
+        last = number == len(chain.stages)
+        previous = train(datasets, folder, recipe, val_dataset=val_dataset if last else None)
+    if previous is None:  # pragma: no cover - a chain has at least one stage
+        raise ValueError("train_chain: expected at least one stage")
+    settings = {}
+    if chain.settings_of is not None:
+        settings = SegFix.from_pretrained(chain.settings_of).settings.flat()
+    final = SegFix.from_pretrained(previous, **settings)
+    final.save_pretrained(output / "model")
+    return output / "model"
