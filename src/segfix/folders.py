@@ -518,13 +518,13 @@ def refine_folder(
             return report
         source = _FieldSource(model, offsets_dir, images_dir, instance=True, steps=(scale, iterations))
         return _refine_coco(coco_results, coco_images, outputs, source, report, ledger)
-    items, unreadable = _scan(labels_dir, lambda path: path.suffix.lower() == ".png")
-    if kind == "semantic":
+    adapter: Any = (
+        _SemanticMaps(label_format, ignore_index, save_viz, palette) if kind == "semantic" else _CityscapesInstances()
+    )
+    items, unreadable = _scan(labels_dir, adapter.matches)
+    if kind == "semantic":  # 'auto' thin classes are pooled over every prediction of the folder, all shards alike
         pooled = _FolderThinClasses(items, label_format, ignore_index)
-        adapter: Any = _SemanticMaps(label_format, ignore_index, save_viz, palette, pooled)
-    else:
-        adapter = _CityscapesInstances()
-        items, unreadable = _scan(labels_dir, adapter.matches)
+        adapter = dataclasses.replace(adapter, folder_thin_classes=pooled)
     if not items and not unreadable:
         pattern = "*.png" if kind == "semantic" else "*_pred.txt"
         raise FileNotFoundError(f"predictions: no {pattern} files under {labels_dir}")
