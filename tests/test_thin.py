@@ -14,6 +14,8 @@ from segfix.field import RefinementField, apply_field, decide
 from segfix.inference import NetworkOutputs
 from segfix.settings import DecisionSettings
 
+from conftest import voronoi_labels
+
 
 def scipy_thin(labels: np.ndarray, radius: int) -> np.ndarray:
     """Reference: per class, the pixels that scipy's binary opening with a (2r+1)^2 square removes."""
@@ -248,3 +250,24 @@ def test_thin_parts_and_the_guard_on_every_device(device):
     refined = apply_field(decide(moved, decision), on_device)
     assert refined.device.type == device.type
     np.testing.assert_array_equal(refined.cpu().numpy(), apply_field(decide(outputs, decision), labels))
+
+
+@pytest.mark.parametrize("offset", [0, 70_000])  # a histogram for small ids, a sort for large ones
+def test_the_auto_guard_equals_thin_classes_then_thin_parts(offset):
+    """thin_parts_of_thin_classes (one opening, counts by histogram) gives what naming the classes with
+    thin_classes and then taking their thin_parts gives, on numpy and torch, batches pooled."""
+    from segfix.thin import thin_parts_of_thin_classes
+
+    rng = np.random.default_rng(0)
+    maps = np.stack([voronoi_labels((40, 48), 30, 6, seed=s).astype(np.int64) for s in range(3)])
+    maps[:, :, 20] = 9  # class 9: a one-pixel pole through every map, and nowhere else
+    maps[0, :4, :4] = 255
+    maps = np.where(maps == 255, 255, maps + offset) if offset else maps
+    maps[rng.random(maps.shape) < 0.01] = 255
+    classes = segfix.thin_classes([maps], 2)
+    assert 9 + offset in classes
+    expected = segfix.thin_parts(maps, 2, classes=classes)
+    np.testing.assert_array_equal(thin_parts_of_thin_classes(maps, 2), expected)
+    got = thin_parts_of_thin_classes(torch.from_numpy(maps), 2)
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_array_equal(got.numpy(), expected)

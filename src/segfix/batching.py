@@ -76,7 +76,9 @@ def to_batch(
         stacks = [np.stack(arrays)]
     else:  # different sizes cannot share a forward pass: one image at a time, in the caller's order
         stacks = [a[None] for a in arrays]
-    groups = [torch.from_numpy(s).to(device).permute(0, 3, 1, 2).float().contiguous().div_(255.0) for s in stacks]
+    # Kept channels-last (the permuted view's own layout): the network runs channels-last anyway, and making the
+    # full-size float copy contiguous first cost 20 ms of 36 at 1024x2048 (same values either way).
+    groups = [torch.from_numpy(s).to(device).permute(0, 3, 1, 2).float().div_(255.0) for s in stacks]
     return ImageBatch(_split_on_cpu(groups, device, normalize), single, True, None)
 
 

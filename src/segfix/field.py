@@ -35,7 +35,7 @@ from .directions import direction_to_offset, direction_vectors
 from .inference import NetworkOutputs
 from .refine import refine_instances, refine_semantic
 from .settings import DecisionSettings
-from .thin import thin_classes, thin_parts
+from .thin import thin_parts, thin_parts_of_thin_classes
 from .vote import vote_labels
 
 __all__ = [
@@ -356,8 +356,9 @@ def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | N
     if field.thin_guard:
         classes = field.thin_guard_classes
         if isinstance(classes, str):  # "auto": the label space's own thin classes, read from these maps
-            classes = thin_classes([labels], field.thin_guard, ignore_index=ignore_index)
-        thin = thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=classes)
+            thin = thin_parts_of_thin_classes(labels, field.thin_guard, ignore_index=ignore_index)
+        else:
+            thin = thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=classes)
         field = field.frozen_at(thin if labels.ndim == 3 else thin[None])
 
     if field.rule == "argmax":

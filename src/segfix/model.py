@@ -248,7 +248,7 @@ class SegFix(
         """Float RGB images in [0, 1] ``(N, 3, H, W)`` -> the network's input (channel order, mean, std)."""
         if self.settings.preprocessing.channel_order == "BGR":
             images = images.flip(1)
-        return (images - self.pixel_mean) / self.pixel_std
+        return images.sub(self.pixel_mean).div_(self.pixel_std)  # one new tensor, not two (same values)
 
     @torch.inference_mode()
     def dense(self, image: ImageInput, *, inference: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ._checks import LabelArray, as_numpy, as_tensor, check_class_ids, check_label_map, check_positive_int, computable
 
-__all__ = ["thin_classes", "thin_parts"]
+__all__ = ["thin_classes", "thin_parts", "thin_parts_of_thin_classes"]
 
 MAJORITY = 0.5
 """The share of a class's pixels that must be thin for :func:`thin_classes` to call the class thin."""
@@ -106,15 +106,43 @@ def thin_classes(
     thin: dict[int, int] = {}
     for label_map in label_maps:
         mask = as_numpy(thin_parts(label_map, radius, ignore_index=ignore_index))
-        labels = as_numpy(label_map).astype(np.int64, copy=False)
-        kept = labels != ignore_index if ignore_index is not None else np.ones(labels.shape, bool)
-        ids, counts = np.unique(labels[kept], return_counts=True)
-        thin_ids, thin_counts = np.unique(labels[mask], return_counts=True)
-        for key, count in zip(ids.tolist(), counts.tolist()):
-            total[key] = total.get(key, 0) + count
-        for key, count in zip(thin_ids.tolist(), thin_counts.tolist()):
-            thin[key] = thin.get(key, 0) + count
+        _add_counts(label_map, mask, ignore_index, total, thin)
     return tuple(c for c in sorted(total) if thin.get(c, 0) >= share * total[c])
+
+
+def thin_parts_of_thin_classes(
+    label_map: LabelArray, radius: int, *, ignore_index: int | None = 255, share: float = MAJORITY
+) -> LabelArray:
+    """:func:`thin_parts` kept to the classes that :func:`thin_classes` finds in ``label_map`` itself (all its
+    maps pooled): the guard of ``thin_guard_classes="auto"``, from one opening instead of two."""
+    thin = thin_parts(label_map, radius, ignore_index=ignore_index)
+    total: dict[int, int] = {}
+    thin_counts: dict[int, int] = {}
+    _add_counts(label_map, as_numpy(thin), ignore_index, total, thin_counts)
+    classes = tuple(c for c in sorted(total) if thin_counts.get(c, 0) >= share * total[c])
+    labels = computable(as_tensor(label_map), "label_map")
+    kept = _of_classes(labels, classes).numpy() if isinstance(label_map, np.ndarray) else _of_classes(labels, classes)
+    return thin & kept
+
+
+def _add_counts(label_map: LabelArray, mask: np.ndarray, ignore_index, total: dict, thin: dict) -> None:
+    """Add each class's pixel count, and its count under ``mask``, to ``total`` and ``thin``."""
+    labels = as_numpy(label_map).astype(np.int64, copy=False)
+    kept = labels != ignore_index if ignore_index is not None else np.ones(labels.shape, bool)
+    values, thin_values = labels[kept], labels[mask]
+    if values.size and 0 <= values.min() and values.max() < 1 << 16:  # a histogram, not a sort
+        counts = np.bincount(values, minlength=1)
+        thin_hist = np.bincount(thin_values, minlength=counts.size)
+        ids = np.flatnonzero(counts)
+        pairs: Iterable[tuple[int, int, int]] = zip(ids.tolist(), counts[ids].tolist(), thin_hist[ids].tolist())
+    else:
+        ids, counts = np.unique(values, return_counts=True)
+        thin_ids, thin_found = np.unique(thin_values, return_counts=True)
+        found = dict(zip(thin_ids.tolist(), thin_found.tolist()))
+        pairs = ((key, count, found.get(key, 0)) for key, count in zip(ids.tolist(), counts.tolist()))
+    for key, count, thin_count in pairs:
+        total[key] = total.get(key, 0) + count
+        thin[key] = thin.get(key, 0) + thin_count
 
 
 def _of_classes(labels: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
