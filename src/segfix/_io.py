@@ -26,7 +26,6 @@ __all__ = [
     "atomic_write",
     "display_name",
     "image_size",
-    "is_temp_file",
     "match_stem",
     "read_image",
     "read_label",
@@ -75,11 +74,6 @@ def _temp_owner(name: str) -> tuple[int, str] | None:
     if not at or not rest or not pid.isdigit():
         return None
     return int(pid), host
-
-
-def is_temp_file(path: Path) -> bool:
-    """True for a regular file (not a link) named by :func:`atomic_write`."""
-    return _temp_owner(Path(path).name) is not None and Path(path).is_file() and not Path(path).is_symlink()
 
 
 def _process_alive(pid: int) -> bool:

@@ -305,7 +305,10 @@ class _FieldSource:
         self.offsets = (
             None if offsets_dir is None else PartnerIndex(offsets_dir, (".npz", ".mat"), "offsets files", item_names)
         )
-        self.images = None if images_dir is None else PartnerIndex(images_dir, IMAGE_SUFFIXES, "images", item_names)
+        # Offsets files carry the fields: the images folder is then not walked.
+        self.images: PartnerIndex | None = None
+        if model is not None and images_dir is not None:
+            self.images = PartnerIndex(images_dir, IMAGE_SUFFIXES, "images", item_names)
 
     def load(self, relative: Path, size: tuple[int, int] | None) -> tuple[RefinementField | None, np.ndarray | None]:
         """-> (the field read from its file, None) or (None, the image) of the item at ``relative``, whose

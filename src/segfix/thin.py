@@ -107,7 +107,7 @@ def thin_classes(
     for label_map in label_maps:
         mask = as_numpy(thin_parts(label_map, radius, ignore_index=ignore_index))
         _add_counts(label_map, mask, ignore_index, total, thin)
-    return tuple(c for c in sorted(total) if thin.get(c, 0) >= share * total[c])
+    return _mostly_thin(total, thin, share)
 
 
 def thin_parts_of_thin_classes(
@@ -119,10 +119,15 @@ def thin_parts_of_thin_classes(
     total: dict[int, int] = {}
     thin_counts: dict[int, int] = {}
     _add_counts(label_map, as_numpy(thin), ignore_index, total, thin_counts)
-    classes = tuple(c for c in sorted(total) if thin_counts.get(c, 0) >= share * total[c])
+    classes = _mostly_thin(total, thin_counts, share)
     labels = computable(as_tensor(label_map), "label_map")
     kept = _of_classes(labels, classes).numpy() if isinstance(label_map, np.ndarray) else _of_classes(labels, classes)
     return thin & kept
+
+
+def _mostly_thin(total: dict[int, int], thin: dict[int, int], share: float) -> tuple[int, ...]:
+    """The classes at least ``share`` of whose counted pixels are thin, ascending."""
+    return tuple(c for c in sorted(total) if thin.get(c, 0) >= share * total[c])
 
 
 def _add_counts(label_map: LabelArray, mask: np.ndarray, ignore_index, total: dict, thin: dict) -> None:
