@@ -104,12 +104,13 @@ def test_the_figures_are_drawn_from_the_published_numbers(tmp_path):
     figures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(figures)
     assert figures.main(["--output", str(tmp_path)]) == 0
-    assert (tmp_path / "targets.png").stat().st_size > 0 and (tmp_path / "camvid-v5-gains.png").stat().st_size > 0
+    for image in ("targets.png", "camvid-v5-gains.png", "v5-speed.png"):
+        assert (tmp_path / image).stat().st_size > 0
     table = json.loads((ROOT / "docs" / "data" / "camvid-lite0-v5-val.json").read_text())
     results = (ROOT / "docs" / "results.md").read_text()
     for name, iou, f1 in zip(table["classes"], table["iou_delta"], table["f1_delta"]):
         rows = [line.replace("**", "") for line in results.splitlines()]
         row = next(line for line in rows if line.startswith(f"| {name} |") and f"({iou:+.2f})" in line)
         assert f"({f1:+.2f})" in row, row
-    for image in ("targets.png", "camvid-v5-gains.png"):
+    for image in ("targets.png", "camvid-v5-gains.png", "v5-speed.png"):
         assert f"images/{image}" in (ROOT / "docs" / "concepts.md").read_text() + results

@@ -92,34 +92,46 @@ def _direction_key(vectors: np.ndarray, colours: np.ndarray, size: int) -> Image
 
 def gains_figure(table: dict) -> Image.Image:
     """Horizontal bars of the per-class change (points) of IoU and boundary F@1px, from zero."""
-    classes = table["classes"]
-    series = [("IoU", table["iou_delta"], (40, 110, 200)), ("F@1px", table["f1_delta"], (230, 140, 30))]
+    series = [("IoU change (points)", table["iou_delta"], (40, 110, 200))]
+    series.append(("F@1px change (points)", table["f1_delta"], (230, 140, 30)))
+    return bars_figure(table["title"], table["classes"], series, label_width=190, number="{:+.2f}")
+
+
+def speed_figure(table: dict) -> Image.Image:
+    """Seconds per refine of each setting, as bars."""
+    series = [("seconds per 1024x2048 refine", table["seconds"], (60, 150, 90))]
+    return bars_figure(table["title"], table["classes"], series, label_width=470, number="{:.3f} s")
+
+
+def bars_figure(title: str, rows: list, series: list, *, label_width: int, number: str) -> Image.Image:
+    """Horizontal bars, one group per row and one bar per series, from zero, with their values and a key."""
+    classes = rows
     values = [v for _, vs, _ in series for v in vs]
     low, high = min(0.0, min(values)), max(0.0, max(values))
-    width, row, label_width, margin = 1200, 48, 190, 90
+    width, row, margin = 1200, max(44, 24 * len(series) + 6), 110
     scale = (width - label_width - margin) / (high - low)
     font, small = viz.caption_font(width // 2), viz.caption_font(width // 3)
     height = 70 + row * len(classes) + 50
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     zero = label_width - low * scale
-    draw.text((10, 12), table["title"], fill=(0, 0, 0), font=font)
+    draw.text((10, 12), title, fill=(0, 0, 0), font=font)
     for i, name in enumerate(classes):
         y = 70 + i * row
         draw.text((10, y + 10), name, fill=(0, 0, 0), font=font)
         for j, (_, series_values, colour) in enumerate(series):
             value = series_values[i]
-            top = y + 3 + j * (row - 6) / 2
+            top = y + 3 + j * (row - 6) / len(series)
             x0, x1 = sorted((zero, zero + value * scale))
-            draw.rectangle([x0, top, x1, top + (row - 6) / 2 - 3], fill=colour)
-            text = f"{value:+.2f}"
+            draw.rectangle([x0, top, x1, top + (row - 6) / len(series) - 3], fill=colour)
+            text = number.format(value)
             at = zero + value * scale + 6 if value >= 0 else zero + value * scale - 6 - draw.textlength(text, small)
             draw.text((at, top - 1), text, fill=colour, font=small)
     draw.line([(zero, 62), (zero, height - 44)], fill=(0, 0, 0), width=2)
     x = label_width
     for name, _, colour in series:
         draw.rectangle([x, height - 34, x + 18, height - 16], fill=colour)
-        text = f"{name} change (points)"
+        text = name
         draw.text((x + 26, height - 38), text, fill=(0, 0, 0), font=font)
         x += 26 + int(draw.textlength(text, font=font)) + 40
     return image
@@ -133,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     targets_figure().save(out / "targets.png")
     table = json.loads((ROOT / "docs" / "data" / "camvid-lite0-v5-val.json").read_text())
     gains_figure(table).save(out / "camvid-v5-gains.png")
-    print(f"wrote {out / 'targets.png'} and {out / 'camvid-v5-gains.png'}")
+    speed_figure(json.loads((ROOT / "docs" / "data" / "bench-model-v5.json").read_text())).save(out / "v5-speed.png")
+    print(f"wrote {out / 'targets.png'}, {out / 'camvid-v5-gains.png'} and {out / 'v5-speed.png'}")
     return 0
 
 
