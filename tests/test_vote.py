@@ -172,3 +172,27 @@ def test_an_unknown_backend_is_named():
     labels, prob, moving = random_inputs(7)
     with pytest.raises(ValueError, match=r"backend: expected one of \('auto', 'numba', 'torch'\), got 'cuda'"):
         segfix.vote_labels(labels, prob, moving, backend="cuda")
+
+
+def test_auto_votes_with_torch_until_the_compiled_kernel_is_set_up_in_the_background():
+    """A fresh process does not wait for numba's start on its first refine: 'auto' votes with torch (the same
+    labels) while a background thread sets the kernel up, then with the kernel."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    code = (
+        "import numpy as np, segfix\n"
+        "from segfix import _kernels\n"
+        "labels = np.array([[0, 0, 1, 1, 2]], np.uint8)\n"
+        "prob = np.zeros((8, 1, 5), np.float32); prob[4] = 1.0\n"
+        "moving = np.array([[False, True, False, True, False]])\n"
+        "first = segfix.vote_labels(labels, prob, moving)\n"
+        "ready_at_first = _kernels.vote_kernel_ready()\n"
+        "assert _kernels._VOTE_WARM.wait(60)\n"
+        "later = segfix.vote_labels(labels, prob, moving)\n"
+        "print(ready_at_first, _kernels.vote_kernel_ready(), first.tolist(), later.tolist())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 2)
+    assert out[:2] == ["False", "True"]
+    assert out[2].strip() == "[[0, 1, 1, 2, 2]] [[0, 1, 1, 2, 2]]"  # both ways: each takes its right neighbour

@@ -7,6 +7,7 @@ their numpy fallback. Results are identical either way (tests compare both).
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -20,7 +21,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     numba = None  # type: ignore[assignment]
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "shift_single", "vote_flat"]
+__all__ = ["HAVE_NUMBA", "shift_single", "vote_flat", "vote_kernel_ready"]
 
 
 def _shift_once(labels, dy, dx, scale, out):  # pragma: no cover - compiled by numba
@@ -211,3 +212,34 @@ def vote_flat(
 def _fits(value: int, dtype: np.dtype) -> bool:
     info = np.iinfo(dtype)
     return info.min <= value <= info.max
+
+
+_VOTE_WARM = threading.Event()
+_VOTE_WARMING = threading.Lock()
+_vote_warm_up_started = False
+
+
+def vote_kernel_ready() -> bool:
+    """Whether the compiled vote is set up in this process; the first call starts setting it up in a background
+    thread (numba's start takes about half a second, which a first refine need not wait for)."""
+    global _vote_warm_up_started
+    if _VOTE_WARM.is_set():
+        return True
+    with _VOTE_WARMING:
+        if not _vote_warm_up_started:
+            _vote_warm_up_started = True
+            threading.Thread(target=_warm_up_vote, name="segfix-numba-warm-up", daemon=True).start()
+    return False
+
+
+def _warm_up_vote() -> None:
+    """Run the vote kernel once on a tiny map for the common label dtypes (loading their cached compilations)."""
+    try:
+        for dtype in (np.uint8, np.int64):
+            labels = np.zeros(4, dtype)
+            pixels = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64))
+            steps = np.zeros((8, 2), np.int64)
+            vote_flat(labels, (2, 2), pixels, steps, np.full((1, 8), 0.125, np.float32), 0.0, 255, 1)
+        _VOTE_WARM.set()
+    except Exception as error:  # noqa: BLE001 - the torch vote keeps serving; say why the kernel does not
+        _logger.warning("the compiled vote could not be set up (%s); the torch vote serves", error)

@@ -34,8 +34,9 @@ from .directions import direction_vectors
 __all__ = ["VOTE_BACKENDS", "vote_labels"]
 
 VOTE_BACKENDS = ("auto", "numba", "torch")
-"""``vote_labels(backend=...)``: ``'auto'`` is the compiled kernel on the CPU (where numba is installed) and
-torch elsewhere; both give the same labels."""
+"""``vote_labels(backend=...)``: ``'auto'`` is the compiled kernel on the CPU (where numba is installed; torch
+until the kernel has been set up in the background, which the first call starts) and torch elsewhere; both give
+the same labels."""
 
 _COMPILED_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -115,7 +116,9 @@ def _compiled(backend: str, labels: torch.Tensor) -> bool:
                 f"{labels.dtype} on {labels.device}"
             )
         return True
-    return usable and _kernels.HAVE_NUMBA
+    # The compiled kernel's first use in a process sets numba up (about 0.5 s); until a background thread has
+    # done that, the torch vote (the same labels, a few times slower) serves, so a first refine is not delayed.
+    return usable and _kernels.HAVE_NUMBA and _kernels.vote_kernel_ready()
 
 
 def _checked_vote_inputs(label_map, direction_prob, moving, scale, min_share, ignore_index):
