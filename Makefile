@@ -25,6 +25,7 @@ bench: $(STAMP)  ## speed and memory tables
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_startup.py
 
 docs: $(STAMP)  ## build the documentation into site/
 	$(PY) -m mkdocs build --strict -d site
