@@ -725,7 +725,7 @@ def test_refine_takes_pil_label_maps_bool_masks_and_grey_or_rgba_images(tiny_vot
     np.testing.assert_array_equal(tiny_vote_model.refine(rgba, labels), expected)
     with pytest.raises(ValueError, match="expected shape \\(H, W, 3\\) RGB, \\(H, W, 4\\) RGBA or \\(H, W\\) grey"):
         tiny_vote_model.refine(image[..., :2], labels)
-    with pytest.raises(ValueError, match="single-channel PIL label image .* got mode RGB"):
+    with pytest.raises(ValueError, match="^label_map: expected a single-channel label-id image .* got mode RGB"):
         tiny_vote_model.refine(image, Image.fromarray(image))
 
 

@@ -6,6 +6,7 @@ Sizes are read from file headers before any pixel is decoded, so that a small fi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import tempfile
@@ -26,6 +27,8 @@ __all__ = [
     "atomic_write",
     "display_name",
     "image_size",
+    "label_image",
+    "label_style",
     "match_stem",
     "read_image",
     "read_label",
@@ -214,20 +217,35 @@ class LabelStyle:
 
 
 _LABEL_MODES = ("L", "P", "1", "I", *_SIXTEEN_BIT)
+_LABEL_DTYPES = {"L": np.uint8, "P": np.uint8, "1": bool, "I": np.int32}  # else 16-bit
+
+
+def label_style(img: Image.Image, name: str) -> LabelStyle:
+    """The style of a label-id image, or an error naming ``name``: colour images hold no ids, and images with
+    an alpha or second channel and float images are no label maps."""
+    if img.mode not in _LABEL_MODES:
+        raise ValueError(
+            f"{name}: expected a single-channel label-id image (mode L, P, 1, I or I;16), got mode {img.mode}"
+            f"{'; colour-coded maps must be converted to ids first' if img.mode.startswith('RGB') else ''}"
+        )
+    return LabelStyle(img.mode, img.getpalette() if img.mode == "P" else None, img.info.get("transparency"))
+
+
+def label_image(labels: np.ndarray, style: LabelStyle) -> Image.Image:
+    """``labels`` as an image in ``style``: its mode (ids in that mode's dtype), palette and transparency."""
+    image = Image.fromarray(labels.astype(_LABEL_DTYPES.get(style.mode, np.uint16)))
+    if style.palette is not None:
+        image.putpalette(style.palette)  # an L image with a palette is a P image with the same ids
+    if style.transparency is not None:
+        image.info["transparency"] = style.transparency
+    return image
 
 
 def read_label_with_style(path: Path) -> tuple[np.ndarray, LabelStyle]:
-    """Read a label-id image as an integer (or, for 1-bit files, bool) ``(H, W)`` array and its style.
-
-    Refuses colour images (which hold no ids), images with an alpha or second channel, and float images."""
+    """Read a label-id image as an integer (or, for 1-bit files, bool) ``(H, W)`` array and its style
+    (:func:`label_style` says what is refused)."""
     with _open_checked(Path(path)) as img:
-        if img.mode not in _LABEL_MODES:
-            raise ValueError(
-                f"{path}: expected a single-channel label-id image (mode L, P, 1, I or I;16), got mode {img.mode}"
-                f"{'; colour-coded maps must be converted to ids first' if img.mode.startswith('RGB') else ''}"
-            )
-        palette = img.getpalette() if img.mode == "P" else None
-        style = LabelStyle(img.mode, palette, img.info.get("transparency") if img.mode == "P" else None)
+        style = label_style(img, str(path))
         array = np.asarray(img)
     if array.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D label map, got shape {array.shape}")
@@ -241,17 +259,11 @@ def read_label(path: Path) -> np.ndarray:
 
 def write_label(path: Path, labels: np.ndarray, style: LabelStyle) -> None:
     """Write ``labels`` as PNG in ``style`` (its mode, palette and transparency), atomically."""
-    if style.mode == "P":
-        image = Image.fromarray(labels.astype(np.uint8), mode="L").convert("P")
-        image.putpalette(style.palette)
-    elif style.mode == "1":
-        image = Image.fromarray(labels.astype(bool))
-    elif style.mode == "L":
-        image = Image.fromarray(labels.astype(np.uint8))
-    else:  # 16-bit files, and 32-bit ones whose ids PNG can only hold in 16 bits
+    if style.mode == "I":  # 32-bit ids: PNG holds them in 16 bits
         if labels.size and (labels.min() < 0 or labels.max() > 65535):
             raise ValueError(f"{path}: labels outside 0..65535 cannot be written as a 16-bit PNG")
-        image = Image.fromarray(labels.astype(np.uint16))
+        style = dataclasses.replace(style, mode="I;16")
+    image = label_image(labels, style)
     extra = {"transparency": style.transparency} if style.transparency is not None else {}
     atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG", **extra))
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ._checks import describe
+from ._io import label_image, label_style
 
 __all__ = [
     "ImageBatch",
@@ -181,17 +182,5 @@ def _finish_one(x: torch.Tensor, single: bool, batch: ImageBatch) -> Any:
 def label_image_to_array(labels: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], Image.Image]]:
     """A PIL label map (mode L, P, 1, I or I;16) -> (its ids as an array, a function that turns refined ids back
     into an image of the same mode, palette and transparency)."""
-    if labels.mode not in ("L", "P", "1", "I", "I;16", "I;16L", "I;16B"):
-        raise ValueError(
-            f"label_map: expected a single-channel PIL label image (mode L, P, 1, I or I;16), got mode {labels.mode}"
-        )
-    palette, info = labels.getpalette() if labels.mode == "P" else None, dict(labels.info)
-
-    def restore(refined: np.ndarray) -> Image.Image:
-        image = Image.fromarray(refined)
-        if palette is not None:
-            image.putpalette(palette)  # an L image with a palette is a P image with the same ids
-        image.info.update({k: v for k, v in info.items() if k == "transparency"})
-        return image
-
-    return np.asarray(labels), restore
+    style = label_style(labels, "label_map")
+    return np.asarray(labels), lambda refined: label_image(refined, style)
