@@ -25,7 +25,7 @@ def machine() -> str:
     """The CPU (model name and whether it computes bf16 natively), its cores, and Python."""
     import os
 
-    from segfix.precision import cpu_computes_bf16
+    from segfix.model.precision import cpu_computes_bf16
 
     name = platform.processor() or platform.machine()
     try:

@@ -20,8 +20,8 @@ import numpy as np
 from scipy import ndimage
 
 import segfix
-from segfix import _kernels
-from segfix.shift import shift_labels
+from segfix.ops import _kernels
+from segfix.ops.shift import shift_labels
 
 from _common import machine, median_seconds, print_table, voronoi_labels
 

@@ -59,7 +59,7 @@ def load(name: str, overrides: dict):
 
 
 def run_variant(model_name: str, variant: str, shape: tuple[int, int], repeat: int) -> dict:
-    from segfix.precision import resolve_precision
+    from segfix.model.precision import resolve_precision
 
     model = load(model_name, VARIANTS[variant])
     image, labels = scene(shape)
@@ -84,11 +84,11 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from segfix.batching import to_batch
-    from segfix.field import apply_field, decide
-    from segfix.fusion import InferenceNetwork
-    from segfix.inference import NetworkOutputs
-    from segfix.precision import autocast_context
+    from segfix.model.batching import to_batch
+    from segfix.model.folding import InferenceNetwork
+    from segfix.model.inference import NetworkOutputs
+    from segfix.model.precision import autocast_context
+    from segfix.ops.field import apply_field, decide
 
     model = load(model_name, {})
     net = InferenceNetwork().get(model.net)  # what refine runs: the batch norms folded into the convolutions

@@ -33,7 +33,7 @@ class Synthetic:
         return 32
 
     def __getitem__(self, i: int):
-        from segfix.data import Sample
+        from segfix.data.readers import Sample
 
         label = voronoi_labels((360, 480), 40, 11, seed=i).astype(np.int64)
         image = np.stack([label * 20, label * 7 % 255, 255 - label * 20], -1).astype(np.uint8)
@@ -43,8 +43,8 @@ class Synthetic:
 def child(precision: str, steps: int, crop: int, batch: int) -> dict:
     import torch
 
-    from segfix.data import CamVid
-    from segfix.train import RECIPES, train
+    from segfix.data.readers import CamVid
+    from segfix.training.train import RECIPES, train
 
     torch.set_num_threads(2)
     dataset = CamVid(CAMVID, "train") if (CAMVID / "train").is_dir() else Synthetic()
@@ -71,7 +71,7 @@ def child(precision: str, steps: int, crop: int, batch: int) -> dict:
         )
     # The first step includes worker start-up; measure the rest.
     per_step = np.diff(times)
-    import segfix.train as training
+    import segfix.training.train as training
 
     del training
     return {
@@ -84,8 +84,8 @@ def child(precision: str, steps: int, crop: int, batch: int) -> dict:
 
 def data_share(steps: int, crop: int, batch: int) -> float:
     """Time to produce one batch in the main process, as a share of one bf16 training step's time."""
-    from segfix.augment import TrainTransform
-    from segfix.data import CamVid
+    from segfix.data.augment import TrainTransform
+    from segfix.data.readers import CamVid
 
     dataset = CamVid(CAMVID, "train") if (CAMVID / "train").is_dir() else Synthetic()
     transform = TrainTransform(crop, (0.75, 1.5), ignore_index=255)

@@ -24,11 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import segfix  # noqa: E402
-import segfix.data  # noqa: E402
-from segfix._io import read_image, read_label  # noqa: E402
-from segfix.data import CAMVID_CLASSES  # noqa: E402
+import segfix.data.readers  # noqa: E402
+from segfix.data.files import read_image, read_label  # noqa: E402
+from segfix.data.readers import CAMVID_CLASSES  # noqa: E402
 from segfix.metrics import SegmentationMetrics  # noqa: E402
-from segfix.precision import resolve_precision  # noqa: E402
+from segfix.model.precision import resolve_precision  # noqa: E402
 
 from _common import machine, print_table  # noqa: E402
 
@@ -54,7 +54,7 @@ def main() -> None:
     if not (root / "valannot").is_dir():
         raise SystemExit(f"CamVid not found at {root}")
     if args.holdout_coarse:
-        _, held = segfix.data.CamVid(root, "train").split(segfix.data.parse_holdout(args.holdout))
+        _, held = segfix.data.readers.CamVid(root, "train").split(segfix.data.readers.parse_holdout(args.holdout))
         names = [image.name for image, _ in held.pairs][: args.limit]
         images, labels, coarse_dir = root / "train", root / "trainannot", Path(args.holdout_coarse)
     else:

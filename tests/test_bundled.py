@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import segfix
-from segfix.pretrained import bundled_model_dir
+from segfix.model.pretrained import bundled_model_dir
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_refines_the_demo_image(bundled):
 def test_improves_a_real_network_on_camvid_val(bundled, camvid):
     """The shipped model's purpose: on real ESPNet predictions (every 8th val image, 13 in all) refining raises
     mIoU and boundary F@1px (measured 70.02 -> 71.64 mIoU on these images; +1.58 / +6.70 on all of val)."""
-    from segfix._io import read_image, read_label
+    from segfix.data.files import read_image, read_label
     from segfix.metrics import SegmentationMetrics
 
     before = SegmentationMetrics(11, ignore_index=255)
@@ -111,7 +111,7 @@ def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
     card = (bundled_model_dir("camvid-lite0-v4") / "README.md").read_text()
     assert "research" in card.lower() and "--init runs/camvid-ft2/model" in card and "--copy-paste 0.5" in card
     # The superseded models left the wheel (6 MB each); their names say where their cards are.
-    from segfix.hub import ModelLoadError
+    from segfix.model.hub import ModelLoadError
 
     for retired in ("camvid-lite0-v3", "camvid-lite0-v2", "camvid-lite0"):
         with pytest.raises(ModelLoadError, match=f"no longer bundled.*docs/model-cards/{retired}.md"):
@@ -120,8 +120,8 @@ def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
 
 
 def test_a_bundled_model_whose_shared_weights_are_missing_is_not_listed(monkeypatch, tmp_path):
-    from segfix import pretrained
-    from segfix.hub import ModelLoadError
+    from segfix.model import pretrained
+    from segfix.model.hub import ModelLoadError
 
     folder = tmp_path / "models" / "camvid-lite0-v5"
     folder.mkdir(parents=True)
@@ -139,7 +139,7 @@ def test_the_recommended_model_beats_the_previous_one_on_camvid_val(camvid):
     refined (as `segfix refine` pools a folder), beats v4 and keeps every class, pole included, at or above
     ESPNet (measured here: mIoU 70.02 -> v4 71.35, v5 71.64; pole 5.80 -> v4 3.41, v5 5.92). Refined one map at a
     time, each map names its own thin classes: still above v4 in mIoU, pole 5.39 here (+0.00 on all of val)."""
-    from segfix._io import read_image, read_label
+    from segfix.data.files import read_image, read_label
     from segfix.metrics import SegmentationMetrics
 
     paths = sorted((camvid / "valannot").glob("*.png"))[::8]

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 import segfix
-from segfix import formats
 from segfix.cli import main
-from segfix.settings import split_config
+from segfix.jobs import formats
+from segfix.model.settings import split_config
 
 from conftest import read_label, voronoi_labels
 
@@ -122,7 +122,7 @@ def test_killed_refine_leaves_no_half_written_file(folders):
     out = folders / "refined"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     code = (
-        "import sys, segfix._io as io, os\n"
+        "import sys, segfix.data.files as io, os\n"
         "real = io.atomic_write\n"
         "count = {'n': 0}\n"
         "def dying(path, write):\n"
@@ -133,7 +133,7 @@ def test_killed_refine_leaves_no_half_written_file(folders):
         "        return real(path, half)\n"
         "    return real(path, write)\n"
         "io.atomic_write = dying\n"
-        "import segfix.folders as f; f.write_png = lambda p, a: io.atomic_write(p, lambda t: "
+        "import segfix.jobs.folders as f; f.write_png = lambda p, a: io.atomic_write(p, lambda t: "
         "__import__('PIL.Image', fromlist=['x']).fromarray(a).save(t, format='PNG'))\n"
         "from segfix.cli import main\n"
         f"main(['refine', {str(folders / 'preds')!r}, '--offsets', {str(folders / 'offsets')!r}, '--output', "
@@ -314,7 +314,7 @@ def test_python_dash_m_entry_point():
 
 
 def test_cityscapes_names_share_one_key():
-    from segfix._io import match_stem
+    from segfix.data.files import match_stem
 
     key = "frankfurt_000000_000294"
     for name in (
@@ -389,7 +389,7 @@ def test_tune_on_a_real_networks_predictions(folders, tmp_path, capsys):
     import json
 
     from segfix.metrics import SegmentationMetrics
-    from segfix.tuning import TUNED_KEYS
+    from segfix.training.tuning import TUNED_KEYS
 
     segfix.SegFix(**TINY).save_pretrained(tmp_path / "model")
     dataset = f"folder={folders / 'images' / '*.png'},{folders / 'gt' / '*.png'},5"
@@ -477,7 +477,7 @@ def test_every_command_and_argument_has_help(capsys):
 def test_tune_without_flips_saves_the_pixel_budget_it_chose_at(folders, tmp_path):
     import json
 
-    from segfix.tuning import pixel_budget
+    from segfix.training.tuning import pixel_budget
 
     segfix.SegFix(**TINY).save_pretrained(tmp_path / "model")
     dataset = f"folder={folders / 'images' / '*.png'},{folders / 'gt' / '*.png'},5"

@@ -11,7 +11,7 @@ from torch import nn
 
 import segfix
 from segfix.cli import main
-from segfix.convert import convert_official_checkpoint
+from segfix.model.convert import convert_official_checkpoint
 
 BACKBONE = "hrnet_w18_small"  # same parameter names as hrnet_w48, small enough for the default suite
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segfix import data
+from segfix.data import readers as data
 
 
 def write(path: Path, array: np.ndarray) -> None:

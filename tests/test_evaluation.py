@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segfix.evaluation import (
+from segfix.jobs.evaluation import (
     boundary_statistics_folder,
     comparison_markdown,
     evaluate_folder,

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import segfix
-from segfix.field import (
+from segfix.model.inference import NetworkOutputs, bilinear_at
+from segfix.model.settings import DecisionSettings
+from segfix.ops.field import (
     RefinementField,
     apply_field,
     apply_field_to_instances,
@@ -17,8 +19,6 @@ from segfix.field import (
     field_from_maps,
     field_from_offsets,
 )
-from segfix.inference import NetworkOutputs, bilinear_at
-from segfix.settings import DecisionSettings
 
 TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
@@ -83,7 +83,7 @@ def test_a_field_from_stored_offsets_and_probabilities_gives_the_vote_back():
 
 
 def test_offset_files_round_trip_the_field(tmp_path):
-    from segfix.formats import read_field, write_field
+    from segfix.jobs.formats import read_field, write_field
 
     prob, logits, outputs = dense_outputs(4)
     for decision in (DecisionSettings(semantic_scale=3, iterations=2), DecisionSettings(direction_vote=True)):
@@ -159,7 +159,7 @@ def test_k_steps_are_one_step_taken_k_times(vote):
 
 
 def test_a_batched_vote_field_splits_and_joins_by_image():
-    from segfix.field import concat_fields
+    from segfix.ops.field import concat_fields
 
     prob, logits, outputs = dense_outputs(10, n=3)
     field = decide(outputs, DecisionSettings(direction_vote=True, semantic_scale=1))

@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 import segfix
-from segfix import formats
 from segfix.cli import main
-from segfix.folders import refine_folder
+from segfix.jobs import formats
+from segfix.jobs.folders import refine_folder
 
 from conftest import read_label, voronoi_labels
 
@@ -87,7 +87,7 @@ def test_instance_results_never_write_where_a_results_file_points(tmp_path):
 
 def test_a_job_cleans_up_only_what_dead_processes_of_this_machine_left(tmp_path):
     """Two shards writing one folder: one's start must not delete the other's temporary files."""
-    from segfix._io import _HOST
+    from segfix.data.files import _HOST
 
     preds, offs, out = tmp_path / "preds", tmp_path / "offs", tmp_path / "out"
     for folder in (preds, offs, out):
@@ -203,7 +203,7 @@ def test_a_link_in_the_output_that_leads_out_is_never_written_through(tmp_path, 
     Image.fromarray(_labels(0)).save(preds / "sub" / "a.png")
     formats.write_offsets(offs / "sub" / "a.npz", _offsets(0))
     (out / "sub").symlink_to(mine, target_is_directory=True)  # the user's own link in the output
-    from segfix._io import _HOST
+    from segfix.data.files import _HOST
 
     (mine / f".segfix-tmp-{_dead_pid()}@{_HOST}.a.q.partial.png").write_bytes(b"the user's")
     before = _hashes(tmp_path, skip=None)
@@ -251,7 +251,7 @@ def _random_tree(root: Path, rng: np.random.Generator) -> tuple[Path, Path, Path
 
 @pytest.mark.parametrize("seed", range(6))
 def test_random_trees_interrupted_and_run_again(tmp_path, monkeypatch, seed):
-    import segfix._io as io
+    import segfix.data.files as io
 
     rng = np.random.default_rng(seed)
     preds, offs, out, cases = _random_tree(tmp_path, rng)
@@ -311,8 +311,8 @@ def test_auto_thin_classes_are_pooled_over_the_folder(tmp_path):
             == 0
         )
     field = formats.read_field(offs / "a.npz", default_scale=2)
-    expected = segfix.field.apply_field(dataclasses.replace(field, thin_guard_classes=pooled), a.astype(np.int64))
+    expected = segfix.ops.field.apply_field(dataclasses.replace(field, thin_guard_classes=pooled), a.astype(np.int64))
     np.testing.assert_array_equal(read_label(tmp_path / "out" / "a.png"), expected)
     assert (read_label(tmp_path / "out" / "a.png")[:, 5] == 0).all()  # the line moved: class 3 is not thin here
-    per_map = segfix.field.apply_field(field, a.astype(np.int64))  # a single map's own rule keeps it
+    per_map = segfix.ops.field.apply_field(field, a.astype(np.int64))  # a single map's own rule keeps it
     assert (per_map[:, 5] == 3).all()

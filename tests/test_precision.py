@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from segfix.precision import autocast_context, cpu_computes_bf16, resolve_precision
-from segfix.train import training_precision
+from segfix.model.precision import autocast_context, cpu_computes_bf16, resolve_precision
+from segfix.training.train import training_precision
 
 ZEN4 = "fpu vme avx2 avx512f avx512bw avx512_bf16 avx512_vnni"
 SAPPHIRE_RAPIDS = "fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8"
@@ -33,7 +33,7 @@ def test_a_missing_cpuinfo_means_no_bf16(tmp_path):
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
 def test_auto_is_the_same_for_inference_and_training(monkeypatch, native, expected):
-    import segfix.precision as precision
+    import segfix.model.precision as precision
 
     monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: native)
     assert resolve_precision("auto", "cpu") == expected

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 import segfix
-from segfix import formats
 from segfix.cli import main
+from segfix.jobs import formats
 from segfix.metrics import SegmentationMetrics
 
 from conftest import read_label, voronoi_labels
@@ -505,7 +505,7 @@ def test_float_images_outside_the_unit_range_are_refused(tiny_vote_model, make, 
 
 
 def test_sixteen_bit_grey_images_are_read_by_their_range(tmp_path):
-    from segfix._io import read_image
+    from segfix.data.files import read_image
 
     grey = np.linspace(0, 65535, 60, dtype=np.uint16).reshape(6, 10)
     _write(tmp_path / "g16.png", grey)
@@ -551,7 +551,7 @@ def test_label_files_are_written_back_in_their_own_mode_and_palette(tmp_path, ca
 def test_a_config_that_asks_for_a_huge_backbone_is_refused_before_it_is_built(tmp_path):
     import tracemalloc
 
-    from segfix.hub import ModelLoadError
+    from segfix.model.hub import ModelLoadError
 
     model = tmp_path / "m"
     segfix.SegFix(**TINY).save_pretrained(model)
@@ -614,7 +614,7 @@ def test_small_files_that_ask_for_huge_arrays_are_refused_from_their_headers(tmp
     with pytest.raises(ValueError, match="expected at most 67108864 pixels"):
         formats.rle_decode({"size": [100000, 100000], "counts": [10**10]})
     Image.new("L", (9000, 8000)).save(tmp_path / "big.png")  # 72 megapixels of zeros: a small file
-    from segfix._io import read_label
+    from segfix.data.files import read_label
 
     with pytest.raises(ValueError, match=r"big.png: 9000x8000 pixels; expected at most 67108864 pixels"):
         read_label(tmp_path / "big.png")
@@ -738,7 +738,7 @@ def test_compile_in_place_and_half_weights_on_the_cpu_warn(tiny_vote_model):
     assert model.settings == tiny_vote_model.settings.replace(torch_compile=True)
     with pytest.raises(TypeError, match="compile: takes no arguments"):
         model.compile(mode="max-autotune")
-    from segfix import inference
+    from segfix.model import inference
 
     inference._warn_half_on_cpu.cache_clear()
     half = segfix.SegFix(**TINY).half().eval()
@@ -756,7 +756,7 @@ def test_hub_reachable_goes_through_the_proxy_huggingface_hub_uses(monkeypatch):
     from huggingface_hub import constants
     from huggingface_hub.utils import close_session
 
-    from segfix.pretrained import hub_reachable
+    from segfix.model.pretrained import hub_reachable
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert hub_reachable() is False

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import segfix
-from segfix.hub import ModelLoadError
-from segfix.settings import (
+from segfix.model.hub import ModelLoadError
+from segfix.model.settings import (
     FLAT_NAMES,
     DecisionSettings,
     InferenceSettings,

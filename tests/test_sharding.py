@@ -13,7 +13,7 @@ from PIL import Image
 
 import segfix
 from segfix.cli import main
-from segfix.sharding import Shard
+from segfix.jobs.sharding import Shard
 
 from conftest import voronoi_labels
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import segfix
-from segfix import _kernels
+from segfix.ops import _kernels
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.int64, np.bool_]
 

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 import segfix
-from segfix.directions import angle_to_direction
+from segfix.ops.directions import angle_to_direction
 
 from conftest import read_label, voronoi_labels
 
@@ -194,7 +194,7 @@ def test_camvid_ground_truth_matches_reference(camvid):
 def test_segment_depth_is_the_per_segment_distance_transform():
     from scipy import ndimage
 
-    from segfix.targets import segment_depth
+    from segfix.ops.targets import segment_depth
 
     rng = np.random.default_rng(11)
     label = rng.integers(0, 4, (6, 9)).repeat(4, 0).repeat(3, 1)

@@ -10,9 +10,9 @@ import torch
 from scipy import ndimage
 
 import segfix
-from segfix.field import RefinementField, apply_field, decide
-from segfix.inference import NetworkOutputs
-from segfix.settings import DecisionSettings
+from segfix.model.inference import NetworkOutputs
+from segfix.model.settings import DecisionSettings
+from segfix.ops.field import RefinementField, apply_field, decide
 
 from conftest import voronoi_labels
 
@@ -152,7 +152,7 @@ def test_the_guard_keeps_only_the_thin_parts_of_its_classes(vote):
 
 
 def test_the_guard_s_classes_are_settings_and_travel_with_fields_and_files(tmp_path):
-    from segfix.formats import read_field, write_field
+    from segfix.jobs.formats import read_field, write_field
 
     settings = DecisionSettings(thin_guard=2, thin_guard_classes=[6, 2, 2])
     assert settings.thin_guard_classes == (2, 6)
@@ -221,7 +221,7 @@ def test_the_guard_is_found_on_the_map_given_not_on_half_refined_ones():
 
 
 def test_offsets_files_and_settings_carry_the_guard(tmp_path):
-    from segfix.formats import read_field, write_field
+    from segfix.jobs.formats import read_field, write_field
 
     labels, outputs = pole_scene()
     field = decide(outputs, DecisionSettings(direction_vote=True, semantic_scale=1, thin_guard=2))
@@ -256,7 +256,7 @@ def test_thin_parts_and_the_guard_on_every_device(device):
 def test_the_auto_guard_equals_thin_classes_then_thin_parts(offset):
     """thin_parts_of_thin_classes (one opening, counts by histogram) gives what naming the classes with
     thin_classes and then taking their thin_parts gives, on numpy and torch, batches pooled."""
-    from segfix.thin import thin_parts_of_thin_classes
+    from segfix.ops.thin import thin_parts_of_thin_classes
 
     rng = np.random.default_rng(0)
     maps = np.stack([voronoi_labels((40, 48), 30, 6, seed=s).astype(np.int64) for s in range(3)])

@@ -1,4 +1,4 @@
-"""segfix.torchmetrics: the same numbers as segfix.metrics, from summed states that sync across processes."""
+"""segfix.metrics.modules: the same numbers as segfix.metrics, from summed states that sync across processes."""
 
 import os
 import socket
@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("torchmetrics")
 
 from segfix.metrics import SegmentationMetrics  # noqa: E402
-from segfix.torchmetrics import BoundaryFScore, BoundaryIoU  # noqa: E402
+from segfix.metrics.modules import BoundaryFScore, BoundaryIoU  # noqa: E402
 
 NUM_CLASSES = 4
 

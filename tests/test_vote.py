@@ -183,7 +183,7 @@ def test_auto_votes_with_torch_until_the_compiled_kernel_is_set_up_in_the_backgr
     pytest.importorskip("numba")
     code = (
         "import numpy as np, segfix\n"
-        "from segfix import _kernels\n"
+        "from segfix.ops import _kernels\n"
         "labels = np.array([[0, 0, 1, 1, 2]], np.uint8)\n"
         "prob = np.zeros((8, 1, 5), np.float32); prob[4] = 1.0\n"
         "moving = np.array([[False, True, False, True, False]])\n"

@@ -30,10 +30,10 @@ import torch
 from PIL import Image
 
 import segfix
-from segfix import formats
 from segfix._synthetic import reference_walk, voronoi_labels
-from segfix.hub import ModelLoadError
+from segfix.jobs import formats
 from segfix.metrics import BoundaryStatistics, SegmentationMetrics
+from segfix.model.hub import ModelLoadError
 
 CLEAR_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ModelLoadError)
 TIME_LIMIT_S = 60

@@ -2,7 +2,7 @@
 coarse output" when SegFix settings are chosen.
 
 SegFix is judged on real networks' predictions, but held-out *training* images have none. The block-average
-stand-in of :func:`segfix.tuning.coarse_proxy` erases thin structures and misplaces every edge by a few pixels,
+stand-in of :func:`segfix.training.tuning.coarse_proxy` erases thin structures and misplaces every edge by a few pixels,
 which is not how a trained network errs: a real one is right on most edges and wrong near some, and finds
 some poles and misses others. This tool trains such a network (EfficientNet-Lite0 from ImageNet, a light FPN,
 output stride 8 upsampled bilinearly, like many deployed segmenters) on the images ``segfix train --holdout``
@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfix._io import atomic_write, write_png
-from segfix.data import CamVid, parse_holdout
+from segfix.data.files import atomic_write, write_png
+from segfix.data.readers import CamVid, parse_holdout
 from segfix.metrics import SegmentationMetrics
-from segfix.network import create_backbone
-from segfix.precision import autocast_context, resolve_precision
-from segfix.pretrained import load_imagenet_backbone
+from segfix.model.network import create_backbone
+from segfix.model.precision import autocast_context, resolve_precision
+from segfix.model.pretrained import load_imagenet_backbone
 
 IGNORE = 255
 VOID = 11

@@ -15,49 +15,49 @@ from typing import TYPE_CHECKING, Any
 # Names are imported on first use (PEP 562), so that `segfix --help` and `import segfix` do not pay for torch,
 # timm and numba before anything needs them. Type checkers and IDEs read the imports below.
 _LAZY = {
-    "DIRECTION_VECTORS": "directions",
-    "angle_to_direction": "directions",
-    "direction_to_offset": "directions",
-    "direction_vectors": "directions",
-    "flip_direction": "directions",
-    "Example": "example",
-    "load_example": "example",
-    "ModelLoadError": "model",
-    "Prediction": "model",
-    "SegFix": "model",
-    "SegFixNet": "network",
-    "list_models": "pretrained",
-    "load_imagenet_backbone": "pretrained",
-    "refine_instances": "refine",
-    "refine_semantic": "refine",
-    "shift_labels": "shift",
-    "BoundaryTargets": "targets",
-    "boundary_targets": "targets",
-    "gradient_kernels": "targets",
-    "instance_targets": "targets",
-    "thin_classes": "thin",
-    "thin_parts": "thin",
-    "vote_labels": "vote",
+    "DIRECTION_VECTORS": "ops.directions",
+    "angle_to_direction": "ops.directions",
+    "direction_to_offset": "ops.directions",
+    "direction_vectors": "ops.directions",
+    "flip_direction": "ops.directions",
+    "Example": "data.example",
+    "load_example": "data.example",
+    "ModelLoadError": "model.facade",
+    "Prediction": "model.facade",
+    "SegFix": "model.facade",
+    "SegFixNet": "model.network",
+    "list_models": "model.pretrained",
+    "load_imagenet_backbone": "model.pretrained",
+    "refine_instances": "ops.refine",
+    "refine_semantic": "ops.refine",
+    "shift_labels": "ops.shift",
+    "BoundaryTargets": "ops.targets",
+    "boundary_targets": "ops.targets",
+    "gradient_kernels": "ops.targets",
+    "instance_targets": "ops.targets",
+    "thin_classes": "ops.thin",
+    "thin_parts": "ops.thin",
+    "vote_labels": "ops.vote",
 }
 
 if TYPE_CHECKING:
     from . import metrics
-    from .directions import (
+    from .data.example import Example, load_example
+    from .model.facade import ModelLoadError, Prediction, SegFix
+    from .model.network import SegFixNet
+    from .model.pretrained import list_models, load_imagenet_backbone
+    from .ops.directions import (
         DIRECTION_VECTORS,
         angle_to_direction,
         direction_to_offset,
         direction_vectors,
         flip_direction,
     )
-    from .example import Example, load_example
-    from .model import ModelLoadError, Prediction, SegFix
-    from .network import SegFixNet
-    from .pretrained import list_models, load_imagenet_backbone
-    from .refine import refine_instances, refine_semantic
-    from .shift import shift_labels
-    from .targets import BoundaryTargets, boundary_targets, gradient_kernels, instance_targets
-    from .thin import thin_classes, thin_parts
-    from .vote import vote_labels
+    from .ops.refine import refine_instances, refine_semantic
+    from .ops.shift import shift_labels
+    from .ops.targets import BoundaryTargets, boundary_targets, gradient_kernels, instance_targets
+    from .ops.thin import thin_classes, thin_parts
+    from .ops.vote import vote_labels
 
 
 def __getattr__(name: str) -> Any:

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .data import parse_holdout
-from .datasets import DATASETS
+from .data.datasets import DATASETS
+from .data.readers import parse_holdout
 from .limits import MAX_ITERATIONS
-from .recipes import SEARCH_ARGUMENTS
+from .training.recipes import SEARCH_ARGUMENTS
 
 __all__ = ["main"]
 
@@ -36,9 +36,9 @@ def _version() -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     from . import boundary_targets, load_example, refine_semantic, viz
-    from ._io import atomic_write, write_png
-    from .metrics import SegmentationMetrics
-    from .pretrained import list_models
+    from .data.files import atomic_write, write_png
+    from .metrics.functional import SegmentationMetrics
+    from .model.pretrained import list_models
 
     example = load_example()
     image, reference, coarse, num_classes = example.image, example.reference, example.coarse, example.num_classes
@@ -47,7 +47,7 @@ def _demo(args: argparse.Namespace) -> int:
     rows = [("coarse input", coarse)]
     model_name = None if args.oracle else (args.model or next(iter(list_models()), None))
     if model_name is not None:
-        from .model import SegFix
+        from .model.facade import SegFix
 
         model = SegFix.from_pretrained(model_name, device=args.device)
         model.refine(image, coarse)  # warm-up: the first call compiles kernels
@@ -85,7 +85,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _dataset(spec: str, split: str | None = None):
     """``kind=root`` -> a reader: camvid, cityscapes, ade20k, or folder=IMAGE_GLOB,LABEL_GLOB,NUM_CLASSES."""
-    from . import data
+    from .data import readers as data
 
     if "=" not in spec:
         raise UsageError(f"--dataset: expected KIND=ROOT (camvid, cityscapes, ade20k, folder), got {spec!r}")
@@ -105,8 +105,8 @@ def _dataset(spec: str, split: str | None = None):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .recipes import RECIPE_CHAINS, RECIPES, TrainRecipe
-    from .train import train, train_chain
+    from .training.recipes import RECIPE_CHAINS, RECIPES, TrainRecipe
+    from .training.train import train, train_chain
 
     chain = RECIPE_CHAINS.get(args.recipe) if args.recipe else None
     recipe = chain.stages[0] if chain else RECIPES[args.recipe] if args.recipe else TrainRecipe()
@@ -171,9 +171,9 @@ def _choose_settings(
     ``search`` are chosen (None: all); the others keep the model's values."""
     import json
 
-    from ._io import atomic_write
-    from .model import SegFix
-    from .tuning import kept_grids, select_settings
+    from .data.files import atomic_write
+    from .model.facade import SegFix
+    from .training.tuning import kept_grids, select_settings
 
     overrides = overrides or {}
     model = SegFix.from_pretrained(source, device=device, **overrides)
@@ -213,7 +213,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _check_settings(settings: dict[str, Any]) -> None:
     """Refuse, before any work, a ``--set`` name that is no setting (network arguments included) or a bad value."""
-    from .settings import FLAT_NAMES, ModelSettings
+    from .model.settings import FLAT_NAMES, ModelSettings
 
     unknown = sorted(set(settings) - set(FLAT_NAMES))
     if unknown:
@@ -227,8 +227,8 @@ def _check_settings(settings: dict[str, Any]) -> None:
 def _coarse_maps(folder: Path, dataset, kind: str) -> list[np.ndarray]:
     """A real network's predictions ``<name>.png`` of every image of ``dataset``, in its class ids (the
     dataset's stored encoding and ignore label, as ``segfix eval`` reads them)."""
-    from .evaluation import read_ground_truth
-    from .folders import index_files, match_stem, require_folder
+    from .jobs.evaluation import read_ground_truth
+    from .jobs.folders import index_files, match_stem, require_folder
 
     require_folder(folder, "--coarse")
     files = index_files(folder, (".png",))
@@ -274,7 +274,7 @@ class _LazyBar:
 
 
 def _load_model(name: str, device: str | None, torch_compile: bool = False):
-    from .model import SegFix
+    from .model.facade import SegFix
 
     if device is None and "LOCAL_RANK" in os.environ:
         import torch
@@ -287,7 +287,7 @@ def _load_model(name: str, device: str | None, torch_compile: bool = False):
 
 def _shard(args: argparse.Namespace):
     """--shard K/N, else what torchrun's RANK and WORLD_SIZE say, else the whole job."""
-    from .sharding import Shard
+    from .jobs.sharding import Shard
 
     return args.shard if args.shard is not None else Shard.from_environment()
 
@@ -298,7 +298,7 @@ def _gather(report, shard, launched: bool):
         return report
     import torch.distributed as dist
 
-    from .folders import JobReport
+    from .jobs.folders import JobReport
 
     started = not dist.is_initialized()
     if started:
@@ -335,7 +335,7 @@ def _report(command: str, report, output: str, shard=None, launched: bool = Fals
 
 
 def _refine(args: argparse.Namespace) -> int:
-    from .folders import refine_folder
+    from .jobs.folders import refine_folder
 
     if (args.model is None) == (args.offsets is None):
         raise UsageError("pass exactly one of --model or --offsets")
@@ -373,7 +373,7 @@ def _refine(args: argparse.Namespace) -> int:
 
 def _count_files(folder: Path, endings: str | tuple[str, ...]) -> int:
     """How many files a folder job will see (for its progress bar), by the job's own walk and matching."""
-    from ._io import walk_files
+    from .data.files import walk_files
 
     if not folder.is_dir():
         return 0
@@ -381,7 +381,7 @@ def _count_files(folder: Path, endings: str | tuple[str, ...]) -> int:
 
 
 def _offsets(args: argparse.Namespace) -> int:
-    from .folders import IMAGE_SUFFIXES, offsets_folder
+    from .jobs.folders import IMAGE_SUFFIXES, offsets_folder
 
     model = _load_model(args.model, args.device, args.compile)
     shard = _shard(args)
@@ -416,8 +416,8 @@ def _label_settings(args: argparse.Namespace, command: str) -> tuple[int, int, s
 def _eval(args: argparse.Namespace) -> int:
     import json
 
-    from ._io import atomic_write
-    from .evaluation import comparison_markdown, evaluate_pairs, matching_pairs, write_results_csv
+    from .data.files import atomic_write
+    from .jobs.evaluation import comparison_markdown, evaluate_pairs, matching_pairs, write_results_csv
 
     num_classes, ignore, label_format, names = _label_settings(args, "eval")
     folders = [Path(args.pred)] + ([Path(args.compare)] if args.compare else [])
@@ -467,7 +467,7 @@ def _plain_table(markdown: str) -> str:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from .evaluation import boundary_statistics_files, ground_truth_files, statistics_markdown
+    from .jobs.evaluation import boundary_statistics_files, ground_truth_files, statistics_markdown
 
     num_classes, ignore, label_format, names = _label_settings(args, "stats")
     files = ground_truth_files(Path(args.gt))
@@ -487,7 +487,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .convert import convert_official_checkpoint
+    from .model.convert import convert_official_checkpoint
 
     convert_official_checkpoint(args.checkpoint, args.output, backbone=args.backbone)
     print(f"segfix convert-official: wrote {args.output} (load with SegFix.from_pretrained({args.output!r}))")
@@ -673,7 +673,7 @@ def _add_tune_command(sub) -> None:
 
 
 def _recipes():
-    from . import recipes
+    from .training import recipes
 
     return recipes
 
@@ -693,7 +693,7 @@ def _setting(text: str) -> tuple[str, Any]:
 
 
 def _add_refine_command(sub) -> None:
-    from .datasets import LABEL_FORMATS
+    from .data.datasets import LABEL_FORMATS
 
     rf = sub.add_parser(
         "refine",
@@ -837,7 +837,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .pretrained import BUNDLED_MODELS, list_models
+    from .model.pretrained import BUNDLED_MODELS, list_models
 
     names = list_models(args.filter or "")
     if not names:
@@ -882,7 +882,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_label_arguments(parser: argparse.ArgumentParser) -> None:
     """--dataset, --num-classes and --label-format: how a folder of label PNGs is read (eval, stats)."""
-    from .datasets import LABEL_FORMATS
+    from .data.datasets import LABEL_FORMATS
 
     parser.add_argument("--dataset", choices=sorted(DATASETS), help="sets classes, names, ignore label and format")
     parser.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")
@@ -933,7 +933,7 @@ SHARD_HELP = (
 
 
 def _shard_type(text: str):
-    from .sharding import Shard
+    from .jobs.sharding import Shard
 
     try:
         return Shard.parse(text)

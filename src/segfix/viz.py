@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .directions import direction_vectors
+from .ops.directions import direction_vectors
 
 __all__ = [
     "PALETTES",

@@ -1,0 +1,496 @@
+"""Segmentation metrics used to judge boundary refinement, accumulated over a dataset.
+
+* mIoU from a dataset-level confusion matrix. Classes absent from both the predictions and the ground truth
+  of the whole dataset are NaN and do not count in the mean.
+* Boundary F-score per class at pixel tolerances (default 1, 2, 3 px), as in the SegFix supplementary:
+  for each class, the 1-px boundary of the class mask (``seg2bmap`` of the DAVIS/GSCNN code: a pixel that
+  differs from its right, lower or lower-right neighbour) in prediction and ground truth; a predicted boundary
+  pixel is correct if a ground-truth boundary pixel lies within the tolerance (Euclidean, i.e. a disk), and
+  vice versa for recall. Pixels whose ground truth is ``ignore_index`` are removed from both masks first, as
+  the original does. Counts are summed over the dataset before precision and recall are formed; the original
+  averaged per-image F-scores and scored a class absent from an image as 1, which inflates the mean.
+* Boundary IoU (Cheng et al., CVPR 2021) per class: IoU of the inner boundary bands of width
+  ``d = max(1, round(dilation_ratio * image diagonal))`` (Chebyshev distance, the image border counts as
+  background, as in the reference implementation), over valid pixels, summed over the dataset.
+* :class:`BoundaryStatistics`: per-class share of ground-truth pixels within ``w`` px of another segment,
+  for ``w = 1..5`` (Table 1 of the SegFix supplementary).
+
+Inputs are label maps ``(H, W)`` or batches ``(N, H, W)``, numpy or torch; all counting is done in numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .._checks import (
+    check_array,
+    check_class_range,
+    check_labels_nonnegative,
+    check_ndim,
+    check_positive_int,
+    describe,
+    is_integer_dtype,
+)
+
+__all__ = [
+    "BoundaryStatistics",
+    "MetricsResult",
+    "SegmentationMetrics",
+    "boundary_fscore_counts",
+    "boundary_fscore_from_counts",
+    "boundary_iou_counts",
+    "confusion_matrix",
+    "mask_boundary",
+]
+
+
+def _to_numpy_labels(x, name: str, ignore_index: int | None) -> np.ndarray:
+    check_array(x, name)
+    if not is_integer_dtype(x):
+        raise TypeError(f"{name}: expected an integer dtype, got {describe(x)}")
+    check_ndim(x, name, (2, 3), "(H, W) or (N, H, W)")
+    check_labels_nonnegative(x, name, ignore_index)
+    array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+    return array[None] if array.ndim == 2 else array
+
+
+def _check_pair(prediction, target, num_classes: int, ignore_index: int | None) -> tuple[np.ndarray, np.ndarray]:
+    pred = _to_numpy_labels(prediction, "prediction", ignore_index)
+    gt = _to_numpy_labels(target, "target", ignore_index)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction: expected the target's shape {tuple(target.shape)}, got {describe(prediction)}")
+    check_class_range(gt, "target", num_classes, ignore_index)
+    # Predictions are checked where they are scored: what a model says at an ignored pixel does not count.
+    check_class_range(pred[_scored(gt, num_classes, ignore_index)], "prediction", num_classes, ignore_index)
+    return pred, gt
+
+
+def confusion_matrix(prediction, target, num_classes: int, *, ignore_index: int | None = 255) -> np.ndarray:
+    """Confusion counts over the valid pixels of one map or a batch.
+
+    Args:
+        prediction, target: integer label maps ``(H, W)`` or ``(N, H, W)``.
+        num_classes: classes are ``0 .. num_classes - 1``.
+        ignore_index: target pixels with this value are not counted. Any other value outside
+            ``0 .. num_classes - 1``, in either map, raises ``ValueError``.
+
+    Returns:
+        int64 ``(num_classes, num_classes + 1)``: row = true class, column = predicted class; the last column
+        counts predictions of the ignore label, which are always wrong.
+    """
+    check_positive_int(num_classes, "num_classes")
+    pred, gt = _check_pair(prediction, target, num_classes, ignore_index)
+    return _confusion(pred, gt, num_classes, ignore_index)
+
+
+def _scored(target: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
+    """The ground-truth pixels that are scored: a class id, and not the ignore label (which may be one)."""
+    valid = (target >= 0) & (target < num_classes)
+    if ignore_index is not None:
+        valid &= target != ignore_index
+    return valid
+
+
+def _confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
+    valid = _scored(gt, num_classes, ignore_index)
+    gt_valid = gt[valid].astype(np.int64)
+    pred_valid = pred[valid].astype(np.int64)
+    in_range = (pred_valid >= 0) & (pred_valid < num_classes)
+    if ignore_index is not None:  # predicting the ignore label is always wrong, even when it is a class id
+        in_range &= pred_valid != ignore_index
+    pred_valid = np.where(in_range, pred_valid, num_classes)
+    counts = np.bincount(gt_valid * (num_classes + 1) + pred_valid, minlength=num_classes * (num_classes + 1))
+    return counts.reshape(num_classes, num_classes + 1)
+
+
+def mask_boundary(mask: np.ndarray) -> np.ndarray:
+    """1-px boundary of a binary mask (``seg2bmap``): pixels that differ from their E, S or SE neighbour.
+
+    Neighbours outside the image count as equal, so the image border is not a boundary.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    boundary = np.zeros_like(mask)
+    boundary[:, :-1] |= mask[:, :-1] != mask[:, 1:]
+    boundary[:-1, :] |= mask[:-1, :] != mask[1:, :]
+    boundary[:-1, :-1] |= mask[:-1, :-1] != mask[1:, 1:]
+    return boundary
+
+
+def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)),
+    )
+
+
+def _present_classes(prediction: np.ndarray, target: np.ndarray, valid: np.ndarray, num_classes: int) -> np.ndarray:
+    """The classes ``0 .. num_classes - 1`` found at the ``valid`` pixels of either map (ascending)."""
+    present = np.zeros(num_classes, dtype=bool)
+    for labels in (prediction[valid], target[valid]):
+        scored = labels[(labels >= 0) & (labels < num_classes)]
+        present |= np.bincount(scored, minlength=num_classes)[:num_classes] > 0
+    return np.flatnonzero(present)
+
+
+def _disk(radius: float) -> np.ndarray:
+    """The integer offsets within Euclidean ``radius`` of the centre, as a boolean structuring element."""
+    r = int(np.floor(radius))
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
+    return y * y + x * x <= radius * radius
+
+
+_DILATE_UP_TO = 3.0
+"""Tolerances up to this many pixels are matched by dilating with a disk (exact, and several times faster
+than a distance transform at these radii); larger ones by the Euclidean distance transform."""
+
+
+def _matched_within(source: np.ndarray, reference: np.ndarray, tolerances: Sequence[float]) -> np.ndarray:
+    """For each tolerance, how many ``source`` pixels lie within that Euclidean distance of a ``reference`` pixel."""
+    if not reference.any() or not source.any():
+        return np.zeros(len(tolerances), dtype=np.int64)
+    # Every reference pixel lies inside this crop, so distances inside it are exact up to the margin.
+    box = _bbox(source | reference, int(np.ceil(max(tolerances))) + 1)
+    if max(tolerances) <= _DILATE_UP_TO:
+        ref, src = reference[box], source[box]
+        return np.array(
+            [(ndimage.binary_dilation(ref, structure=_disk(t)) & src).sum() for t in tolerances], dtype=np.int64
+        )
+    distance = ndimage.distance_transform_edt(~reference[box])[source[box]]
+    return np.array([(distance <= t).sum() for t in tolerances], dtype=np.int64)
+
+
+def boundary_fscore_counts(
+    prediction: np.ndarray,
+    target: np.ndarray,
+    num_classes: int,
+    tolerances: Sequence[float] = (1, 2, 3),
+    *,
+    ignore_index: int | None = 255,
+) -> np.ndarray:
+    """Per-class boundary matching counts for one ``(H, W)`` pair.
+
+    Returns:
+        int64 ``(num_classes, len(tolerances), 4)``: matched predicted boundary pixels, predicted boundary
+        pixels, matched ground-truth boundary pixels, ground-truth boundary pixels.
+    """
+    counts = np.zeros((num_classes, len(tolerances), 4), dtype=np.int64)
+    valid = _scored(target, num_classes, ignore_index)
+    for c in _present_classes(prediction, target, valid, num_classes):
+        if c == ignore_index:
+            continue
+        pred_b = mask_boundary((prediction == c) & valid)
+        gt_b = mask_boundary((target == c) & valid)
+        counts[c, :, 0] = _matched_within(pred_b, gt_b, tolerances)
+        counts[c, :, 1] = pred_b.sum()
+        counts[c, :, 2] = _matched_within(gt_b, pred_b, tolerances)
+        counts[c, :, 3] = gt_b.sum()
+    return counts
+
+
+def boundary_fscore_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Boundary F-scores from counts summed over a dataset (:func:`boundary_fscore_counts`).
+
+    Args:
+        counts: ``(..., 4)`` = matched predicted, predicted, matched ground-truth, ground-truth boundary pixels.
+
+    Returns:
+        float64 ``(...)``: ``2PR / (P + R)``; 0 where a class has boundary pixels but none is matched, NaN where
+        it has none in either map (it does not count).
+    """
+    matched_pred, n_pred, matched_gt, n_gt = np.moveaxis(np.asarray(counts, np.int64), -1, 0)
+    precision = np.where(n_pred > 0, _divide(matched_pred, n_pred), 0.0)
+    recall = np.where(n_gt > 0, _divide(matched_gt, n_gt), 0.0)
+    fscore = np.where(precision + recall > 0, _divide(2 * precision * recall, precision + recall), 0.0)
+    return np.where((n_pred + n_gt) > 0, fscore, np.nan)
+
+
+def _inner_band(mask: np.ndarray, width: int) -> np.ndarray:
+    """Pixels of ``mask`` within Chebyshev distance ``width`` of its outside (the image border is outside)."""
+    band = np.zeros_like(mask)
+    box = _bbox(mask, 1)
+    if box is None:
+        return band
+    crop = np.pad(mask[box], 1)  # zero ring: the image border counts as background, as in Boundary IoU
+    distance = ndimage.distance_transform_cdt(crop, metric="chessboard")[1:-1, 1:-1]
+    band[box] = mask[box] & (distance <= width)
+    return band
+
+
+def boundary_iou_counts(
+    prediction: np.ndarray,
+    target: np.ndarray,
+    num_classes: int,
+    *,
+    dilation_ratio: float = 0.02,
+    ignore_index: int | None = 255,
+) -> np.ndarray:
+    """Per-class Boundary IoU counts for one ``(H, W)`` pair: int64 ``(num_classes, 2)`` = (intersection, union)."""
+    height, width = target.shape
+    band_width = max(1, int(round(dilation_ratio * np.hypot(height, width))))
+    counts = np.zeros((num_classes, 2), dtype=np.int64)
+    valid = _scored(target, num_classes, ignore_index)
+    for c in _present_classes(prediction, target, valid, num_classes):
+        if c == ignore_index:
+            continue
+        pred_band = _inner_band(prediction == c, band_width) & valid
+        gt_band = _inner_band(target == c, band_width) & valid
+        counts[c, 0] = (pred_band & gt_band).sum()
+        counts[c, 1] = (pred_band | gt_band).sum()
+    return counts
+
+
+@dataclass(repr=False)
+class MetricsResult:
+    """Dataset-level scores as fractions in [0, 1]; NaN marks a class that does not count.
+
+    Attributes:
+        iou: ``(C,)`` IoU per class.
+        boundary_f: tolerance (px) -> ``(C,)`` boundary F-score per class.
+        boundary_iou: ``(C,)`` Boundary IoU per class.
+        class_names: names of the C classes.
+        confusion: ``(C, C + 1)`` confusion counts.
+    """
+
+    iou: np.ndarray
+    boundary_f: dict[float, np.ndarray]
+    boundary_iou: np.ndarray
+    class_names: list[str]
+    confusion: np.ndarray = field(repr=False)
+
+    @property
+    def miou(self) -> float:
+        return _nanmean(self.iou)
+
+    @property
+    def mean_boundary_f(self) -> dict[float, float]:
+        return {t: _nanmean(f) for t, f in self.boundary_f.items()}
+
+    @property
+    def mean_boundary_iou(self) -> float:
+        return _nanmean(self.boundary_iou)
+
+    @property
+    def pixel_accuracy(self) -> float:
+        total = self.confusion.sum()
+        return float(np.trace(self.confusion[:, : len(self.class_names)]) / total) if total else float("nan")
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Per-class columns in table order: IoU, F@t for each tolerance, Boundary IoU."""
+        cols = {"IoU": self.iou}
+        cols.update({f"F@{_fmt_tol(t)}px": f for t, f in self.boundary_f.items()})
+        cols["BIoU"] = self.boundary_iou
+        return cols
+
+    def means(self) -> dict[str, float]:
+        return {name: _nanmean(col) for name, col in self.columns().items()}
+
+    def as_dict(self) -> dict:
+        """JSON-ready: per-class and mean scores in percent (NaN -> None)."""
+        per_class = {
+            name: {col: _pct(values[i]) for col, values in self.columns().items()}
+            for i, name in enumerate(self.class_names)
+        }
+        return {
+            "per_class": per_class,
+            "mean": {k: _pct(v) for k, v in self.means().items()},
+            "pixel_accuracy": _pct(self.pixel_accuracy),
+        }
+
+    def __repr__(self) -> str:
+        f = self.mean_boundary_f
+        boundary = ", ".join(f"F@{_fmt_tol(t)}px {v * 100:.2f}" for t, v in f.items())
+        return f"MetricsResult(mIoU {self.miou * 100:.2f}, {boundary}, BIoU {self.mean_boundary_iou * 100:.2f})"
+
+    def _repr_markdown_(self) -> str:  # notebooks show the per-class table
+        return self.to_markdown()
+
+    def to_markdown(self) -> str:
+        """A Markdown table, one row per class plus the mean, scores in percent."""
+        cols = self.columns()
+        lines = ["| class | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for i, name in enumerate(self.class_names):
+            lines.append(f"| {name} | " + " | ".join(_cell(col[i]) for col in cols.values()) + " |")
+        lines.append("| **mean** | " + " | ".join(_cell(v) for v in self.means().values()) + " |")
+        return "\n".join(lines)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_fraction(value) -> bool:
+    return _is_number(value) and 0 < value < 1
+
+
+def _positive_distances(values) -> bool:
+    """A non-empty sequence of positive, finite numbers (NaN fails every comparison, so it fails here too)."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        return False
+    return all(_is_number(v) and 0 < v < np.inf for v in values)
+
+
+def _fmt_tol(t: float) -> str:
+    return str(int(t)) if float(t).is_integer() else str(t)
+
+
+def _pct(v: float) -> float | None:
+    return None if np.isnan(v) else round(float(v) * 100, 4)
+
+
+def _cell(v: float) -> str:
+    return "-" if np.isnan(v) else f"{v * 100:.2f}"
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(values[~np.isnan(values)].mean()) if (~np.isnan(values)).any() else float("nan")
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    numerator = np.asarray(numerator, np.float64)
+    denominator = np.asarray(denominator, np.float64)
+    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+class SegmentationMetrics:
+    """Accumulate mIoU, boundary F-scores and Boundary IoU image by image, then :meth:`compute`.
+
+    Args:
+        num_classes: classes are ``0 .. num_classes - 1``.
+        ignore_index: ground-truth pixels with this value are not scored.
+        tolerances: boundary F-score tolerances in pixels.
+        boundary_iou_dilation: Boundary IoU band width as a fraction of the image diagonal; None skips Boundary
+            IoU (NaN in the result), which a search over many settings does not need.
+        class_names: optional names for tables.
+
+    Example:
+        >>> import numpy as np
+        >>> from segfix.metrics import SegmentationMetrics
+        >>> m = SegmentationMetrics(2)
+        >>> m.update(np.array([[0, 1], [1, 1]]), np.array([[0, 0], [1, 1]]))
+        >>> print([round(float(v), 3) for v in m.compute().iou])
+        [0.5, 0.667]
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        ignore_index: int | None = 255,
+        tolerances: Sequence[float] = (1, 2, 3),
+        boundary_iou_dilation: float | None = 0.02,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        check_positive_int(num_classes, "num_classes")
+        if not _positive_distances(tolerances):
+            raise ValueError(
+                f"tolerances: expected a non-empty list of positive, finite pixel distances, got {tolerances!r}"
+            )
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names: expected {num_classes} names, got {len(class_names)}")
+        if boundary_iou_dilation is not None and not _is_fraction(boundary_iou_dilation):
+            raise ValueError(
+                f"boundary_iou_dilation: expected a fraction of the image diagonal in (0, 1) or None, "
+                f"got {boundary_iou_dilation!r}"
+            )
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.tolerances = tuple(tolerances)
+        self.boundary_iou_dilation = boundary_iou_dilation
+        self.class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+        self.reset()
+
+    def reset(self) -> None:
+        c = self.num_classes
+        self.confusion = np.zeros((c, c + 1), dtype=np.int64)
+        self.boundary_counts = np.zeros((c, len(self.tolerances), 4), dtype=np.int64)
+        self.biou_counts = np.zeros((c, 2), dtype=np.int64)
+        self.num_images = 0
+
+    def update(self, prediction, target) -> None:
+        """Add one map ``(H, W)`` or a batch ``(N, H, W)`` (numpy or torch) to the totals."""
+        pred, gt = _check_pair(prediction, target, self.num_classes, self.ignore_index)
+        ignore = self.ignore_index
+        self.confusion += _confusion(pred, gt, self.num_classes, ignore)
+        for p, g in zip(pred, gt):
+            self.boundary_counts += boundary_fscore_counts(p, g, self.num_classes, self.tolerances, ignore_index=ignore)
+            if self.boundary_iou_dilation is not None:
+                self.biou_counts += boundary_iou_counts(
+                    p, g, self.num_classes, dilation_ratio=self.boundary_iou_dilation, ignore_index=ignore
+                )
+        self.num_images += len(pred)
+
+    def compute(self) -> MetricsResult:
+        c = self.num_classes
+        tp = np.diag(self.confusion[:, :c]).astype(np.float64)
+        union = self.confusion.sum(axis=1) + self.confusion[:, :c].sum(axis=0) - tp
+        iou = _divide(tp, union)
+        fscore = boundary_fscore_from_counts(self.boundary_counts)
+        return MetricsResult(
+            iou=iou,
+            boundary_f={t: fscore[:, i] for i, t in enumerate(self.tolerances)},
+            boundary_iou=_divide(self.biou_counts[:, 0], self.biou_counts[:, 1]),
+            class_names=list(self.class_names),
+            confusion=self.confusion.copy(),
+        )
+
+
+class BoundaryStatistics:
+    """Per-class share of ground-truth pixels within ``w`` pixels of another segment (SegFix supp. Table 1).
+
+    A pixel of class ``c`` is within width ``w`` when its distance to the nearest pixel of any other label
+    (ignore included) is ``<= w``; this is the ``depth`` of :func:`segfix.boundary_targets` with no class
+    skipped.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        widths: Sequence[float] = (1, 2, 3, 4, 5),
+        ignore_index: int | None = 255,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        check_positive_int(num_classes, "num_classes")
+        if not _positive_distances(widths):
+            raise ValueError(f"widths: expected a non-empty list of positive, finite pixel distances, got {widths!r}")
+        self.num_classes = num_classes
+        self.widths = tuple(widths)
+        self.ignore_index = ignore_index
+        self.class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+        self.within = np.zeros((num_classes, len(self.widths)), dtype=np.int64)
+        self.total = np.zeros(num_classes, dtype=np.int64)
+
+    def update(self, target) -> None:
+        from ..ops.targets import segment_depth  # one distance-transform implementation for both
+
+        def scored(values: np.ndarray) -> np.ndarray:
+            keep = (values >= 0) & (values < self.num_classes)
+            return keep & (values != self.ignore_index) if self.ignore_index is not None else keep
+
+        for gt in _to_numpy_labels(target, "target", self.ignore_index):
+            depth = segment_depth(gt, scored)
+            valid = _scored(gt, self.num_classes, self.ignore_index)
+            classes = gt[valid].astype(np.int64)
+            self.total += np.bincount(classes, minlength=self.num_classes)
+            d = depth[valid]
+            for i, w in enumerate(self.widths):
+                self.within[:, i] += np.bincount(classes[d <= w], minlength=self.num_classes)
+
+    def compute(self) -> np.ndarray:
+        """``(C, len(widths))`` fractions; NaN for classes never seen."""
+        return _divide(self.within, self.total[:, None])

@@ -1,0 +1,278 @@
+"""Dense prediction with a SegFix network: whole-image or sliding-window, on the network's own grid.
+
+:func:`dense_prediction` returns :class:`NetworkOutputs`: the boundary probability and the direction logits on
+the grid the network produced them on (its output stride, at the size it ran at), with the image size they
+belong to. Bringing them to image resolution is one bilinear resampling, done by :meth:`NetworkOutputs.full`
+for every pixel or by :meth:`NetworkOutputs.direction_logits_at` for only the pixels that may move, which is
+all that refinement needs (a tenth of the pixels, and no ``(N, D, H, W)`` volume at image size). Sliding
+windows average boundary probabilities and raw direction logits where windows overlap, as the original
+``tester_offset.py`` does.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..limits import MAX_NETWORK_IMAGE_PIXELS, MAX_PASS_PIXELS
+from ..ops.directions import flip_direction
+from .precision import autocast_context
+from .settings import InferenceSettings
+
+__all__ = [
+    "MAX_PASS_PIXELS",
+    "NetworkOutputs",
+    "autocast_context",
+    "check_pass_size",
+    "bilinear_at",
+    "dense_prediction",
+    "predict_sliding",
+    "predict_whole",
+    "window_starts",
+]
+
+
+@dataclass(frozen=True)
+class NetworkOutputs:
+    """A network's outputs for images of ``size`` (H, W), on the grid they were computed on.
+
+    Attributes:
+        boundary_prob: float32 ``(N, h, w)``, the softmax probability of "boundary".
+        direction_logits: float32 ``(N, D, h, w)``.
+        size: (H, W), the images' size; ``(h, w)`` may equal it (sliding windows) or be smaller.
+        align_corners: the bilinear convention that maps ``(h, w)`` onto ``(H, W)``.
+    """
+
+    boundary_prob: torch.Tensor
+    direction_logits: torch.Tensor
+    size: tuple[int, int]
+    align_corners: bool = False
+
+    def __len__(self) -> int:
+        return int(self.boundary_prob.shape[0])
+
+    def boundary_prob_full(self) -> torch.Tensor:
+        """float32 ``(N, H, W)``: the boundary probability at image resolution."""
+        return _resize(self.boundary_prob[:, None], self.size, self.align_corners)[:, 0]
+
+    def direction_logits_at(self, index: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """float32 ``(K, D)``: the direction logits at image pixels ``(n, y, x)`` (three int64 ``(K,)``), as
+        :meth:`full` would give them there."""
+        return bilinear_at(self.direction_logits, index, self.size, self.align_corners)
+
+    def full(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(boundary probability ``(N, H, W)``, direction logits ``(N, D, H, W)``) at image resolution."""
+        return self.boundary_prob_full(), _resize(self.direction_logits, self.size, self.align_corners)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def _source_index(out: torch.Tensor, in_size: int, out_size: int, align_corners: bool):
+    """(lower source index, upper source index, weight of the upper) per output index, as ``F.interpolate``
+    computes them for bilinear resampling from ``in_size`` to ``out_size`` samples."""
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        src = out.to(torch.float32) * scale
+    else:
+        src = ((out.to(torch.float32) + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0)
+    low = src.to(torch.int64).clamp_(max=in_size - 1)
+    return low, (low + 1).clamp_(max=in_size - 1), src - low
+
+
+def bilinear_at(
+    maps: torch.Tensor,
+    index: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    size: tuple[int, int],
+    align_corners: bool = False,
+) -> torch.Tensor:
+    """``F.interpolate(maps, size, mode='bilinear')[n, :, y, x]`` for the pixels ``index = (n, y, x)``,
+    without resampling the other pixels.
+
+    Args:
+        maps: float ``(N, C, h, w)``.
+        index: three int64 tensors ``(K,)`` of image pixels, on the maps' device.
+        size: (H, W) the maps are resampled to.
+
+    Returns:
+        ``(K, C)`` in the maps' dtype.
+    """
+    n, y, x = index
+    h, w = int(maps.shape[-2]), int(maps.shape[-1])
+    if (h, w) == tuple(size):
+        return maps[n, :, y, x]
+    y0, y1, wy = _source_index(y, h, int(size[0]), align_corners)
+    x0, x1, wx = _source_index(x, w, int(size[1]), align_corners)
+    wy, wx = wy[:, None].to(maps.dtype), wx[:, None].to(maps.dtype)
+    top = maps[n, :, y0, x0] * (1 - wx) + maps[n, :, y0, x1] * wx
+    bottom = maps[n, :, y1, x0] * (1 - wx) + maps[n, :, y1, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def predict_whole(
+    net: nn.Module, images: torch.Tensor, *, align_corners: bool = False, precision: str = "auto"
+) -> NetworkOutputs:
+    """Run ``net`` on whole images ``(N, 3, H, W)``: its outputs on its own grid, for images of size (H, W)."""
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    with autocast_context(images.device, precision):
+        boundary_logits, direction_logits = net(images)
+    boundary_prob = boundary_logits.float().softmax(1)[:, 1].contiguous()
+    return NetworkOutputs(boundary_prob, direction_logits.float(), size, align_corners)
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows of ``window`` px every ``stride`` px covering ``length``; the last window ends at
+    ``length`` (``[0]`` when the image is no longer than a window)."""
+    for name, value in (("length", length), ("window", window), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "length" else 1):
+            raise ValueError(f"{name}: expected an integer >= {0 if name == 'length' else 1}, got {value!r}")
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def _windows(
+    height: int, width: int, window: tuple[int, int], stride: tuple[int, int]
+) -> Iterator[tuple[slice, slice]]:
+    for y in window_starts(height, window[0], stride[0]):
+        for x in window_starts(width, window[1], stride[1]):
+            yield slice(y, min(y + window[0], height)), slice(x, min(x + window[1], width))
+
+
+def predict_sliding(
+    net: nn.Module,
+    images: torch.Tensor,
+    *,
+    window: tuple[int, int],
+    stride: tuple[int, int],
+    align_corners: bool = False,
+    precision: str = "auto",
+) -> NetworkOutputs:
+    """Sliding-window prediction: windows of ``window`` (h, w) every ``stride`` px, each brought to its own
+    resolution and averaged where they overlap; the outputs are at image resolution.
+
+    Memory holds one window's activations plus the full-resolution accumulators.
+    """
+    n, _, height, width = images.shape
+    boundary_sum = images.new_zeros((n, height, width), dtype=torch.float32)
+    direction_sum: torch.Tensor | None = None
+    count = images.new_zeros((1, height, width), dtype=torch.float32)
+    for rows, cols in _windows(height, width, window, stride):
+        prob, logits = predict_whole(
+            net, images[:, :, rows, cols], align_corners=align_corners, precision=precision
+        ).full()
+        if direction_sum is None:
+            direction_sum = images.new_zeros((n, logits.shape[1], height, width), dtype=torch.float32)
+        boundary_sum[:, rows, cols] += prob
+        direction_sum[:, :, rows, cols] += logits
+        count[:, rows, cols] += 1
+    if direction_sum is None:  # pragma: no cover - _windows yields at least one window
+        raise ValueError(f"predict_sliding: no window covers an image of {height}x{width}")
+    # In place: the direction volume is the largest tensor of a refine (1 GiB at 4096x8192).
+    boundary_sum.div_(count)
+    direction_sum.div_(count.unsqueeze(1))
+    return NetworkOutputs(boundary_sum, direction_sum, (height, width), align_corners)
+
+
+def dense_prediction(
+    net: nn.Module,
+    images: torch.Tensor,
+    settings: InferenceSettings,
+    *,
+    input_factor: float = 1.0,
+    align_corners: bool = False,
+) -> NetworkOutputs:
+    """The inference policy: normalised images ``(N, 3, H, W)`` -> the network's outputs for them.
+
+    The images are resized by ``input_factor`` for the network, run whole or in windows by ``settings``, and
+    with ``settings.flip_tta`` also mirrored and averaged. The outputs stay on the network's grid and are
+    labelled with the images' own size (H, W): one bilinear resampling takes them there.
+    """
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    scaled = (max(1, round(size[0] * input_factor)), max(1, round(size[1] * input_factor)))
+    check_pass_size(scaled, settings)
+    if input_factor != 1.0:
+        images = F.interpolate(images, size=scaled, mode="bilinear", align_corners=False)
+    outputs = _network_pass(net, images, settings, align_corners)
+    prob, logits = outputs.boundary_prob, outputs.direction_logits
+    if settings.flip_tta:
+        # The mirrored image's directions point the mirrored way: remap the logit channels, then average.
+        # Mirroring commutes with the bilinear resampling to image size, so the average is taken on the grid.
+        flipped = _network_pass(net, images.flip(-1), settings, align_corners)
+        directions = logits.shape[1]
+        remap = torch.as_tensor(flip_direction(np.arange(directions), directions), device=logits.device)
+        prob = prob.add_(flipped.boundary_prob.flip(-1)).mul_(0.5)
+        logits = logits.add_(flipped.direction_logits[:, remap].flip(-1)).mul_(0.5)
+        del flipped
+    return NetworkOutputs(prob, logits, size, align_corners)
+
+
+_BYTES_PER_PASS_PIXEL = 550
+
+
+def check_pass_size(size: tuple[int, int], settings: InferenceSettings) -> None:
+    """Refuse, before anything is allocated, settings that would run the network on more than
+    :data:`MAX_PASS_PIXELS` of one image at once (or on an image of more than :data:`MAX_NETWORK_IMAGE_PIXELS`),
+    saying how much memory they would take and what to change. Images of one batch share a pass on a GPU, so
+    its memory grows with the batch size."""
+    height, width = size
+    if height * width > MAX_NETWORK_IMAGE_PIXELS:
+        raise ValueError(
+            f"the network would see a {width}x{height} image ({height * width / 1e6:.1f} M pixels); at most "
+            f"{MAX_NETWORK_IMAGE_PIXELS / 1e6:.1f} M: lower input_scale, min_short_side, or set max_network_pixels"
+        )
+    if settings.uses_windows(height, width):
+        height, width = min(height, settings.window_size[0]), min(width, settings.window_size[1])
+    pixels = height * width
+    if pixels > MAX_PASS_PIXELS:
+        gib = pixels * _BYTES_PER_PASS_PIXEL / 2**30
+        raise ValueError(
+            f"these settings run the network on {pixels / 1e6:.1f} M pixels at once (about {gib:.0f} GiB); at "
+            f"most {MAX_PASS_PIXELS / 1e6:.1f} M: use inference='sliding' or 'auto' with a smaller window_size or "
+            "max_whole_pixels, or a lower input_scale"
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_half_on_cpu() -> None:
+    warnings.warn(
+        "the model's weights are float16 on the CPU, where torch emulates half-precision convolutions: a 480x360 "
+        "image takes tens of seconds. Use model.float(), or model.with_settings(precision='bf16') on a CPU with "
+        "bf16 instructions",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _network_pass(
+    net: nn.Module, images: torch.Tensor, settings: InferenceSettings, align_corners: bool
+) -> NetworkOutputs:
+    weight_dtype = next(net.parameters()).dtype
+    if weight_dtype == torch.float16 and images.device.type == "cpu":
+        _warn_half_on_cpu()
+    images = images.to(dtype=weight_dtype).contiguous(memory_format=torch.channels_last)
+    # A module already cast to half or bf16 runs in its own dtype: 'auto' adds no autocast on top.
+    precision = "fp32" if settings.precision == "auto" and weight_dtype != torch.float32 else settings.precision
+    if settings.uses_windows(int(images.shape[-2]), int(images.shape[-1])):
+        return predict_sliding(
+            net,
+            images,
+            window=settings.window_size,
+            stride=settings.stride,
+            align_corners=align_corners,
+            precision=precision,
+        )
+    return predict_whole(net, images, align_corners=align_corners, precision=precision)

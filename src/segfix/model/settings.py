@@ -1,0 +1,325 @@
+"""The settings a :class:`segfix.SegFix` model carries beside its network, as three small frozen groups.
+
+* :class:`Preprocessing`: how an image becomes the network's input (normalisation, input size);
+* :class:`InferenceSettings`: how the network is run (whole image or windows, precision, flips);
+* :class:`DecisionSettings`: how its outputs become a :class:`segfix.ops.field.RefinementField` (thresholds, rule,
+  scale, iterations) and which label is never touched.
+
+``config.json`` holds them nested (``{"network": {...}, "preprocessing": {...}, "inference": {...},
+"decision": {...}}``); :func:`split_config` also reads the flat form that earlier versions wrote. Every value is
+bounded here, before anything is built, so that a hostile config cannot exhaust a machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._checks import check_guard_classes
+from .precision import PRECISIONS
+
+__all__ = [
+    "FLAT_NAMES",
+    "GROUPS",
+    "DecisionSettings",
+    "InferenceSettings",
+    "ModelSettings",
+    "Preprocessing",
+    "split_config",
+]
+
+# Bounds, each far above any use (the paper: scale 2, one iteration, 1024-pixel windows) and far below what
+# exhausts a machine.
+MAX_SCALE = 64
+MAX_ITERATIONS = 16
+MAX_THIN_GUARD = 16
+MAX_WINDOW = 16384
+MAX_WHOLE_PIXELS = 1 << 28
+MAX_SHORT_SIDE = 16384
+
+
+def _check_int(value: Any, name: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{name}: expected an integer in {low}..{high}, got {value!r}")
+
+
+def _check_probability(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
+
+
+def _pair(value: Any, name: str, low: int) -> tuple[int, int]:
+    """One int or (h, w) -> (h, w), each checked to lie in ``low..MAX_WINDOW``."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        values: Sequence = (value, value)
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        values = value
+    else:
+        raise ValueError(f"{name}: expected one int or (h, w), got {value!r}")
+    for v in values:
+        _check_int(v, name, low, MAX_WINDOW)
+    return int(values[0]), int(values[1])
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Image -> network input.
+
+    Attributes:
+        mean: per-channel mean of images scaled to [0, 1], in ``channel_order``.
+        std: per-channel standard deviation, likewise (each > 0).
+        channel_order: ``'RGB'``, or ``'BGR'`` for the original's checkpoints.
+        input_scale: resize images by this factor before the network (predictions return to full size).
+        min_short_side: then enlarge images whose shorter side is still below this many pixels until it
+            reaches it (at most 4x in all; 0 = off).
+        max_network_pixels: then shrink images that would still have more pixels than this until they have
+            this many (0 = off): the network works at the size it was trained and tuned at, whatever the
+            frame's resolution, and its outputs come back to full size for the labels (as segment-anything
+            runs every image at 1024 px).
+    """
+
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    channel_order: str = "RGB"
+    input_scale: float = 1.0
+    min_short_side: int = 0
+    max_network_pixels: int = 0
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order: expected 'RGB' or 'BGR', got {self.channel_order!r}")
+        mean, std = tuple(self.mean), tuple(self.std)
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean/std: expected 3 values each (std > 0), got mean={self.mean!r}, std={self.std!r}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in std))
+        scale = self.input_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 4:
+            raise ValueError(f"input_scale: expected a factor in (0, 4], got {scale!r}")
+        _check_int(self.min_short_side, "min_short_side", 0, MAX_SHORT_SIDE)
+        _check_int(self.max_network_pixels, "max_network_pixels", 0, MAX_WHOLE_PIXELS)
+
+    def network_scale(self, size: tuple[int, int]) -> float:
+        """The factor an image of ``size`` (H, W) is resized by before the network: ``input_scale``, raised
+        so that the shorter side reaches ``min_short_side`` (at most 4), then lowered so that the network
+        sees at most ``max_network_pixels``."""
+        factor = float(self.input_scale)
+        short = min(size)
+        if self.min_short_side and short * factor < self.min_short_side:
+            factor = min(self.min_short_side / short, 4.0)
+        pixels = size[0] * size[1]
+        if self.max_network_pixels and pixels * factor**2 > self.max_network_pixels:
+            factor = (self.max_network_pixels / pixels) ** 0.5
+        return factor
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How the network runs over an image.
+
+    Attributes:
+        mode: ``'whole'``, ``'sliding'`` or ``'auto'`` (whole image up to ``max_whole_pixels``); the flat
+            config key is ``inference``.
+        window_size: sliding-window size (h, w); one int is square.
+        window_stride: sliding-window stride (h, w); None = two thirds of the window.
+        max_whole_pixels: larger images use sliding windows under ``'auto'`` (bounds memory).
+        precision: ``'auto'`` (bf16 where the hardware computes it natively: :mod:`segfix.model.precision`),
+            ``'fp32'``, ``'bf16'`` or ``'fp16'``.
+        flip_tta: also run the mirrored image and average (directions remapped), at twice the cost.
+        torch_compile: run the network through ``torch.compile``: the first image of each size compiles it (about
+            a minute on a 2-core CPU), later ones run faster (1.6x at 1024x2048 on an AVX2 CPU); for folder
+            jobs of many images, not for one.
+    """
+
+    mode: str = "auto"
+    window_size: tuple[int, int] = (1024, 1024)
+    window_stride: tuple[int, int] | None = None
+    max_whole_pixels: int = 4 * 1024 * 1024
+    precision: str = "auto"
+    flip_tta: bool = False
+    torch_compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "whole", "sliding"):
+            raise ValueError(f"inference: expected 'auto', 'whole' or 'sliding', got {self.mode!r}")
+        window = _pair(self.window_size, "window_size", 16)
+        object.__setattr__(self, "window_size", window)
+        if self.window_stride is not None:
+            object.__setattr__(self, "window_stride", _pair(self.window_stride, "window_stride", 1))
+        _check_int(self.max_whole_pixels, "max_whole_pixels", 1, MAX_WHOLE_PIXELS)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {', '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
+        for name in ("flip_tta", "torch_compile"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        """The window stride in use: ``window_stride``, or two thirds of the window."""
+        if self.window_stride is not None:
+            return self.window_stride
+        return max(1, 2 * self.window_size[0] // 3), max(1, 2 * self.window_size[1] // 3)
+
+    def uses_windows(self, height: int, width: int) -> bool:
+        return self.mode == "sliding" or (self.mode == "auto" and height * width > self.max_whole_pixels)
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    """Dense predictions -> which pixels move, and how their labels are taken.
+
+    Attributes:
+        boundary_threshold: a pixel is boundary (may move) when its boundary probability exceeds this.
+        direction_threshold: confidence-aware offsets: a boundary pixel moves only when the probability
+            behind its move exceeds this (0 = always, as the original); with ``direction_vote`` the minimum
+            pooled share of the winning label.
+        direction_vote: semantic refinement gives each moving pixel the label most of its direction
+            probability points at (:func:`segfix.vote_labels`) instead of following the argmax direction.
+        semantic_scale: offset scale for semantic maps (2 in the paper).
+        instance_scale: offset scale for instance masks (1 in the paper).
+        iterations: steps along the field (see :func:`segfix.shift_labels`).
+        thin_guard: semantic refinement leaves the thin parts of the label map it refines as they are: the pixels
+            that an opening of radius ``thin_guard`` removes from their class (:func:`segfix.thin_parts`; 1:
+            segments under 3 px wide). Such a part has no interior to take a label from, and a few steps along
+            an unsure direction erase it. 0 = off (the original).
+        thin_guard_classes: the guard keeps only the thin parts of these classes: ``"auto"``, those most of whose
+            pixels are thin in the label maps being refined (pooled over a call's batch; over the whole folder in
+            ``segfix refine``), so that the rule holds on any label space; or fixed class ids, ascending, of one
+            label space (None: of every
+            class). Meant for the classes that are thin by nature (:func:`segfix.thin_classes`), so that a thick
+            class's ragged slivers are still refined.
+        ignore_index: label never moved or created.
+    """
+
+    boundary_threshold: float = 0.5
+    direction_threshold: float = 0.0
+    direction_vote: bool = False
+    semantic_scale: int = 2
+    instance_scale: int = 1
+    iterations: int = 1
+    thin_guard: int = 0
+    thin_guard_classes: tuple[int, ...] | str | None = None
+    ignore_index: int | None = 255
+
+    def __post_init__(self) -> None:
+        _check_probability(self.boundary_threshold, "boundary_threshold")
+        _check_probability(self.direction_threshold, "direction_threshold")
+        if not isinstance(self.direction_vote, (bool, np.bool_)):
+            raise ValueError(f"direction_vote: expected True or False, got {self.direction_vote!r}")
+        _check_int(self.semantic_scale, "semantic_scale", 1, MAX_SCALE)
+        _check_int(self.instance_scale, "instance_scale", 1, MAX_SCALE)
+        _check_int(self.iterations, "iterations", 1, MAX_ITERATIONS)
+        _check_int(self.thin_guard, "thin_guard", 0, MAX_THIN_GUARD)
+        object.__setattr__(self, "thin_guard_classes", check_guard_classes(self.thin_guard_classes))
+        ignore = self.ignore_index
+        if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, (int, np.integer))):
+            raise ValueError(f"ignore_index: expected an integer or None, got {ignore!r}")
+
+    @property
+    def rule(self) -> str:
+        """``'vote'`` or ``'argmax'``: how semantic labels are taken."""
+        return "vote" if self.direction_vote else "argmax"
+
+
+GROUPS: dict[str, type] = {
+    "preprocessing": Preprocessing,
+    "inference": InferenceSettings,
+    "decision": DecisionSettings,
+}
+"""The settings groups by their key in a nested ``config.json``."""
+
+_FLAT_ALIASES = {("inference", "mode"): "inference"}  # fields whose flat name differs from their own
+
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    _FLAT_ALIASES.get((group, f.name), f.name): (group, f.name)
+    for group, cls in GROUPS.items()
+    for f in dataclasses.fields(cls)
+}
+"""Flat setting name (a ``SegFix`` argument and attribute) -> (group key, field name)."""
+
+_FLAT_OF = {place: flat for flat, place in FLAT_NAMES.items()}
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The three settings groups of a model, together."""
+
+    preprocessing: Preprocessing = Preprocessing()
+    inference: InferenceSettings = InferenceSettings()
+    decision: DecisionSettings = DecisionSettings()
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> ModelSettings:
+        """Settings from flat names (:data:`FLAT_NAMES`), the rest at their defaults."""
+        return cls().replace(**flat)
+
+    def replace(self, **flat: Any) -> ModelSettings:
+        """These settings with some changed, by flat name (``flip_tta=True``, ``inference='sliding'``).
+
+        Raises:
+            TypeError: an unknown name. ValueError: an invalid value.
+        """
+        changes: dict[str, dict[str, Any]] = {}
+        for name, value in flat.items():
+            if name not in FLAT_NAMES:
+                raise TypeError(f"unknown setting {name!r}; expected one of {sorted(FLAT_NAMES)}")
+            group, field_name = FLAT_NAMES[name]
+            changes.setdefault(group, {})[field_name] = value
+        return dataclasses.replace(
+            self, **{group: dataclasses.replace(getattr(self, group), **values) for group, values in changes.items()}
+        )
+
+    def get(self, name: str) -> Any:
+        """One setting by flat name."""
+        group, field_name = FLAT_NAMES[name]
+        return getattr(getattr(self, group), field_name)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by flat name."""
+        return {name: self.get(name) for name in FLAT_NAMES}
+
+    def as_config(self) -> dict[str, dict[str, Any]]:
+        """JSON-ready ``{group: {field: value}}`` (tuples as lists), as ``config.json`` nests them."""
+        return {
+            group: {
+                k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, group)).items()
+            }
+            for group in GROUPS
+        }
+
+
+def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], ModelSettings]:
+    """A ``config.json`` object, nested or flat -> (network arguments, settings).
+
+    Raises:
+        ValueError: a group that is not an object, an unknown setting in a group (named), or an invalid value.
+    """
+    network: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "network" or (key in GROUPS and isinstance(value, Mapping)):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"network: expected an object of network arguments, got {value!r}")
+            if key == "network":
+                network.update(value)
+            else:
+                flat.update({_flat_name(key, name): item for name, item in value.items()})
+        elif key in FLAT_NAMES:
+            flat[key] = value
+        else:
+            network[key] = value
+    try:
+        return network, ModelSettings.from_flat(flat)
+    except TypeError as error:
+        raise ValueError(str(error)) from error
+
+
+def _flat_name(group: str, name: str) -> str:
+    if (group, name) not in _FLAT_OF:
+        known = sorted(f.name for f in dataclasses.fields(GROUPS[group]))
+        raise ValueError(f"{group}: unknown setting {name!r}; expected one of {known}")
+    return _FLAT_OF[group, name]

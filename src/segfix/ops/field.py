@@ -1,0 +1,422 @@
+"""The refinement field: the one value every route of refinement goes through.
+
+A network's dense outputs become a :class:`RefinementField` in one decision step (:func:`decide`); offset files
+become one too (:func:`field_from_offsets`). :func:`apply_field` applies a field to a semantic label map and
+:func:`apply_field_to_instances` to a stack of instance masks. ``SegFix.refine``, ``SegFix.refine_prediction``,
+the folder jobs, offset files and the pictures all go through these, so the same model gives the same result by
+every route.
+
+A field stays on the device it was computed on; applying it to numpy labels from a CUDA field moves the labels to
+the device (small) rather than the field to the host. It holds direction probabilities for its moving pixels
+alone (``(K, D)``), never a ``(N, D, H, W)`` volume: :func:`decide` samples the network's outputs at those
+pixels only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._checks import (
+    as_numpy,
+    as_tensor,
+    check_guard_classes,
+    check_iterations,
+    check_positive_int,
+    check_scale,
+    describe,
+)
+from ..model.inference import NetworkOutputs
+from ..model.settings import DecisionSettings
+from .directions import direction_to_offset, direction_vectors
+from .refine import refine_instances, refine_semantic
+from .thin import thin_parts, thin_parts_of_thin_classes
+from .vote import vote_labels
+
+__all__ = [
+    "RULES",
+    "RefinementField",
+    "apply_field",
+    "apply_field_to_instances",
+    "check_field_labels",
+    "concat_fields",
+    "decide",
+    "field_from_maps",
+    "field_from_offsets",
+    "moving_pixels",
+]
+
+RULES = ("argmax", "vote")
+"""How a field takes labels: follow the argmax offset, or pool the direction probabilities
+(:func:`segfix.vote_labels`)."""
+
+
+@dataclass(frozen=True)
+class RefinementField:
+    """Where each pixel takes its label from, for one image or a batch of images of one size.
+
+    Attributes:
+        moving: bool ``(N, H, W)``, the pixels that may change.
+        offsets: int8 ``(N, 2, H, W)``, channel order ``(dy, dx)``: the argmax direction's step, zero where
+            not moving.
+        direction_prob: float32 ``(K, D)``, the direction probabilities of the K moving pixels in row-major
+            order (the order of ``moving.nonzero()``), needed by the ``'vote'`` rule (else None).
+        scale: the step is ``scale * offset`` pixels.
+        iterations: steps along the field.
+        rule: ``'argmax'`` or ``'vote'``.
+        min_share: with ``'vote'``, a pixel changes only when the winning label's pooled probability exceeds
+            this.
+        thin_guard: :func:`apply_field` leaves the thin parts of the label map (:func:`segfix.thin_parts` of this
+            radius, found once on the map given) as they are; 0 = off. Instance masks ignore it.
+        thin_guard_classes: the guard keeps only the thin parts of these class ids (None: of every class;
+            ``"auto"``: of the classes most of whose pixels are thin in the label maps it is applied to).
+    """
+
+    moving: Any
+    offsets: Any
+    direction_prob: Any = None
+    scale: int = 2
+    iterations: int = 1
+    rule: str = "argmax"
+    min_share: float = 0.0
+    thin_guard: int = 0
+    thin_guard_classes: tuple[int, ...] | str | None = None
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.thin_guard, "thin_guard", minimum=0)
+        check_scale(self.scale)
+        check_iterations(self.iterations)
+        object.__setattr__(self, "thin_guard_classes", check_guard_classes(self.thin_guard_classes))
+        if self.rule not in RULES:
+            raise ValueError(f"rule: expected one of {RULES}, got {self.rule!r}")
+        if self.rule == "vote" and self.direction_prob is None:
+            raise ValueError("rule 'vote' needs direction_prob (the direction probabilities)")
+        if self.moving.ndim != 3 or tuple(self.offsets.shape) != (self.moving.shape[0], 2, *self.moving.shape[1:]):
+            raise ValueError(
+                f"expected moving (N, H, W) and offsets (N, 2, H, W), got {describe(self.moving)} and "
+                f"{describe(self.offsets)}"
+            )
+        if self.direction_prob is not None and (
+            self.direction_prob.ndim != 2 or self.direction_prob.shape[0] != int(self.moving.sum())
+        ):
+            raise ValueError(
+                f"direction_prob: expected (K, D) for the K={int(self.moving.sum())} moving pixels, got "
+                f"{describe(self.direction_prob)}"
+            )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the image the field was computed for."""
+        return int(self.moving.shape[-2]), int(self.moving.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.moving.shape[0])
+
+    def with_steps(self, scale: Any = None, iterations: Any = None) -> RefinementField:
+        """This field with another ``scale`` or ``iterations`` (None keeps its own), validated."""
+        changes: dict[str, Any] = {}
+        if scale is not None:
+            changes["scale"] = check_scale(scale)
+        if iterations is not None:
+            changes["iterations"] = check_iterations(iterations)
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def frozen_at(self, pixels: Any) -> RefinementField:
+        """This field with the ``pixels`` (bool ``(N, H, W)``, like ``moving``) no longer moving."""
+        pixels = torch.as_tensor(pixels) if isinstance(self.moving, torch.Tensor) else np.asarray(pixels)
+        if tuple(pixels.shape) != tuple(self.moving.shape):
+            raise ValueError(f"pixels: expected a bool mask {tuple(self.moving.shape)}, got {describe(pixels)}")
+        if isinstance(self.moving, torch.Tensor):
+            pixels = pixels.to(self.moving.device, torch.bool)
+            moving = self.moving & ~pixels
+            offsets = self.offsets.masked_fill(pixels[:, None], 0)
+        else:
+            pixels = pixels.astype(bool, copy=False)
+            moving = self.moving & ~pixels
+            offsets = np.where(pixels[:, None], np.zeros((), self.offsets.dtype), self.offsets)
+        prob = self.direction_prob
+        if prob is not None:  # the rows of the pixels that still move, in the same row-major order
+            prob = prob[~pixels[self.moving]]
+        return dataclasses.replace(self, moving=moving, offsets=offsets, direction_prob=prob)
+
+    def to(self, device: torch.device | str) -> RefinementField:
+        """The field as torch tensors on ``device``."""
+        return dataclasses.replace(
+            self,
+            moving=as_tensor(self.moving, device),
+            offsets=as_tensor(self.offsets, device),
+            direction_prob=None if self.direction_prob is None else as_tensor(self.direction_prob, device),
+        )
+
+    def numpy(self) -> RefinementField:
+        """The field as numpy arrays (copied off the device)."""
+        return dataclasses.replace(
+            self,
+            moving=as_numpy(self.moving),
+            offsets=as_numpy(self.offsets),
+            direction_prob=None if self.direction_prob is None else as_numpy(self.direction_prob),
+        )
+
+    def __getitem__(self, index: int) -> RefinementField:
+        """The field of image ``index``, as a batch of one."""
+        index = range(len(self))[index]  # negative indices count from the end; out of range raises IndexError
+        prob = self.direction_prob
+        if prob is not None:  # the rows of this image's moving pixels: they follow those of the images before
+            first = int(self.moving[:index].sum())
+            prob = prob[first : first + int(self.moving[index].sum())]
+        return dataclasses.replace(
+            self, moving=self.moving[index : index + 1], offsets=self.offsets[index : index + 1], direction_prob=prob
+        )
+
+
+def concat_fields(fields: list[RefinementField]) -> RefinementField:
+    """Fields of images of one size, computed with the same settings -> one batched field."""
+    if len(fields) == 1:
+        return fields[0]
+    first = fields[0]
+    prob = None if first.direction_prob is None else torch.cat([f.direction_prob for f in fields])
+    return dataclasses.replace(
+        first,
+        moving=torch.cat([f.moving for f in fields]),
+        offsets=torch.cat([f.offsets for f in fields]),
+        direction_prob=prob,
+    )
+
+
+def decide(outputs: NetworkOutputs, decision: DecisionSettings, *, instance: bool = False) -> RefinementField:
+    """The decision step: a network's outputs -> the field, by ``decision``.
+
+    The boundary probability is brought to image resolution; the direction logits only at the pixels above
+    ``boundary_threshold`` (:meth:`~segfix.model.inference.NetworkOutputs.direction_logits_at`), which gives the
+    same field as resampling every pixel first, at a fraction of the cost and memory.
+
+    Args:
+        outputs: the network's outputs (:func:`segfix.model.inference.dense_prediction`); dense maps at image
+            resolution fit too: ``NetworkOutputs(boundary_prob, direction_logits, boundary_prob.shape[-2:])``.
+        decision: thresholds, rule, scale and iterations.
+        instance: a field for instance masks: ``instance_scale`` and the argmax rule (masks are shifted, not
+            voted on).
+
+    Returns:
+        A :class:`RefinementField` on the outputs' device.
+    """
+    vote = decision.direction_vote and not instance
+    candidates = outputs.boundary_prob_full() > decision.boundary_threshold
+    n, y, x = candidates.nonzero(as_tuple=True)
+    logits = outputs.direction_logits_at((n, y, x))
+    direction = logits.argmax(1)
+    prob = torch.softmax(logits, 1) if vote or decision.direction_threshold > 0 else None
+    moving = candidates
+    if decision.direction_threshold > 0 and not vote and prob is not None:
+        confident = prob.amax(1) > decision.direction_threshold
+        n, y, x, direction = n[confident], y[confident], x[confident], direction[confident]
+        moving = torch.zeros_like(candidates)
+        moving[n, y, x] = True
+    vectors = torch.as_tensor(direction_vectors(int(logits.shape[1])), device=direction.device)[direction]
+    offsets = torch.zeros((len(outputs), 2, *outputs.size), dtype=torch.int8, device=moving.device)
+    offsets[n, 0, y, x] = vectors[:, 0]
+    offsets[n, 1, y, x] = vectors[:, 1]
+    return RefinementField(
+        moving=moving,
+        offsets=offsets,
+        direction_prob=prob if vote else None,
+        scale=decision.instance_scale if instance else decision.semantic_scale,
+        iterations=decision.iterations,
+        rule="vote" if vote else "argmax",
+        min_share=decision.direction_threshold if vote else 0.0,
+        thin_guard=0 if instance else decision.thin_guard,
+        thin_guard_classes=decision.thin_guard_classes,
+    )
+
+
+def moving_pixels(
+    boundary_prob: torch.Tensor,
+    decision: DecisionSettings,
+    direction_prob: torch.Tensor | None = None,
+    *,
+    instance: bool = False,
+) -> torch.Tensor:
+    """bool ``(N, H, W)``: the pixels whose boundary probability exceeds ``boundary_threshold`` and, for the
+    argmax rule with a ``direction_threshold``, whose argmax direction is that confident (``direction_prob``
+    ``(N, D, H, W)`` is then needed)."""
+    moving = boundary_prob > decision.boundary_threshold
+    if decision.direction_threshold > 0 and not (decision.direction_vote and not instance):
+        if direction_prob is None:
+            raise ValueError("moving_pixels: a direction_threshold needs direction_prob")
+        moving &= direction_prob.amax(1) > decision.direction_threshold
+    return moving
+
+
+def field_from_maps(
+    moving: Any, direction: Any, direction_prob: Any, decision: DecisionSettings, *, num_directions: int = 8
+) -> RefinementField:
+    """A semantic field from decided maps (what ``SegFix.predict`` returns): ``moving`` bool and ``direction``
+    int ``(H, W)`` or ``(N, H, W)``; ``direction_prob`` ``(D, H, W)`` / ``(N, D, H, W)`` or None (needed by the
+    vote), numpy or torch alike."""
+    if decision.direction_vote and direction_prob is None:
+        raise ValueError("refine_prediction: direction_vote needs predict(..., direction_prob=True)")
+    if moving.ndim == 2:  # one image
+        moving, direction = moving[None], direction[None]
+        direction_prob = direction_prob[None] if direction_prob is not None else None
+    if direction_prob is not None:
+        num_directions = int(direction_prob.shape[1])
+    moving_prob = None
+    if decision.direction_vote:  # (N, D, H, W) -> (K, D) at the moving pixels, in row-major order
+        if isinstance(direction_prob, torch.Tensor):
+            moving_prob = direction_prob.permute(0, 2, 3, 1)[torch.as_tensor(moving, device=direction_prob.device)]
+        else:
+            moving_prob = np.moveaxis(np.asarray(direction_prob), 1, -1)[np.asarray(moving)]
+    return RefinementField(
+        moving=moving,
+        offsets=direction_to_offset(direction, moving, num_directions=num_directions),
+        direction_prob=moving_prob,
+        scale=decision.semantic_scale,
+        iterations=decision.iterations,
+        rule=decision.rule,
+        min_share=decision.direction_threshold if decision.direction_vote else 0.0,
+        thin_guard=decision.thin_guard,
+        thin_guard_classes=decision.thin_guard_classes,
+    )
+
+
+def field_from_offsets(
+    offsets: np.ndarray | torch.Tensor,
+    *,
+    scale: int,
+    iterations: int = 1,
+    rule: str = "argmax",
+    min_share: float = 0.0,
+    vote_prob: np.ndarray | None = None,
+    thin_guard: int = 0,
+    thin_guard_classes: Sequence[int] | str | None = None,
+) -> RefinementField:
+    """A field from stored offsets ``(2, H, W)`` or ``(N, 2, H, W)`` (e.g.
+    :func:`segfix.jobs.formats.read_offset_file`).
+
+    ``vote_prob``: for the ``'vote'`` rule, the direction probabilities of the moving pixels (``offsets != 0``),
+    ``(K, D)`` in row-major pixel order, as ``segfix offsets`` stores them. ``thin_guard``,
+    ``thin_guard_classes``: see :class:`RefinementField`.
+    """
+    offsets = offsets[None] if offsets.ndim == 3 else offsets
+    moving = (offsets != 0).any(1)
+    prob: Any = None
+    if rule == "vote":
+        if vote_prob is None:
+            raise ValueError("rule 'vote' needs the stored direction probabilities (vote_prob)")
+        count = int(moving.sum())
+        if vote_prob.ndim != 2 or vote_prob.shape[0] != count:
+            raise ValueError(f"vote_prob: expected ({count}, D) for the {count} moving pixels, got {vote_prob.shape}")
+        prob = np.ascontiguousarray(vote_prob, dtype=np.float32)
+        if isinstance(offsets, torch.Tensor):
+            prob = torch.from_numpy(prob).to(offsets.device)
+    classes = check_guard_classes(thin_guard_classes)
+    return RefinementField(moving, offsets, prob, scale, iterations, rule, min_share, thin_guard, classes)
+
+
+def check_field_labels(labels: Any, field: RefinementField, *, single: bool, instance: bool = False) -> None:
+    """``labels`` against a ``field`` predicted for one image (``single``) or a batch: same size, one map per
+    image.
+
+    Raises:
+        ValueError: naming the mismatch.
+    """
+    if tuple(field.size) != tuple(labels.shape[-2:]):
+        raise ValueError(
+            f"label map size {tuple(labels.shape[-2:])} does not match the image size "
+            f"{tuple(field.size)}; resize the label map to the image (nearest neighbour)"
+        )
+    if instance:
+        if not single:
+            raise ValueError("refine_instances: expected one image for a stack of masks, got a batch")
+        return
+    if labels.ndim == 3 and single and labels.shape[0] != 1:
+        raise ValueError(f"label_map: got {labels.shape[0]} maps for one image; pass a batch of images")
+    if labels.ndim == 2 and not single:
+        raise ValueError(f"label_map: got one map {tuple(labels.shape)} for a batch of {len(field)} images")
+
+
+def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | None = 255) -> Any:
+    """Refine a semantic ``label_map`` ``(H, W)`` (a field of one image) or ``(N, H, W)`` by ``field``'s rule.
+
+    Returns:
+        The refined map: same type, dtype, shape (and device) as ``label_map``.
+    """
+    labels, back = _labels_where_field_is(label_map, field)
+    field = _field_where_labels_are(field, labels)
+    if labels.ndim == 2 and len(field) != 1:
+        raise ValueError(f"label_map: got one map {tuple(labels.shape)} for a batch of {len(field)} images")
+
+    def own(x: Any) -> Any:  # the field's arrays in the layout of the labels: (H, W) maps drop the batch axis
+        return x[0] if labels.ndim == 2 else x
+
+    if field.thin_guard:
+        classes = field.thin_guard_classes
+        if isinstance(classes, str):  # "auto": the label space's own thin classes, read from these maps
+            thin = thin_parts_of_thin_classes(labels, field.thin_guard, ignore_index=ignore_index)
+        else:
+            thin = thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=classes)
+        field = field.frozen_at(thin if labels.ndim == 3 else thin[None])
+
+    if field.rule == "argmax":
+        refined = refine_semantic(
+            labels, own(field.offsets), scale=field.scale, iterations=field.iterations, ignore_index=ignore_index
+        )
+    else:
+        refined = vote_labels(
+            labels,
+            field.direction_prob,
+            own(field.moving),
+            scale=field.scale,
+            min_share=field.min_share,
+            ignore_index=ignore_index,
+            iterations=field.iterations,
+        )
+    return back(refined)
+
+
+def apply_field_to_instances(
+    field: RefinementField, masks: Any, *, scores: Any = None, resolve_overlaps: bool = False
+) -> Any:
+    """Refine instance masks ``(K, H, W)`` of one image by the field's offsets (see
+    :func:`segfix.refine_instances`)."""
+    if len(field) != 1:
+        raise ValueError(f"refine_instances: expected the field of one image, got {len(field)}")
+    field = _field_where_labels_are(field, masks)
+    return refine_instances(
+        masks,
+        field.offsets[0],
+        scale=field.scale,
+        iterations=field.iterations,
+        scores=scores,
+        resolve_overlaps=resolve_overlaps,
+    )
+
+
+_DEVICE_LABEL_DTYPES = (np.uint8, np.int8, np.int16, np.int32, np.int64)
+
+
+def _labels_where_field_is(label_map: Any, field: RefinementField):
+    """Numpy labels meeting a field on an accelerator go to the device (one int per pixel) rather than the
+    field to the host; -> (labels, a function that returns a result in the caller's type)."""
+    device = field.moving.device if isinstance(field.moving, torch.Tensor) else None
+    if (
+        isinstance(label_map, np.ndarray)
+        and device is not None
+        and device.type != "cpu"
+        and label_map.dtype.type in _DEVICE_LABEL_DTYPES
+    ):
+        dtype = label_map.dtype
+        tensor = as_tensor(label_map, device)
+        return tensor, lambda out: out.cpu().numpy().astype(dtype, copy=False)
+    return label_map, lambda out: out
+
+
+def _field_where_labels_are(field: RefinementField, labels: Any) -> RefinementField:
+    if isinstance(labels, torch.Tensor):
+        return field.to(labels.device)
+    return field.numpy()

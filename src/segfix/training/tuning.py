@@ -1,0 +1,353 @@
+"""Choosing a model's decision and inference settings on held-out labelled images.
+
+:func:`select_settings` refines coarse predictions of held-out images with every candidate setting and
+:func:`choose_row` takes the cheapest of those close to the best gain. The coarse predictions are best a real
+segmentation network's (``coarse``: the model to be refined, or any network that never saw those images):
+how much to move depends on how a network errs. Without them, :func:`coarse_proxy` stands in for one. Settings
+are built as values (``model.with_settings``, :class:`segfix.model.settings.DecisionSettings`): the model given is
+never changed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..metrics.functional import SegmentationMetrics, confusion_matrix
+from ..model.facade import SegFix
+from ..model.settings import Preprocessing
+from ..ops.field import apply_field, decide
+from ..ops.thin import thin_classes, thin_parts
+from .recipes import SEARCH_ARGUMENTS
+
+__all__ = [
+    "COST_MARGIN",
+    "TUNED_KEYS",
+    "choose_row",
+    "coarse_proxy",
+    "SEARCH_ARGUMENTS",
+    "guard_candidates",
+    "kept_grids",
+    "pixel_budget",
+    "select_settings",
+]
+
+COST_MARGIN = 0.05
+"""mIoU points a cheaper setting may trail the best one by and still be chosen by :func:`select_settings`."""
+
+TUNED_KEYS = (
+    "boundary_threshold",
+    "direction_threshold",
+    "semantic_scale",
+    "iterations",
+    "direction_vote",
+    "flip_tta",
+    "min_short_side",
+    "thin_guard",
+    "thin_guard_classes",
+)
+"""The settings :func:`select_settings` chooses (flat names, see :data:`segfix.model.settings.FLAT_NAMES`)."""
+
+
+def kept_grids(model: SegFix, search: Iterable[str]) -> dict[str, tuple]:
+    """:func:`select_settings` arguments that pin every setting outside ``search`` to ``model``'s own value, so
+    that only the settings in ``search`` (names of :data:`SEARCH_ARGUMENTS`) are chosen.
+
+    Raises:
+        ValueError: a name that is not searchable.
+    """
+    search = set(search)
+    unknown = sorted(search - set(SEARCH_ARGUMENTS))
+    if unknown:
+        raise ValueError(f"search: expected names among {list(SEARCH_ARGUMENTS)}, got {unknown}")
+    grids = {argument: (model.settings.get(name),) for name, argument in SEARCH_ARGUMENTS.items()}
+    grids["thin_guards"] = ((model.thin_guard, model.thin_guard_classes),)  # the radius with its own classes
+    return {argument: grids[argument] for name, argument in SEARCH_ARGUMENTS.items() if name not in search}
+
+
+def coarse_proxy(label: np.ndarray, num_classes: int, ignore_index: int, stride: int = 8) -> np.ndarray:
+    """A stand-in for a segmentation network's output: ``label`` seen through a stride-``stride`` model
+    (majority vote per block, bilinear upsampling of the one-hot votes, argmax)."""
+    h, w = label.shape
+    lab = torch.from_numpy(np.where(label == ignore_index, num_classes, label).astype(np.int64))
+    one_hot = F.one_hot(lab, num_classes + 1).permute(2, 0, 1)[None].float()
+    votes = F.avg_pool2d(one_hot, stride, ceil_mode=True)[:, :num_classes]
+    up = F.interpolate(votes, size=(h, w), mode="bilinear", align_corners=False)
+    return up[0].argmax(0).numpy().astype(label.dtype)
+
+
+def _metrics(dataset) -> SegmentationMetrics:
+    return SegmentationMetrics(
+        dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,), boundary_iou_dilation=None
+    )
+
+
+@torch.inference_mode()
+def select_settings(
+    model: SegFix,
+    dataset,
+    *,
+    scales: Sequence[int] = (1, 2),
+    iterations: Sequence[int] = (1, 2, 3, 4, 5),
+    thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
+    direction_thresholds: Sequence[float] = (0.0, 0.5),
+    votes: Sequence[bool] = (False, True),
+    flips: Sequence[bool] = (False, True),
+    min_short_sides: Sequence[int] = (0,),
+    thin_guards: Sequence[int | tuple[int, tuple[int, ...] | None]] = (0,),
+    stride: int = 8,
+    coarse: Mapping[str, Sequence[np.ndarray]] | None = None,
+    min_class_gain: float | None = 0.0,
+) -> tuple[dict, list[dict]]:
+    """Choose :data:`TUNED_KEYS` on held-out data by the mIoU gain of refining coarse predictions (ties:
+    boundary F-score at 1 px).
+
+    Args:
+        coarse: coarse label maps by the network that made them, one map per sample of ``dataset`` each, in its
+            class ids with its ignore label (real networks' predictions: the model to be refined, or any that
+            never saw those images). Gains are averaged over the networks, so that the settings do not lean on
+            one network's errors. None: :func:`coarse_proxy` of each label with ``stride``.
+        min_class_gain: keep only settings under which no class loses more IoU than this on any network's
+            maps (None: no guard); see :func:`choose_row`.
+        thin_guards: candidate ``thin_guard`` radii (0: off), the thin parts found on each network's own maps;
+            or ``(radius, classes)`` pairs, each tried as it is.
+            Each radius is tried on the thin parts of every class (``thin_guard_classes`` None) and on those of
+            the classes that are thin by nature at that radius alone (:func:`segfix.thin_classes` of the held-out
+            labels: poles, not the ragged edges of thick classes).
+
+    Returns:
+        (the chosen settings by flat name, with the :func:`pixel_budget` they were chosen at as
+        ``max_network_pixels``; one row per candidate with its ``miou_gain`` and ``f1px_gain``
+        (means over the networks), ``worst_class_gain`` and ``gains`` by network). See :func:`choose_row`.
+    """
+    samples = [dataset[i] for i in range(len(dataset))]
+    # A size that no held-out image is below changes nothing: measuring it again would only repeat size 0.
+    input_scale = model.settings.preprocessing.input_scale
+    min_short_sides = [
+        m for m in min_short_sides if m == 0 or any(min(s.image.shape[:2]) * input_scale < m for s in samples)
+    ] or [0]
+    if coarse is None:
+        proxies = [coarse_proxy(s.label, dataset.num_classes, dataset.ignore_index, stride) for s in samples]
+        coarse = {"stand-in": proxies}
+    _check_coarse(coarse, samples)
+    outputs: dict[tuple[Any, Any], list] = {}
+    for flip, short_side in itertools.product(flips, min_short_sides):
+        variant = model.with_settings(flip_tta=flip, min_short_side=short_side)
+        outputs[flip, short_side] = [variant.network_outputs(s.image) for s in samples]
+
+    def fields_of(threshold: float, direction_threshold: float, vote: bool, flip: bool, short_side: int) -> list:
+        # The guard is applied here per network (on its own maps), never again on a half-refined map.
+        decision = model.settings.replace(
+            boundary_threshold=threshold, direction_threshold=direction_threshold, direction_vote=vote, thin_guard=0
+        ).decision
+        return [decide(out, decision) for out in outputs[flip, short_side]]
+
+    # First every candidate by its IoU alone (a confusion matrix per map); then the boundary F-score, which
+    # costs twenty times more, only for those close enough to the best to be chosen.
+    scorer = _Scorer(dataset, samples, coarse)
+    guards = guard_candidates(thin_guards, [s.label for s in samples], dataset.ignore_index)
+    rows = []
+    for combo in itertools.product(thresholds, direction_thresholds, votes, flips, min_short_sides):
+        threshold, direction_threshold, vote, flip, short_side = combo
+        fields = fields_of(*combo)
+        guarded = {guard: scorer.guarded(fields, *guard) for guard in guards}  # frozen once, for every step
+        for scale, guard in itertools.product(scales, guards):
+            # k steps are one step taken on the result of k - 1: each count of iterations continues the last.
+            refined: Mapping[str, Sequence[np.ndarray]] = dict(coarse)
+            done = 0
+            for steps in sorted(iterations):
+                refined = scorer.refine(_with_steps(guarded[guard], scale, steps - done), refined)
+                done = steps
+                values = (threshold, direction_threshold, scale, steps, vote, flip, short_side, *guard)
+                rows.append({**dict(zip(TUNED_KEYS, values)), **scorer.gains(refined)})
+    for row in _contenders(rows, min_class_gain):
+        keys = ("boundary_threshold", "direction_threshold", "direction_vote", "flip_tta", "min_short_side")
+        chosen_fields = scorer.guarded(fields_of(*(row[k] for k in keys)), row["thin_guard"], row["thin_guard_classes"])
+        stepped = _with_steps(chosen_fields, row["semantic_scale"], row["iterations"])
+        row["f1px_gain"] = scorer.boundary_gain(scorer.refine(stepped, coarse))
+    chosen = choose_row(rows, samples, input_scale, min_class_gain=min_class_gain)
+    budget = pixel_budget([s.image.shape[:2] for s in samples], chosen["min_short_side"], input_scale)
+    return {**{k: chosen[k] for k in TUNED_KEYS}, "max_network_pixels": budget}, rows
+
+
+def pixel_budget(sizes: Sequence[tuple[int, int]], min_short_side: int, input_scale: float = 1.0) -> int:
+    """The most pixels the network saw on any image of ``sizes`` (H, W) at these size settings.
+
+    Saved as ``max_network_pixels``, it brings larger frames down to the scale the settings were chosen at:
+    their objects then look to the network as they did on the held-out images, and the cost stays bounded.
+    """
+    size = Preprocessing(input_scale=input_scale, min_short_side=min_short_side)
+    factors = [size.network_scale((h, w)) for h, w in sizes]
+    return max(round(h * f) * round(w * f) for (h, w), f in zip(sizes, factors))
+
+
+class _Scorer:
+    """Gains of refined maps against each network's coarse maps of the held-out samples."""
+
+    def __init__(self, dataset, samples: Sequence, coarse: Mapping[str, Sequence[np.ndarray]]) -> None:
+        self.dataset, self.samples, self.coarse = dataset, samples, coarse
+        self.before = {name: self._iou(maps) for name, maps in coarse.items()}
+        self.before_f: dict | None = None
+        self._thin: dict[tuple, list[np.ndarray]] = {}
+
+    def guarded(
+        self, fields: Sequence, thin_guard: int, classes: tuple[int, ...] | str | None = None
+    ) -> dict[str, list]:
+        """The fields (one per sample) for each network's maps, with the thin parts of radius ``thin_guard`` (of
+        ``classes``, None: of all) of that network's coarse maps frozen (not those of a half-refined map); 0: the
+        fields as given."""
+        if not thin_guard:
+            return {name: list(fields) for name in self.coarse}
+        return {
+            name: [f.frozen_at(t[None]) for f, t in zip(fields, self._thin_parts(name, thin_guard, classes))]
+            for name in self.coarse
+        }
+
+    def refine(
+        self, fields: Mapping[str, Sequence], maps: Mapping[str, Sequence[np.ndarray]]
+    ) -> dict[str, list[np.ndarray]]:
+        """Each network's maps refined by its own fields (one per sample, as from :meth:`guarded`)."""
+        ignore = self.dataset.ignore_index
+        return {
+            name: [apply_field(f, m, ignore_index=ignore) for f, m in zip(fields[name], ms)]
+            for name, ms in maps.items()
+        }
+
+    def _thin_parts(self, name: str, radius: int, classes: tuple[int, ...] | str | None) -> list[np.ndarray]:
+        key = (name, radius, classes)
+        if key not in self._thin:
+            ignore = self.dataset.ignore_index
+            if isinstance(classes, str):  # "auto": this network's thin classes, pooled over its maps as a folder job
+                classes = thin_classes(self.coarse[name], radius, ignore_index=ignore)
+            self._thin[key] = [thin_parts(m, radius, ignore_index=ignore, classes=classes) for m in self.coarse[name]]
+        return self._thin[key]
+
+    def _iou(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+        n, ignore = self.dataset.num_classes, self.dataset.ignore_index
+        confusion = np.zeros((n, n + 1), np.int64)
+        for m, s in zip(maps, self.samples):
+            confusion += confusion_matrix(m, s.label, n, ignore_index=ignore)
+        tp = np.diag(confusion[:, :n]).astype(np.float64)
+        union = confusion.sum(axis=1) + confusion[:, :n].sum(axis=0) - tp
+        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+    def gains(self, refined: Mapping[str, Sequence[np.ndarray]]) -> dict:
+        """Mean mIoU gain over the networks, the worst class's IoU change on any, and the gain by network."""
+        gains, worst = {}, []
+        for name, maps in refined.items():
+            after, before = self._iou(maps), self.before[name]
+            gains[name] = float(np.nanmean(after) - np.nanmean(before)) * 100  # the change of the mIoU
+            worst.append(float(np.nanmin(after - before)) * 100)
+        mean = float(np.mean(list(gains.values())))
+        return {"miou_gain": mean, "f1px_gain": None, "worst_class_gain": min(worst), "gains": gains}
+
+    def boundary_gain(self, refined: Mapping[str, Sequence[np.ndarray]]) -> float:
+        """Mean boundary F@1px gain over the networks."""
+        if self.before_f is None:
+            self.before_f = {name: _scores(self.dataset, self.samples, maps) for name, maps in self.coarse.items()}
+        gains = []
+        for name, maps in refined.items():
+            after = _scores(self.dataset, self.samples, maps)
+            gains.append((after.mean_boundary_f[1] - self.before_f[name].mean_boundary_f[1]) * 100)
+        return float(np.mean(gains))
+
+
+def guard_candidates(
+    radii: Sequence[int | tuple[int, tuple[int, ...] | None]], labels: Sequence[np.ndarray], ignore_index: int | None
+) -> list[tuple[int, tuple[int, ...] | None]]:
+    """The thin-part guards to try, as ``(thin_guard, thin_guard_classes)``: off; then each radius on every
+    class, and on the classes that are thin by nature at it (:func:`segfix.thin_classes` of the ground-truth
+    ``labels``) where there are some and they are not every class. A pair among ``radii`` is tried as it is."""
+    pairs = [(int(r[0]), r[1]) for r in radii if isinstance(r, tuple)]
+    plain = [int(r) for r in radii if not isinstance(r, tuple)]
+    guards: list[tuple[int, tuple[int, ...] | None]] = [(0, None)] if 0 in plain else []
+    guards += [(r, None if r == 0 or classes is None else tuple(classes)) for r, classes in pairs]
+    present = {int(c) for label in labels for c in np.unique(label) if c != ignore_index}
+    for radius in sorted(r for r in set(plain) if r):
+        guards.append((radius, None))
+        thin = thin_classes(labels, radius, ignore_index=ignore_index)
+        if thin and set(thin) != present:
+            guards.append((radius, thin))
+    return guards
+
+
+def _with_steps(fields: Mapping[str, Sequence], scale: int, iterations: int) -> dict[str, list]:
+    return {name: [f.with_steps(scale, iterations) for f in fs] for name, fs in fields.items()}
+
+
+def _contenders(rows: Sequence[dict], min_class_gain: float | None, margin: float = COST_MARGIN) -> list[dict]:
+    """The rows :func:`choose_row` picks among: those passing the class guard, within ``margin`` of the best."""
+    rows = _guarded(rows, min_class_gain)
+    best = max(r["miou_gain"] for r in rows)
+    return [r for r in rows if r["miou_gain"] >= best - margin]
+
+
+def _guarded(rows: Sequence[dict], min_class_gain: float | None) -> list[dict]:
+    """The rows under which no class loses more IoU than ``min_class_gain`` (else those with the best worst
+    class); all rows without a guard."""
+    if min_class_gain is None or not rows or "worst_class_gain" not in rows[0]:
+        return list(rows)
+    safe = [r for r in rows if r["worst_class_gain"] >= min_class_gain]
+    best_worst = max(r["worst_class_gain"] for r in rows)
+    return safe or [r for r in rows if r["worst_class_gain"] == best_worst]
+
+
+def _check_coarse(coarse: Mapping[str, Sequence[np.ndarray]], samples: Sequence) -> None:
+    if not coarse:
+        raise ValueError("coarse: expected the maps of at least one network, got none")
+    for name, maps in coarse.items():
+        if len(maps) != len(samples):
+            raise ValueError(f"coarse[{name!r}]: expected one map per held-out image ({len(samples)}), got {len(maps)}")
+        for sample, proxy in zip(samples, maps):
+            if proxy.shape != sample.label.shape:
+                raise ValueError(
+                    f"coarse[{name!r}] map of {sample.name}: expected the label's size {sample.label.shape}, "
+                    f"got {proxy.shape}"
+                )
+
+
+def _scores(dataset, samples: Sequence, maps: Sequence[np.ndarray]):
+    metrics = _metrics(dataset)
+    for sample, label_map in zip(samples, maps):
+        metrics.update(label_map, sample.label)
+    return metrics.compute()
+
+
+def choose_row(
+    rows: Sequence[dict],
+    samples: Sequence,
+    input_scale: float = 1.0,
+    margin: float = COST_MARGIN,
+    min_class_gain: float | None = None,
+) -> dict:
+    """The cheapest of the rows whose mIoU gain is within ``margin`` points of the best (then one without the
+    thin-part guard, then the larger gain, then boundary F-score). Cost counts network passes: flip averaging
+    doubles it, upscaling by ``f`` costs ``f**2``, so a flip, a larger size or the guard is kept only where it
+    pays on the held-out images.
+
+    With ``min_class_gain``, only rows whose ``worst_class_gain`` (the largest IoU loss of any class) is at
+    least that compete: refinement must not buy its mean by breaking a class (thin ones first fall). Where no
+    row passes, the rows with the best worst class do."""
+    rows = _guarded(rows, min_class_gain)
+    best_gain = max(r["miou_gain"] for r in rows)
+    shorts = [min(s.image.shape[:2]) for s in samples]
+
+    def cost(row: dict) -> float:
+        factors = [
+            max(input_scale, row["min_short_side"] / short) if row["min_short_side"] else input_scale
+            for short in shorts
+        ]
+        return (2 if row["flip_tta"] else 1) * sum(min(f, 4.0) ** 2 for f in factors)
+
+    close = [r for r in rows if r["miou_gain"] >= best_gain - margin]
+    # The thin-part guard is no part of the paper's method: like a doubled cost, it is kept only where no
+    # setting without it comes within the margin.
+    return min(
+        close,
+        key=lambda r: (round(cost(r), 6), bool(r.get("thin_guard")), -r["miou_gain"], -(r["f1px_gain"] or 0.0)),
+    )
