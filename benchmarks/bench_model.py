@@ -71,9 +71,9 @@ def run_variant(model_name: str, variant: str, shape: tuple[int, int], repeat: i
         "total": total,
         "first": first,
         "peak_mib": peak_mib(),
-        "precision": resolve_precision(model.precision, model.device),
-        "flip": model.flip_tta,
-        "vote": model.direction_vote,
+        "precision": resolve_precision(model.settings.inference.precision, model.device),
+        "flip": model.settings.inference.flip_tta,
+        "vote": model.settings.decision.direction_vote,
         "network_scale": model.network_scale(shape),
     }
 
@@ -85,10 +85,11 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
     import torch.nn.functional as F
 
     from segfix.model.batching import to_batch
+    from segfix.model.decision import decide
     from segfix.model.folding import InferenceNetwork
     from segfix.model.inference import NetworkOutputs
     from segfix.model.precision import autocast_context
-    from segfix.ops.field import apply_field, decide
+    from segfix.ops.field import apply_field
 
     model = load(model_name, {})
     net = InferenceNetwork().get(model.net)  # what refine runs: the batch norms folded into the convolutions
@@ -97,7 +98,7 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
     network_size = tuple(max(1, round(s * factor)) for s in shape)
 
     def autocast():
-        return autocast_context(torch.device("cpu"), model.precision)
+        return autocast_context(torch.device("cpu"), model.settings.inference.precision)
 
     with torch.inference_mode():
 
@@ -134,7 +135,7 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
         field = decision()
 
         def label_step():
-            return apply_field(field, labels, ignore_index=model.ignore_index)
+            return apply_field(field, labels, ignore_index=model.settings.decision.ignore_index)
 
         stages = {
             f"input (to {network_size[0]}x{network_size[1]})": network_input,
@@ -142,7 +143,7 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
             "decoder": decoder,
             "heads": heads,
             "decision (to image size)": decision,
-            "vote" if model.direction_vote else "shift": label_step,
+            "vote" if model.settings.decision.direction_vote else "shift": label_step,
         }
         return {name: median_seconds(fn, repeat=repeat, warmup=1) for name, fn in stages.items()}
 
@@ -159,7 +160,7 @@ def run_memory(model_name: str, shape: tuple[int, int], overrides: dict) -> dict
         "seconds": time.perf_counter() - start,
         "peak_mib": peak_mib(),
         "network_scale": factor,
-        "sliding": shape[0] * shape[1] * factor**2 > model.max_whole_pixels,
+        "sliding": shape[0] * shape[1] * factor**2 > model.settings.inference.max_whole_pixels,
     }
 
 

@@ -64,18 +64,19 @@ def main() -> None:
     extra.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
     model = segfix.SegFix.from_pretrained(args.model, **extra)
     per_image = None
-    if model.thin_guard and model.thin_guard_classes == "auto":
+    if model.settings.decision.thin_guard and model.settings.decision.thin_guard_classes == "auto":
         # As `segfix refine` does for a folder: the thin classes pooled over all the coarse maps refined.
-        pooled = segfix.thin_classes((read_label(coarse_dir / n) for n in names), model.thin_guard)
+        pooled = segfix.thin_classes((read_label(coarse_dir / n) for n in names), model.settings.decision.thin_guard)
         per_image, model = model, model.with_settings(thin_guard_classes=pooled)
     what = f"held-out train, {coarse_dir} predictions" if args.holdout_coarse else "val, ESPNet predictions"
     print(f"# CamVid {what} ({len(names)} images), model {args.model!r}; {machine()}")
     print(f"# command: python benchmarks/camvid_val.py {' '.join(sys.argv[1:])}")
+    decision, flip = model.settings.decision, model.settings.inference.flip_tta
     print(
-        f"# model settings: scale {model.semantic_scale}, iterations {model.iterations}, boundary threshold "
-        f"{model.boundary_threshold}, direction threshold {model.direction_threshold}, direction vote "
-        f"{model.direction_vote}, flip averaging {model.flip_tta}, thin-part guard {model.thin_guard}"
-        + (f" (classes {list(model.thin_guard_classes)})" if model.thin_guard and model.thin_guard_classes else "")
+        f"# model settings: scale {decision.semantic_scale}, iterations {decision.iterations}, boundary threshold "
+        f"{decision.boundary_threshold}, minimum vote share {decision.min_vote_share}, direction vote "
+        f"{decision.direction_vote}, flip averaging {flip}, thin-part guard {decision.thin_guard}"
+        + (f" (classes {list(classes)})" if (classes := decision.thin_guard_classes) not in (None, "auto") else "")
         + (" found in the coarse maps ('auto', pooled over the folder)" if per_image is not None else "")
     )
     source = "coarse" if args.holdout_coarse else "ESPNet"  # the coarse input's row
@@ -84,14 +85,12 @@ def main() -> None:
     # cost) and with the paper's rule (argmax direction, one step).
     learned = {
         refined_row: model,
-        f"{refined_row}, {'no flip' if model.flip_tta else 'with flip averaging'}": model.with_settings(
-            flip_tta=not model.flip_tta
-        ),
+        f"{refined_row}, {'no flip' if flip else 'with flip averaging'}": model.with_settings(flip_tta=not flip),
         f"{refined_row}, argmax rule, one step, no flip": model.with_settings(
             direction_vote=False, iterations=1, flip_tta=False, thin_guard=0
         ),
     }
-    if model.thin_guard:  # what the guard changes, all else as shipped
+    if model.settings.decision.thin_guard:  # what the guard changes, all else as shipped
         learned[f"{refined_row}, no thin-part guard"] = model.with_settings(thin_guard=0)
     if per_image is not None:  # 'auto' read from each map alone, as SegFix.refine of one image does
         learned[f"{refined_row}, thin classes of each map alone"] = per_image

@@ -91,11 +91,23 @@ def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert segfix.list_models() == ["camvid-lite0-v5", "camvid-lite0-v4"]
     model = segfix.SegFix.from_pretrained("camvid-lite0-v5")
-    assert model.direction_vote and model.semantic_scale == 1 and model.weights_dtype == torch.float16
-    assert not model.flip_tta and model.min_short_side == 540 and model.max_network_pixels == 540 * 720
-    assert (model.boundary_threshold, model.direction_threshold, model.iterations) == (0.1, 0.0, 5)
+    assert (
+        model.settings.decision.direction_vote
+        and model.settings.decision.semantic_scale == 1
+        and model.weights_dtype == torch.float16
+    )
+    assert (
+        not model.settings.inference.flip_tta
+        and model.settings.preprocessing.min_short_side == 540
+        and model.settings.preprocessing.max_network_pixels == 540 * 720
+    )
+    assert (
+        model.settings.decision.boundary_threshold,
+        model.settings.decision.min_vote_share,
+        model.settings.decision.iterations,
+    ) == (0.1, 0.0, 5)
     # The thin classes are read from the maps refined (on CamVid: pole), never fixed ids of one label space.
-    assert (model.thin_guard, model.thin_guard_classes) == (4, "auto")
+    assert (model.settings.decision.thin_guard, model.settings.decision.thin_guard_classes) == (4, "auto")
     # small frames enlarged to a 540-px short side; large ones brought down to the same
     # pixel count (540 x 720 = 0.39 MP)
     assert model.network_scale((360, 480)) == 1.5
@@ -107,7 +119,10 @@ def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
     v4 = segfix.SegFix.from_pretrained("camvid-lite0-v4")
     for (k, a), b in zip(model.state_dict().items(), v4.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
-    assert v4.thin_guard == 0 and v4.settings.replace(thin_guard=4, thin_guard_classes="auto") == model.settings
+    assert (
+        v4.settings.decision.thin_guard == 0
+        and v4.settings.replace(thin_guard=4, thin_guard_classes="auto") == model.settings
+    )
     card = (bundled_model_dir("camvid-lite0-v4") / "README.md").read_text()
     assert "research" in card.lower() and "--init runs/camvid-ft2/model" in card and "--copy-paste 0.5" in card
     # The superseded models left the wheel (6 MB each); their names say where their cards are.
@@ -145,7 +160,7 @@ def test_the_recommended_model_beats_the_previous_one_on_camvid_val(camvid):
     paths = sorted((camvid / "valannot").glob("*.png"))[::8]
     coarse_maps = [read_label(camvid / "val_espnet" / p.name) for p in paths]
     v5 = segfix.SegFix.from_pretrained("camvid-lite0-v5")
-    pooled = segfix.thin_classes(coarse_maps, v5.thin_guard)
+    pooled = segfix.thin_classes(coarse_maps, v5.settings.decision.thin_guard)
     assert pooled == (2,)  # CamVid's pole, found in the maps
     models = {
         "v4": segfix.SegFix.from_pretrained("camvid-lite0-v4"),
@@ -187,7 +202,10 @@ def test_the_wheel_is_small_and_its_models_load_from_a_clean_folder(tmp_path):
         models = sorted({Path(n).parts[2] for n in archive.namelist() if n.startswith("segfix/models/")})
         archive.extractall(tmp_path / "site")
     assert models == sorted(segfix.list_models())
-    code = "import segfix; m = segfix.SegFix.from_pretrained(segfix.list_models()[0]); print(m.iterations)"
+    code = (
+        "import segfix; m = segfix.SegFix.from_pretrained(segfix.list_models()[0]); "
+        "print(m.settings.decision.iterations)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site"), "HF_HUB_OFFLINE": "1"},
         capture_output=True, text=True, check=True,

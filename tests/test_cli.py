@@ -302,7 +302,7 @@ def test_train_command_with_validation(tmp_path, capsys):
     assert (tmp_path / "run" / "history.jsonl").is_file()
     chosen = json.loads((tmp_path / "run" / "settings.json").read_text())["chosen"]
     tuned = segfix.SegFix.from_pretrained(tmp_path / "run" / "model")
-    assert chosen and {name: getattr(tuned, name) for name in chosen} == {
+    assert chosen and {name: tuned.settings.get(name) for name in chosen} == {
         name: tuple(value) if isinstance(value, list) else value for name, value in chosen.items()
     }  # the saved model carries the settings the held-out search chose
 
@@ -328,7 +328,7 @@ def test_cityscapes_names_share_one_key():
 
 
 def test_refine_uses_the_models_settings_and_vote(folders, tmp_path):
-    model = segfix.SegFix(**TINY, direction_vote=True, semantic_scale=1, boundary_threshold=0.3).eval()
+    model = segfix.SegFix(**TINY).with_settings(direction_vote=True, semantic_scale=1, boundary_threshold=0.3).eval()
     model.save_pretrained(tmp_path / "model")
     out = folders / "refined"
     main(["refine", str(folders / "preds"), "--model", str(tmp_path / "model"), "--images", str(folders / "images"),
@@ -351,7 +351,7 @@ def test_tune_writes_a_tuned_model_and_never_overwrites(folders, tmp_path, capsy
     assert as_json == chosen
     assert set(chosen) >= {"direction_vote", "flip_tta", "thin_guard", "thin_guard_classes"}
     tuned = segfix.SegFix.from_pretrained(out)
-    assert tuned.direction_vote == chosen["direction_vote"]
+    assert tuned.settings.decision.direction_vote == chosen["direction_vote"]
     capsys.readouterr()
     assert main(["tune", "--model", str(tmp_path / "model"), "--dataset", dataset, "--output", str(out)]) == 2
     assert_one_error_line(capsys, "tune", "not empty")
@@ -373,7 +373,11 @@ def test_tune_searches_only_what_it_is_told_from_the_settings_it_is_given(folder
         assert (row["boundary_threshold"], row["direction_vote"], row["iterations"]) == (0.3, True, 2)
         assert (row["semantic_scale"], row["flip_tta"], row["min_short_side"]) == (2, False, 0)
     tuned = segfix.SegFix.from_pretrained(out)
-    assert (tuned.boundary_threshold, tuned.direction_vote, tuned.iterations) == (0.3, True, 2)
+    assert (
+        tuned.settings.decision.boundary_threshold,
+        tuned.settings.decision.direction_vote,
+        tuned.settings.decision.iterations,
+    ) == (0.3, True, 2)
     capsys.readouterr()
     assert main([*args[:-1], str(tmp_path / "other"), "--set", "threshold=0.3"]) == 2
     assert_one_error_line(capsys, "tune", r"--set: expected settings among .*, got \['threshold'\]")
@@ -416,7 +420,7 @@ def test_tune_on_a_real_networks_predictions(folders, tmp_path, capsys):
 
 def test_refine_with_offsets_uses_the_scale_the_files_record(folders, tmp_path):
     model_dir = tmp_path / "model"
-    segfix.SegFix(**TINY, semantic_scale=1, boundary_threshold=0.0).save_pretrained(model_dir)
+    segfix.SegFix(**TINY).with_settings(semantic_scale=1, boundary_threshold=0.0).save_pretrained(model_dir)
     offs = tmp_path / "offs"
     assert main(["offsets", str(folders / "images"), "--model", str(model_dir), "--output", str(offs)]) == 0
     assert formats.read_offset_settings(offs / "img0.npz").scale == 1
@@ -434,7 +438,11 @@ def test_refine_with_offsets_uses_the_scale_the_files_record(folders, tmp_path):
 
 def test_a_vote_model_gives_the_same_maps_by_offset_files_and_by_the_model(folders, tmp_path):
     model_dir = tmp_path / "model"
-    model = segfix.SegFix(**TINY, semantic_scale=1, boundary_threshold=0.2, direction_vote=True, iterations=2).eval()
+    model = (
+        segfix.SegFix(**TINY)
+        .with_settings(semantic_scale=1, boundary_threshold=0.2, direction_vote=True, iterations=2)
+        .eval()
+    )
     model.save_pretrained(model_dir)
     offs = tmp_path / "offs"
     assert main(["offsets", str(folders / "images"), "--model", str(model_dir), "--output", str(offs)]) == 0
@@ -488,8 +496,8 @@ def test_tune_without_flips_saves_the_pixel_budget_it_chose_at(folders, tmp_path
     assert {row["flip_tta"] for row in saved["candidates"]} == {False}
     tuned = segfix.SegFix.from_pretrained(out)
     sizes = [scene(i)[0].shape[:2] for i in range(3)]
-    assert not tuned.flip_tta
-    assert tuned.max_network_pixels == pixel_budget(sizes, saved["chosen"]["min_short_side"]) > 0
+    assert not tuned.settings.inference.flip_tta
+    assert tuned.settings.preprocessing.max_network_pixels == pixel_budget(sizes, saved["chosen"]["min_short_side"]) > 0
 
 
 def assert_one_error_line(capsys, command: str, pattern: str) -> None:

@@ -112,7 +112,10 @@ def test_converted_model_matches_the_original_network(tmp_path):
     reloaded = segfix.SegFix.from_pretrained(tmp_path / "converted")
     image = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
     np.testing.assert_array_equal(reloaded.predict_offsets(image), model.predict_offsets(image))
-    assert reloaded.config["preprocessing"]["channel_order"] == "BGR" and reloaded.window_stride == (170, 170)
+    assert reloaded.config["preprocessing"]["channel_order"] == "BGR" and reloaded.settings.inference.window_stride == (
+        170,
+        170,
+    )
 
 
 def test_cli_and_errors(tmp_path):

@@ -44,8 +44,10 @@ def test_onnx_export_runs_in_onnxruntime_and_refines_like_the_model(network, tmp
     size = example.shape[-2:]
     prob = torch.nn.functional.interpolate(torch.from_numpy(boundary_logits).softmax(1), size=size, mode="bilinear")
     logits = torch.nn.functional.interpolate(torch.from_numpy(direction_logits), size=size, mode="bilinear")
-    moving = (prob[0, 1] > model.boundary_threshold).numpy()
+    moving = (prob[0, 1] > model.settings.decision.boundary_threshold).numpy()
     coarse = np.zeros(size, np.uint8)
     coarse[:, 64:] = 3
-    refined = segfix.vote_labels(coarse, logits[0].softmax(0).numpy(), moving, scale=model.semantic_scale)
+    refined = segfix.vote_labels(
+        coarse, logits[0].softmax(0).numpy(), moving, scale=model.settings.decision.semantic_scale
+    )
     assert refined.shape == coarse.shape and set(np.unique(refined)) <= {0, 3}

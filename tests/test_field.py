@@ -9,16 +9,10 @@ import pytest
 import torch
 
 import segfix
+from segfix.model.decision import decide, field_from_maps
 from segfix.model.inference import NetworkOutputs, bilinear_at
 from segfix.model.settings import DecisionSettings
-from segfix.ops.field import (
-    RefinementField,
-    apply_field,
-    apply_field_to_instances,
-    decide,
-    field_from_maps,
-    field_from_offsets,
-)
+from segfix.ops.field import RefinementField, apply_field, apply_field_to_instances, field_from_offsets
 
 TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
@@ -33,7 +27,7 @@ def dense_outputs(seed: int = 0, n: int = 1, h: int = 12, w: int = 14):
 def test_decide_matches_the_thresholds_computed_by_hand():
     prob, logits, outputs = dense_outputs()
     softmax = logits.double().softmax(1)
-    field = decide(outputs, DecisionSettings(boundary_threshold=0.4, direction_threshold=0.3))
+    field = decide(outputs, DecisionSettings(boundary_threshold=0.4, min_direction_confidence=0.3))
     expected = (prob > 0.4) & (softmax.amax(1) > 0.3)
     assert torch.equal(field.moving, expected)
     vectors = torch.as_tensor(segfix.direction_vectors(8))
@@ -44,7 +38,7 @@ def test_decide_matches_the_thresholds_computed_by_hand():
 
 def test_the_vote_field_keeps_every_boundary_pixel_and_its_probabilities():
     prob, logits, outputs = dense_outputs(1)
-    decision = DecisionSettings(direction_vote=True, direction_threshold=0.3, semantic_scale=1)
+    decision = DecisionSettings(direction_vote=True, min_vote_share=0.3, semantic_scale=1)
     field = decide(outputs, decision)
     assert torch.equal(field.moving, prob > 0.5)  # the share is the vote's, not a per-pixel filter
     torch.testing.assert_close(field.direction_prob, logits.softmax(1).permute(0, 2, 3, 1)[prob > 0.5])
@@ -136,7 +130,7 @@ def test_deciding_on_the_network_grid_gives_the_field_of_the_resampled_maps():
     assert prob.shape == (2, 14, 17) and logits.shape == (2, 8, 14, 17)
     full = NetworkOutputs(prob, logits, (14, 17))
     for decision in (
-        DecisionSettings(boundary_threshold=0.3, direction_threshold=0.4),
+        DecisionSettings(boundary_threshold=0.3, min_direction_confidence=0.4),
         DecisionSettings(direction_vote=True, semantic_scale=1, boundary_threshold=0.4),
     ):
         sparse, dense = decide(low, decision), decide(full, decision)
@@ -175,7 +169,7 @@ def test_a_batched_vote_field_splits_and_joins_by_image():
 
 
 def test_model_routes_share_the_field():
-    model = segfix.SegFix(**TINY, boundary_threshold=0.2, direction_vote=True, semantic_scale=1)
+    model = segfix.SegFix(**TINY).with_settings(boundary_threshold=0.2, direction_vote=True, semantic_scale=1)
     image = np.random.default_rng(3).integers(0, 255, (40, 48, 3), dtype=np.uint8)
     labels = np.random.default_rng(4).integers(0, 4, (40, 48)).astype(np.uint8)
     prediction = model.predict(image, direction_prob=True)
@@ -200,3 +194,24 @@ def test_numpy_labels_meet_a_cuda_field_on_the_device():
         result = apply_field(field, labels)
         assert isinstance(result, np.ndarray) and result.dtype == np.uint8
         np.testing.assert_array_equal(result, on_host)
+
+
+@pytest.mark.parametrize("vote", [False, True])
+@pytest.mark.parametrize("guard", [0, 2])
+def test_a_label_map_is_checked_once_at_the_door(monkeypatch, vote, guard):
+    """SegFix.refine -> apply_field checks the map's values once (one negative-label scan of an int64 map), and
+    the inner gather, vote and thin-part opening trust it."""
+    import segfix._checks as checks
+
+    scans = []
+    real = checks.check_labels_nonnegative
+    monkeypatch.setattr(checks, "check_labels_nonnegative", lambda *a, **k: scans.append(a[1]) or real(*a, **k))
+    model = segfix.SegFix(**TINY).with_settings(
+        boundary_threshold=0.0, direction_vote=vote, thin_guard=guard, thin_guard_classes="auto" if guard else None
+    )
+    labels = np.random.default_rng(0).integers(0, 4, (32, 48)).astype(np.int64)
+    refined = model.refine(np.zeros((32, 48, 3), np.uint8), labels)
+    assert scans == ["label_map"] and refined.dtype == np.int64
+    scans.clear()
+    with pytest.raises(ValueError, match="expected class ids >= 0 or the ignore index 255, found -3"):
+        model.refine(np.zeros((32, 48, 3), np.uint8), np.full((32, 48), -3, np.int64))

@@ -67,8 +67,8 @@ def test_a_conv_output_read_twice_is_refused():
 def test_a_model_refines_with_the_weights_it_holds_now():
     """The folded copy is rebuilt when the weights change: no stale network after load_state_dict."""
     torch.manual_seed(0)
-    first = segfix.SegFix(**TINY, precision="fp32").eval()
-    second = segfix.SegFix(**TINY, precision="fp32")
+    first = segfix.SegFix(**TINY).with_settings(precision="fp32").eval()
+    second = segfix.SegFix(**TINY).with_settings(precision="fp32")
     with_running_statistics(second.net, seed=3)
     second.eval()
     image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)

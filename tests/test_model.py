@@ -115,7 +115,7 @@ def test_window_starts():
 
 def test_sliding_equals_whole_when_one_window_covers(model):
     img = image(64, 64)
-    model.window_size, model.window_stride = (64, 64), (64, 64)
+    model = model.with_settings(window_size=(64, 64), window_stride=(64, 64))
     whole = model.predict(img, inference="whole")
     sliding = model.predict(img, inference="sliding")
     np.testing.assert_array_equal(whole.boundary_prob, sliding.boundary_prob)
@@ -124,7 +124,7 @@ def test_sliding_equals_whole_when_one_window_covers(model):
 
 def test_sliding_overlaps_average_to_the_same_constant_field():
     model = constant_heads(SegFix(**TINY).eval(), direction=6)
-    model.window_size, model.window_stride = (32, 32), (20, 20)
+    model = model.with_settings(window_size=(32, 32), window_stride=(20, 20))
     img = image(64, 96)
     whole = model.predict(img, inference="whole")
     sliding = model.predict(img, inference="sliding")
@@ -133,13 +133,13 @@ def test_sliding_overlaps_average_to_the_same_constant_field():
 
 
 def test_input_scale_returns_full_size(model):
-    model.input_scale = 0.5
+    model = model.with_settings(input_scale=0.5)
     p = model.predict(image(64, 80))
     assert p.boundary_prob.shape == (64, 80)
 
 
 def test_save_load_round_trip(model, tmp_path):
-    model.semantic_scale = 2
+    model = model.with_settings(semantic_scale=2)
     model.save_pretrained(tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} >= {"config.json", "model.safetensors", "README.md"}
     loaded = SegFix.from_pretrained(tmp_path / "m")
@@ -148,7 +148,7 @@ def test_save_load_round_trip(model, tmp_path):
     np.testing.assert_array_equal(loaded.predict(img).boundary_prob, model.predict(img).boundary_prob)
     np.testing.assert_array_equal(loaded.predict_offsets(img), model.predict_offsets(img))
     overridden = SegFix.from_pretrained(tmp_path / "m", semantic_scale=1, inference="sliding")
-    assert overridden.semantic_scale == 1 and overridden.inference == "sliding"
+    assert overridden.settings.decision.semantic_scale == 1 and overridden.settings.inference.mode == "sliding"
     overridden.save_pretrained(tmp_path / "m2")
     stored = json.loads((tmp_path / "m2" / "config.json").read_text())
     assert stored["decision"]["semantic_scale"] == 1 and stored["inference"]["mode"] == "sliding"
@@ -270,11 +270,11 @@ def test_input_errors(model):
     with pytest.raises(ValueError, match="inference"):
         model.predict(image(), inference="tiles")
     with pytest.raises(ValueError, match="channel_order"):
-        SegFix(**TINY, channel_order="BRG")
+        SegFix(**TINY).with_settings(channel_order="BRG")
 
 
 def test_bgr_normalisation_matches_the_original():
-    model = SegFix(**TINY, channel_order="BGR", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    model = SegFix(**TINY).with_settings(channel_order="BGR", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     x = torch.rand(1, 3, 4, 5)
     expected = (x[:, [2, 1, 0]] - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
         [0.229, 0.224, 0.225]
@@ -328,24 +328,23 @@ def test_flip_tta_averages_the_mirrored_pass(model):
     img = image(48, 64)
     plain = model.predict(img)
     mirrored = model.predict(np.ascontiguousarray(img[:, ::-1]))
-    model.flip_tta = True
-    tta = model.predict(img)
+    tta = model.with_settings(flip_tta=True).predict(img)
     np.testing.assert_allclose(
         tta.boundary_prob, (plain.boundary_prob + mirrored.boundary_prob[:, ::-1]) / 2, atol=1e-5
     )
     # Direction logits of the mirrored pass come back with their channels remapped (left <-> right, ...).
-    model.flip_tta = False
     _, logits = model.dense(img, inference="whole")
     _, logits_mirror = model.dense(np.ascontiguousarray(img[:, ::-1]), inference="whole")
     remap = segfix.flip_direction(np.arange(8), 8)
-    model.flip_tta = True
-    _, logits_tta = model.dense(img, inference="whole")
+    _, logits_tta = model.with_settings(flip_tta=True).dense(img, inference="whole")
     torch.testing.assert_close(logits_tta, (logits + logits_mirror.flip(-1)[:, remap]) / 2)
 
 
 def test_direction_vote_refine_equals_vote_labels(device):
     torch.manual_seed(0)
-    model = SegFix(**TINY, direction_vote=True, direction_threshold=0.2, boundary_threshold=0.45).eval().to(device)
+    model = (
+        SegFix(**TINY).with_settings(direction_vote=True, min_vote_share=0.2, boundary_threshold=0.45).eval().to(device)
+    )
     img = image()
     labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
     p = model.predict(img, direction_prob=True)
@@ -366,7 +365,7 @@ def test_direction_vote_refine_equals_vote_labels(device):
 
 def test_direction_vote_with_a_certain_direction_is_the_argmax_shift():
     # Constant heads put almost all probability on one direction: the vote then moves like the argmax.
-    model = constant_heads(SegFix(**TINY, direction_vote=True).eval(), direction=5)
+    model = constant_heads(SegFix(**TINY).with_settings(direction_vote=True).eval(), direction=5)
     assert model.predict(image(), direction_prob=True).direction_prob[5].min() > 0.999
     labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
     expected = segfix.shift_labels(labels, model.predict_offsets(image()), scale=2)

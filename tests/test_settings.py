@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import segfix
 from segfix.model.hub import ModelLoadError
@@ -43,7 +44,7 @@ def test_the_network_works_at_most_at_max_network_pixels():
     assert capped.network_scale((1024, 2048)) == pytest.approx((720 * 960 / (1024 * 2048)) ** 0.5)
     assert capped.network_scale((720, 960)) == 1.0
     seen = []
-    model = segfix.SegFix(**TINY, max_network_pixels=48 * 64)
+    model = segfix.SegFix(**TINY).with_settings(max_network_pixels=48 * 64)
     model.net.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
     image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     prob, logits = model.dense(image)
@@ -52,16 +53,32 @@ def test_the_network_works_at_most_at_max_network_pixels():
     assert model.refine(image, labels).shape == (96, 128)
 
 
-def test_every_constructor_setting_has_one_place():
-    model_arguments = set(segfix.SegFix.__init__.__code__.co_varnames) - {"self"}
-    assert set(FLAT_NAMES) <= model_arguments
+def test_the_facade_takes_settings_groups_and_refuses_a_flat_setting():
     groups = {(group, name) for group, name in FLAT_NAMES.values()}
     assert len(groups) == len(FLAT_NAMES)  # no field reached by two names
     assert FLAT_NAMES["inference"] == ("inference", "mode")
+    model = segfix.SegFix(**TINY, decision=DecisionSettings(iterations=3), inference={"flip_tta": True})
+    assert model.settings.decision.iterations == 3 and model.settings.inference.flip_tta
+    assert model.settings.preprocessing == segfix.SegFix(**TINY).settings.preprocessing
+    with pytest.raises(TypeError, match=r"\['flip_tta'\] are settings, not network arguments.*with_settings"):
+        segfix.SegFix(**TINY, flip_tta=True)
+    with pytest.raises(TypeError, match="inference: expected a InferenceSettings.*with_settings"):
+        segfix.SegFix(**TINY, inference="sliding")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'backbnoe'"):
+        segfix.SegFix(backbnoe="test_resnet")
+
+
+def test_direction_threshold_became_two_names_and_old_configs_still_load():
+    vote = split_config({"decision": {"direction_vote": True, "direction_threshold": 0.3}})[1].decision
+    argmax = split_config({"direction_threshold": 0.4})[1].decision
+    assert (vote.min_vote_share, vote.min_direction_confidence) == (0.3, 0.0)
+    assert (argmax.min_direction_confidence, argmax.min_vote_share) == (0.4, 0.0)
+    with pytest.raises(TypeError, match="min_direction_confidence .*min_vote_share"):
+        segfix.SegFix(**TINY).with_settings(direction_threshold=0.3)
 
 
 def test_model_saves_nested_and_the_flat_form_still_loads(tmp_path):
-    model = segfix.SegFix(**TINY, semantic_scale=1, flip_tta=True, min_short_side=32)
+    model = segfix.SegFix(**TINY).with_settings(semantic_scale=1, flip_tta=True, min_short_side=32)
     model.save_pretrained(tmp_path / "nested")
     stored = json.loads((tmp_path / "nested" / "config.json").read_text())
     assert set(stored) == {"network", "preprocessing", "inference", "decision"}
@@ -94,24 +111,35 @@ def test_bad_nested_configs_name_the_key(tmp_path):
         segfix.SegFix.from_pretrained(tmp_path / "m")
 
 
-def test_attributes_read_and_replace_the_frozen_settings():
+def test_settings_are_read_from_their_group_and_an_assignment_says_how_to_change_one():
     model = segfix.SegFix(**TINY)
     before = model.settings
-    model.flip_tta = True
-    assert model.flip_tta and model.settings.inference.flip_tta and not before.inference.flip_tta
+    with pytest.raises(AttributeError, match=r"with_settings\(flip_tta=True\)"):
+        model.flip_tta = True
+    assert model.settings is before and not hasattr(model, "flip_tta")
+    changed = model.with_settings(flip_tta=True)
+    assert changed.settings.inference.flip_tta and changed.config["inference"]["flip_tta"] is True
     with pytest.raises(ValueError, match="semantic_scale"):
-        model.semantic_scale = 0
-    assert model.semantic_scale == 2  # a refused value leaves the settings as they were
-    assert model.config["inference"]["flip_tta"] is True  # what is saved is what is set
+        model.with_settings(semantic_scale=0)
 
 
 def test_with_settings_shares_the_network_and_leaves_the_model_alone():
     model = segfix.SegFix(**TINY)
     other = model.with_settings(direction_vote=True, inference="whole")
-    assert other.net is model.net and other.direction_vote and other.inference == "whole"
-    assert not model.direction_vote and model.inference == "auto"
+    assert (
+        other.net is model.net and other.settings.decision.direction_vote and other.settings.inference.mode == "whole"
+    )
+    assert not model.settings.decision.direction_vote and model.settings.inference.mode == "auto"
     with pytest.raises(TypeError, match="unknown setting"):
         model.with_settings(flip=True)
+
+
+def test_with_settings_renormalises_with_new_mean_and_std():
+    model = segfix.SegFix(**TINY)
+    other = model.with_settings(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    images = torch.rand(1, 3, 4, 4)
+    torch.testing.assert_close(other.normalize(images), images)
+    torch.testing.assert_close(model.normalize(images), (images - 0.5) / 0.5)  # the model keeps its own
 
 
 def test_split_config_reads_both_forms():
@@ -125,11 +153,11 @@ def test_split_config_reads_both_forms():
 
 def test_torch_compile_is_a_saved_setting_outside_the_module_tree(tmp_path):
     eager = segfix.SegFix(**TINY)
-    model = segfix.SegFix(**TINY, torch_compile=True)
+    model = segfix.SegFix(**TINY).with_settings(torch_compile=True)
     assert model.config["inference"]["torch_compile"] is True
     assert set(model.state_dict()) == set(eager.state_dict())
     with pytest.raises(ValueError, match="torch_compile"):
-        segfix.SegFix(**TINY, torch_compile="yes")
+        segfix.SegFix(**TINY).with_settings(torch_compile="yes")
 
 
 @pytest.mark.slow
@@ -138,7 +166,7 @@ def test_a_compiled_model_refines_as_the_eager_one():
 
     torch.manual_seed(0)
     # fp32: under bf16 autocast a fused (compiled) kernel rounds differently from the eager ones, by up to 2e-4
-    eager = segfix.SegFix(**TINY, boundary_threshold=0.3, precision="fp32").eval()
+    eager = segfix.SegFix(**TINY).with_settings(boundary_threshold=0.3, precision="fp32").eval()
     compiled = eager.with_settings(torch_compile=True)
     image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     prob_e, logits_e = eager.dense(image)

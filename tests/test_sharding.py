@@ -17,7 +17,7 @@ from segfix.jobs.sharding import Shard
 
 from conftest import voronoi_labels
 
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8, boundary_threshold=0.3)
+TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
 
 def test_shards_are_disjoint_and_cover_every_item():
@@ -47,7 +47,7 @@ def make_folders(root, count=7):
         image = np.stack([truth.astype(np.int64) * 50 % 256] * 3, -1).astype(np.uint8)
         Image.fromarray(image).save(root / "images" / f"img{i}.png")
         Image.fromarray(coarse).save(root / "preds" / f"img{i}.png")
-    torch_seed_model = segfix.SegFix(**TINY)
+    torch_seed_model = segfix.SegFix(**TINY).with_settings(boundary_threshold=0.3)
     torch_seed_model.save_pretrained(root / "model")
 
 

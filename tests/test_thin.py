@@ -10,9 +10,10 @@ import torch
 from scipy import ndimage
 
 import segfix
+from segfix.model.decision import decide
 from segfix.model.inference import NetworkOutputs
 from segfix.model.settings import DecisionSettings
-from segfix.ops.field import RefinementField, apply_field, decide
+from segfix.ops.field import RefinementField, apply_field
 
 from conftest import voronoi_labels
 
@@ -166,10 +167,12 @@ def test_the_guard_s_classes_are_settings_and_travel_with_fields_and_files(tmp_p
     back = read_field(tmp_path / "f.npz", default_scale=2)
     assert (back.thin_guard, back.thin_guard_classes) == (2, (2, 6))
     np.testing.assert_array_equal(apply_field(back, labels), apply_field(field, labels))
-    model = segfix.SegFix(backbone="test_resnet", out_indices=(1, 2, 3), thin_guard=3, thin_guard_classes=[2])
+    model = segfix.SegFix(backbone="test_resnet", out_indices=(1, 2, 3)).with_settings(
+        thin_guard=3, thin_guard_classes=[2]
+    )
     model.save_pretrained(tmp_path / "model")
     loaded = segfix.SegFix.from_pretrained(tmp_path / "model")
-    assert (loaded.thin_guard, loaded.thin_guard_classes) == (3, (2,))
+    assert (loaded.settings.decision.thin_guard, loaded.settings.decision.thin_guard_classes) == (3, (2,))
 
 
 def pole_scene():

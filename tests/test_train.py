@@ -289,24 +289,31 @@ def test_select_settings_searches_the_vote_and_restores_the_model():
     before = dict(model.config)
     best, rows = select_settings(model, TinySet(2), scales=(1, 2), iterations=(1,), thresholds=(0.5,))
     assert set(best) == {
-        "boundary_threshold", "direction_threshold", "semantic_scale", "iterations", "direction_vote", "flip_tta",
+        "boundary_threshold", "min_direction_confidence", "min_vote_share", "semantic_scale", "iterations",
+        "direction_vote", "flip_tta",
         "min_short_side", "max_network_pixels", "thin_guard", "thin_guard_classes",
     }  # fmt: skip
     assert len(rows) == 2 * 2 * 2 * 2 and {r["direction_vote"] for r in rows} == {False, True}
     assert {r["flip_tta"] for r in rows} == {False, True}
-    assert (model.direction_vote, model.semantic_scale, model.direction_threshold) == (False, 2, 0.0)
-    assert model.flip_tta is False
+    assert (
+        model.settings.decision.direction_vote,
+        model.settings.decision.semantic_scale,
+        model.settings.decision.min_direction_confidence,
+    ) == (False, 2, 0.0)
+    assert model.settings.inference.flip_tta is False
     assert dict(model.config) == before
     assert {r["min_short_side"] for r in rows} == {0}
     # Each row is what evaluate_offsets-style refinement with those settings gives on the proxies.
     row = next(
         r
         for r in rows
-        if r["direction_vote"] and r["flip_tta"] and r["semantic_scale"] == 1 and r["direction_threshold"] == 0.5
+        if r["direction_vote"] and r["flip_tta"] and r["semantic_scale"] == 1 and r["min_vote_share"] == 0.5
     )
-    tuned = segfix.SegFix(
-        **TINY_MODEL, direction_vote=True, flip_tta=True, semantic_scale=1, direction_threshold=0.5
-    ).eval()
+    tuned = (
+        segfix.SegFix(**TINY_MODEL)
+        .with_settings(direction_vote=True, flip_tta=True, semantic_scale=1, min_vote_share=0.5)
+        .eval()
+    )
     tuned.load_state_dict(model.state_dict())
     from segfix.metrics import SegmentationMetrics
 
@@ -437,7 +444,9 @@ def test_the_tuner_tries_each_guard_on_every_class_and_on_the_thin_classes_alone
 def test_kept_grids_pin_every_setting_outside_the_search_to_the_model_s_own():
     from segfix.training.tuning import SEARCH_ARGUMENTS, kept_grids
 
-    model = segfix.SegFix(**TINY_MODEL, boundary_threshold=0.2, iterations=3, thin_guard=2, thin_guard_classes=[1])
+    model = segfix.SegFix(**TINY_MODEL).with_settings(
+        boundary_threshold=0.2, iterations=3, thin_guard=2, thin_guard_classes=[1]
+    )
     grids = kept_grids(model, ["thin_guard", "iterations"])
     assert set(grids) == set(SEARCH_ARGUMENTS.values()) - {"thin_guards", "iterations"}
     assert grids["thresholds"] == (0.2,) and grids["scales"] == (2,) and grids["votes"] == (False,)
@@ -451,7 +460,7 @@ def test_settings_are_chosen_on_the_mean_gain_over_several_networks():
     from segfix.metrics import SegmentationMetrics
     from segfix.training.tuning import TUNED_KEYS, select_settings
 
-    model = segfix.SegFix(**TINY_MODEL, direction_vote=True).eval()
+    model = segfix.SegFix(**TINY_MODEL).with_settings(direction_vote=True).eval()
     data = TinySet(2)
     for sample in data.samples:  # class 3 becomes a 1-px pole: the class the guard may be kept to
         sample.label[sample.label == 3] = 0
@@ -460,7 +469,13 @@ def test_settings_are_chosen_on_the_mean_gain_over_several_networks():
     noisy = [np.where(rng.random(s.label.shape) < 0.1, rng.integers(0, 4, s.label.shape), s.label) for s in data]
     coarse = {"blocky": [coarse_proxy(s.label, 4, 255) for s in data], "noisy": noisy}
     grid = dict(
-        scales=(1,), iterations=(1, 2), thresholds=(0.5,), direction_thresholds=(0.0,), votes=(True,), flips=(False,)
+        scales=(1,),
+        iterations=(1, 2),
+        thresholds=(0.5,),
+        confidences=(0.0,),
+        vote_shares=(0.0,),
+        votes=(True,),
+        flips=(False,),
     )
     # The guard's thin parts come from each network's own coarse maps, at every step count.
     _, rows = select_settings(model, data, coarse=coarse, thin_guards=(0, 1), **grid)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
 # Names are imported on first use (PEP 562), so that `segfix --help` and `import segfix` do not pay for torch,
 # timm and numba before anything needs them. Type checkers and IDEs read the imports below.
 _LAZY = {
@@ -74,8 +76,6 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DIRECTION_VECTORS",

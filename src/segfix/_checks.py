@@ -66,16 +66,27 @@ def check_num_directions(num_directions: int) -> None:
         raise ValueError(f"num_directions: expected one of {SUPPORTED_NUM_DIRECTIONS}, got {num_directions!r}")
 
 
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def check_int_range(value: Any, name: str, low: int, high: int) -> int:
+    """Require an integer (not a bool) in ``low..high``; returns it as an int. The one integer check: every
+    bound of :mod:`segfix.limits` goes through it."""
+    if not is_int(value) or not low <= value <= high:
+        raise ValueError(f"{name}: expected an integer in {low}..{high}, got {value!r}")
+    return int(value)
+
+
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
 def check_iterations(value: Any) -> int:
     """Require an integer in ``1 ..`` :data:`MAX_ITERATIONS`; returns it as an int."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_ITERATIONS:
-        raise ValueError(f"iterations: expected an integer in 1..{MAX_ITERATIONS}, got {value!r}")
-    return int(value)
+    return check_int_range(value, "iterations", 1, MAX_ITERATIONS)
 
 
 def num_elements(x: np.ndarray | torch.Tensor) -> int:

@@ -14,11 +14,33 @@ __all__ = [
     "MAX_ITERATIONS",
     "MAX_NETWORK_IMAGE_PIXELS",
     "MAX_PASS_PIXELS",
+    "MAX_SCALE",
+    "MAX_SHORT_SIDE",
+    "MAX_THIN_GUARD",
+    "MAX_WHOLE_PIXELS",
+    "MAX_WINDOW",
 ]
 
 MAX_ITERATIONS = 1024
-"""Most steps a label may take along a field (shift or vote), from any source: a call, a flag, an offsets file.
-The paper takes one step, the bundled models five; a model config is bounded tighter still (16)."""
+"""Most steps a label may take along a field (shift or vote), from any source: a call, a flag, an offsets file,
+a model config. The paper takes one step, the bundled models five."""
+
+MAX_SCALE = 64
+"""Largest offset scale a model config may hold (the paper: 2 for semantic maps, 1 for instances). A call's
+``scale`` is not bounded: a step longer than the image lands on its border whatever its length."""
+
+MAX_THIN_GUARD = 16
+"""Largest ``thin_guard`` radius (the bundled model: 4); each unit widens the opening window by 2 px."""
+
+MAX_WINDOW = 16384
+"""Largest sliding-window side and stride."""
+
+MAX_WHOLE_PIXELS = 1 << 28
+"""Largest ``max_whole_pixels`` / ``max_network_pixels`` a config may set (a pass is bounded again, tighter, by
+:data:`MAX_PASS_PIXELS`)."""
+
+MAX_SHORT_SIDE = 16384
+"""Largest ``min_short_side``."""
 
 MAX_FILE_PIXELS = 1 << 26
 """Largest image, label or offsets file (in pixels, 8192 x 8192) the readers decode: a compressed PNG of a few

@@ -19,10 +19,19 @@ from .readers import (
     CITYSCAPES_LABEL_TO_TRAIN,
     CamVid,
     Cityscapes,
+    FolderPairs,
     LabelledImages,
 )
 
-__all__ = ["DATASETS", "LABEL_FORMATS", "DatasetInfo", "dataset_info", "decode_labels", "encode_labels"]
+__all__ = [
+    "DATASETS",
+    "LABEL_FORMATS",
+    "DatasetInfo",
+    "dataset_from_spec",
+    "dataset_info",
+    "decode_labels",
+    "encode_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class DatasetInfo:
         name: the key in :data:`DATASETS` (what ``--dataset`` takes).
         num_classes: evaluated classes ``0 .. num_classes - 1`` after decoding.
         stored_ignore: the label value the files use for "not scored" (CamVid's void is 11).
-        label_format: how ids are stored (see :data:`segfix.jobs.formats.LABEL_FORMATS`).
+        label_format: how ids are stored (see :data:`segfix.data.datasets.LABEL_FORMATS`).
         class_names: one name per class, or None (numbered).
         palette: a name in :data:`segfix.viz.PALETTES`, or None (a generated palette).
         reader: the :mod:`segfix.data.readers` class that reads the dataset's own layout, or None.
@@ -123,3 +132,27 @@ def decode_labels(classes: np.ndarray, stored: np.ndarray, label_format: str) ->
     else:
         raise ValueError(f"label format: expected one of {LABEL_FORMATS}, got {label_format!r}")
     return np.where(classes == 255, stored, out).astype(stored.dtype)
+
+
+def dataset_from_spec(spec: str, split: str | None = None) -> LabelledImages:
+    """A command line's ``KIND=ROOT`` -> a reader: camvid, cityscapes, ade20k (``split``: default the dataset's),
+    or ``folder=IMAGE_GLOB,LABEL_GLOB,NUM_CLASSES``.
+
+    Raises:
+        ValueError: a spec in another form or of an unknown kind, naming the forms expected.
+    """
+    if "=" not in spec:
+        raise ValueError(f"--dataset: expected KIND=ROOT (camvid, cityscapes, ade20k, folder), got {spec!r}")
+    kind, root = spec.split("=", 1)
+    info = DATASETS.get(kind)
+    if info is not None and info.reader is not None:
+        if kind == "ade20k" and split == "val":
+            split = "validation"  # ADE20K's own name for it
+        return info.reader(root, split or info.default_split)
+    if kind == "folder":
+        try:
+            images, labels, classes = root.split(",")
+            return FolderPairs(images, labels, int(classes))
+        except ValueError:
+            raise ValueError(f"--dataset folder=IMAGE_GLOB,LABEL_GLOB,NUM_CLASSES, got {spec!r}") from None
+    raise ValueError(f"--dataset: unknown kind {kind!r}; expected camvid, cityscapes, ade20k or folder")

@@ -1,7 +1,7 @@
 """Folder evaluation behind ``segfix eval`` and ``segfix stats``: predictions against ground truth, and how much
 of each class lies near a boundary, with the tables they print and write.
 
-Label PNGs are read in the dataset's stored format (:data:`segfix.jobs.formats.LABEL_FORMATS`); the dataset's ignore
+Label PNGs are read in the dataset's stored format (:data:`segfix.data.datasets.LABEL_FORMATS`); the dataset's ignore
 label becomes 255. A file that cannot be read, or whose size differs from its ground truth, stops the job with an
 error naming both files.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.files import atomic_write, display_name, read_label, walk_files
+from ..data.datasets import DATASETS, encode_labels
+from ..data.files import atomic_write, display_name, match_stem, read_label, walk_files
 from ..metrics.functional import BoundaryStatistics, MetricsResult, SegmentationMetrics
-from .folders import PartnerIndex, require_folder
-from .formats import encode_labels
+from .folders import PartnerIndex, index_files, require_folder
 
 __all__ = [
     "boundary_statistics_files",
@@ -29,6 +29,7 @@ __all__ = [
     "ground_truth_files",
     "matching_pairs",
     "read_ground_truth",
+    "read_predictions",
     "statistics_markdown",
     "write_results_csv",
 ]
@@ -69,6 +70,23 @@ def matching_pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
             shown,
         )
     return pairs
+
+
+def read_predictions(folder: Path, names: Sequence[str], dataset_kind: str) -> list[np.ndarray]:
+    """A network's predictions ``<name>.png`` in ``folder`` for each of ``names``, in class ids: decoded as the
+    dataset ``dataset_kind`` stores its labels (its format and ignore label), as ``segfix eval`` reads them.
+
+    Raises:
+        ValueError: a missing folder, or names without a prediction (the first few named).
+    """
+    require_folder(folder, "--coarse")
+    files = index_files(folder, (".png",))
+    missing = [n for n in names if match_stem(n) not in files]
+    if missing:
+        raise ValueError(f"--coarse {folder} lacks {len(missing)} images' predictions, e.g. {missing[:3]}")
+    info = DATASETS.get(dataset_kind)
+    label_format, stored_ignore = (info.label_format, info.stored_ignore) if info else ("trainid", 255)
+    return [read_ground_truth(files[match_stem(n)], label_format, stored_ignore) for n in names]
 
 
 def read_ground_truth(path: Path, label_format: str, stored_ignore: int) -> np.ndarray:

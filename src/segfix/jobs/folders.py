@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.datasets import decode_labels, encode_labels
 from ..data.files import (
     LabelStyle,
     atomic_write,
@@ -37,8 +38,6 @@ from ..ops.field import RefinementField, apply_field, apply_field_to_instances
 from ..ops.thin import thin_classes
 from .formats import (
     InstancePrediction,
-    decode_labels,
-    encode_labels,
     instance_mask_names,
     read_cityscapes_instances,
     read_field,
@@ -52,6 +51,7 @@ from .sharding import WHOLE_JOB, Shard
 __all__ = [
     "JobReport",
     "PartnerIndex",
+    "count_files",
     "find_images",
     "index_files",
     "match_stem",
@@ -80,6 +80,22 @@ class JobReport:
 
     def summary(self) -> str:
         return f"{len(self.done)} written, {len(self.skipped)} already done, {len(self.failed)} failed"
+
+    @classmethod
+    def combine(cls, reports: Sequence[JobReport]) -> JobReport:
+        """One report of several processes' (a sharded job's)."""
+        return cls(
+            done=[n for r in reports for n in r.done],
+            skipped=[n for r in reports for n in r.skipped],
+            failed=[f for r in reports for f in r.failed],
+        )
+
+
+def count_files(folder: Path, endings: str | tuple[str, ...]) -> int:
+    """How many files a folder job will see (for its progress bar), by the job's own walk and matching."""
+    if not folder.is_dir():
+        return 0
+    return sum(1 for path in walk_files(folder)[0] if path.name.lower().endswith(endings))
 
 
 def index_files(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
@@ -403,7 +419,7 @@ def _capture(fn):
 @dataclass(frozen=True)
 class _SemanticMaps:
     """Adapter for label PNGs: read, refine by a field, write back in the file's own mode and palette (and the
-    optional picture). Stored ids become class ids by :func:`segfix.jobs.formats.encode_labels`, the dataset's stored
+    optional picture). Stored ids become class ids by :func:`segfix.data.datasets.encode_labels`, the dataset's stored
     ignore value among them, so that the ignore label lives in class space (255) from there on."""
 
     label_format: str
@@ -500,12 +516,12 @@ def refine_folder(
     Args:
         kind: ``'semantic'`` (label PNGs), ``'cityscapes-instance'`` (``*_pred.txt`` + masks) or ``'coco'``
             (one COCO results JSON, ``coco_results``, mapped to images by ``coco_images`` or by image id = stem).
-        model / offsets_dir: where the fields come from (exactly one), each prediction's partner found by its
-            relative path (:class:`PartnerIndex`). A model refines by its own settings; offset files by the
+        model: where the fields come from, or ``offsets_dir`` (exactly one of them), each prediction's partner
+            found by its relative path (:class:`PartnerIndex`). A model refines by its own settings; offset files by the
             scale, iterations and rule they record (``segfix offsets`` writes the model's), else the paper's
             (scale 2 for semantic maps, 1 for instances, one step, argmax).
         ignore_index: the stored value that is never moved or created (besides the label format's own).
-        scale / iterations: override those of the model or the files.
+        scale: overrides the model's or the files' scale; ``iterations`` likewise.
         save_viz: also write ``viz/<name>.png`` per semantic map (:func:`segfix.viz.refinement_sheet`).
         palette: colours for those pictures: ``'camvid'``, ``'cityscapes'`` (see :data:`segfix.viz.PALETTES`).
         shard: handle only this process's slice of the sorted files (:class:`segfix.jobs.sharding.Shard`); the
@@ -521,16 +537,7 @@ def refine_folder(
             return report
         source = _FieldSource(model, offsets_dir, images_dir, instance=True, steps=(scale, iterations))
         return _refine_coco(coco_results, coco_images, outputs, source, report, ledger)
-    adapter: Any = (
-        _SemanticMaps(label_format, ignore_index, save_viz, palette) if kind == "semantic" else _CityscapesInstances()
-    )
-    items, unreadable = _scan(labels_dir, adapter.matches)
-    if kind == "semantic":  # 'auto' thin classes are pooled over every prediction of the folder, all shards alike
-        pooled = _FolderThinClasses(items, label_format, ignore_index)
-        adapter = dataclasses.replace(adapter, folder_thin_classes=pooled)
-    if not items and not unreadable:
-        pattern = "*.png" if kind == "semantic" else "*_pred.txt"
-        raise FileNotFoundError(f"predictions: no {pattern} files under {labels_dir}")
+    adapter, items, unreadable = _folder_items(kind, labels_dir, label_format, ignore_index, save_viz, palette)
     names = [item.name for item in items]
     source = _FieldSource(
         model, offsets_dir, images_dir, instance=instance, steps=(scale, iterations), item_names=names
@@ -541,6 +548,45 @@ def refine_folder(
         relative = item.relative_to(labels_dir)
         field, image = source.load(relative, adapter.size(item))
         return adapter.read(item), field, image
+
+    todo = _sort_existing(items, labels_dir, lambda item: outputs.path(item.relative_to(labels_dir)), ledger, report)
+    outputs.clean(outputs.path(item.relative_to(labels_dir)) for item in todo)
+    _run_batches(
+        todo,
+        labels_dir,
+        load=load,
+        compute=source.fields_of,
+        write=_refined_writer(labels_dir, adapter, ledger, outputs),
+        report=report,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
+    for name, reason in report.failed:
+        _logger.warning("could not refine %s: %s", display_name(name), reason)
+    return report
+
+
+def _folder_items(
+    kind: str, labels_dir: Path, label_format: str, ignore_index: int | None, save_viz: bool, palette: str | None
+) -> tuple[Any, list[Path], list[tuple[str, str]]]:
+    """(the adapter of ``kind``, the prediction files under ``labels_dir``, those that cannot be read)."""
+    adapter: Any = (
+        _SemanticMaps(label_format, ignore_index, save_viz, palette) if kind == "semantic" else _CityscapesInstances()
+    )
+    items, unreadable = _scan(labels_dir, adapter.matches)
+    if kind == "semantic":  # 'auto' thin classes are pooled over every prediction of the folder, all shards alike
+        pooled = _FolderThinClasses(items, label_format, ignore_index)
+        adapter = dataclasses.replace(adapter, folder_thin_classes=pooled)
+    if not items and not unreadable:
+        pattern = "*.png" if kind == "semantic" else "*_pred.txt"
+        raise FileNotFoundError(f"predictions: no {pattern} files under {labels_dir}")
+    return adapter, items, unreadable
+
+
+def _refined_writer(labels_dir: Path, adapter: Any, ledger: _Ledger, outputs: _Outputs):
+    """The write step of a refine job: refine the loaded prediction by its field, refuse to replace a file this
+    job did not write, record the name, write."""
 
     def write(item: Path, loaded: tuple, field: RefinementField) -> None:
         relative = item.relative_to(labels_dir)
@@ -553,22 +599,7 @@ def refine_folder(
         ledger.add(name)
         adapter.write(outputs, relative, refined, loaded[2], field)
 
-    todo = _sort_existing(items, labels_dir, lambda item: outputs.path(item.relative_to(labels_dir)), ledger, report)
-    outputs.clean(outputs.path(item.relative_to(labels_dir)) for item in todo)
-    _run_batches(
-        todo,
-        labels_dir,
-        load=load,
-        compute=source.fields_of,
-        write=write,
-        report=report,
-        batch_size=batch_size,
-        workers=workers,
-        progress=progress,
-    )
-    for name, reason in report.failed:
-        _logger.warning("could not refine %s: %s", display_name(name), reason)
-    return report
+    return write
 
 
 class _FolderThinClasses:
@@ -741,7 +772,7 @@ def offsets_folder(
     outputs = _Outputs(output_dir, [images_dir])
     if file_format not in ("npz", "mat"):
         raise ValueError(f"file_format: expected 'npz' or 'mat', got {file_format!r}")
-    if file_format == "mat" and model.direction_vote:
+    if file_format == "mat" and model.settings.decision.direction_vote:
         _logger.warning(".mat files hold argmax offsets only: refining with them will not vote as this model does")
     items, unreadable = _scan(images_dir, lambda path: path.suffix.lower() in IMAGE_SUFFIXES)
     if not items and not unreadable:

@@ -15,16 +15,12 @@ from typing import Any
 import numpy as np
 
 from .._checks import THIN_CLASSES_FROM_LABELS
-from ..data.datasets import LABEL_FORMATS, decode_labels, encode_labels
 from ..data.files import MAX_FILE_PIXELS, atomic_write, image_size, read_label, write_png
 from ..ops.field import RefinementField, field_from_offsets
 
 __all__ = [
-    "LABEL_FORMATS",
     "InstancePrediction",
     "OffsetSettings",
-    "decode_labels",
-    "encode_labels",
     "instance_mask_names",
     "read_cityscapes_instances",
     "read_field",

@@ -15,9 +15,9 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["WHOLE_JOB", "Shard"]
+__all__ = ["WHOLE_JOB", "Shard", "gather_on_first"]
 
 T = TypeVar("T")
 
@@ -75,3 +75,23 @@ class Shard:
 
 WHOLE_JOB = Shard()
 """The default: one process does every item."""
+
+
+def gather_on_first(value: Any, shard: Shard) -> list[Any] | None:
+    """Under a torchrun launch of ``shard.count`` processes: every process's ``value``, in rank order, on rank 0
+    (None on the others). Starts (and ends) a gloo process group where none is running; outside a launch
+    (no ``MASTER_ADDR``, or one shard) the value alone."""
+    if not (shard.is_split and "MASTER_ADDR" in os.environ):
+        return [value]
+    import torch.distributed as dist
+
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group("gloo")
+    try:
+        values: list | None = [None] * shard.count if shard.index == 0 else None
+        dist.gather_object(value, values, dst=0)
+    finally:
+        if started:
+            dist.destroy_process_group()
+    return values

@@ -24,6 +24,8 @@ __all__ = [
     "as_rgb_array",
     "finish",
     "label_image_to_array",
+    "label_map_as_ids",
+    "pair_maps_with_images",
     "require_label_array",
     "stack_or_list",
     "to_batch",
@@ -184,3 +186,32 @@ def label_image_to_array(labels: Image.Image) -> tuple[np.ndarray, Callable[[np.
     into an image of the same mode, palette and transparency)."""
     style = label_style(labels, "label_map")
     return np.asarray(labels), lambda refined: label_image(refined, style)
+
+
+def label_map_as_ids(label_map: Any) -> tuple[Any, Callable[[Any], Any]]:
+    """A label map as ``SegFix.refine`` takes it -> (integer ids, numpy or torch; a function that gives a refined
+    map back in the caller's form). PIL label images come back in their mode and palette, bool masks as bool;
+    integer arrays and tensors pass as they are. Anything else is refused (logits with a hint)."""
+    if isinstance(label_map, Image.Image):
+        return label_image_to_array(label_map)
+    if isinstance(label_map, torch.Tensor) and label_map.dtype == torch.bool:
+        return label_map.to(torch.uint8), lambda refined: refined.bool()
+    if isinstance(label_map, np.ndarray) and label_map.dtype == np.bool_:
+        return label_map.astype(np.uint8), lambda refined: refined.astype(bool)
+    require_label_array(label_map, "label_map")
+    return label_map, lambda refined: refined
+
+
+def pair_maps_with_images(images: Any, label_maps: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """A list of label maps with their images (a list, a batch, or one image for a list of one)."""
+    if not all(isinstance(m, (np.ndarray, torch.Tensor)) for m in label_maps):
+        kinds = sorted({type(m).__name__ for m in label_maps})
+        raise TypeError(
+            f"label_map: expected a numpy.ndarray or torch.Tensor (or a list of them, one per image), "
+            f"got a list of {kinds}"
+        )
+    batched = isinstance(images, (list, tuple)) or (getattr(images, "ndim", 0) == 4)
+    each = list(images) if batched else [images]
+    if len(each) != len(label_maps):
+        raise ValueError(f"label_map: got a list of {len(label_maps)} maps for {len(each)} images; pass one per image")
+    return list(zip(each, label_maps))

@@ -85,7 +85,8 @@ def convert_official_checkpoint(
     direction_key = next((k for k in state if k.removeprefix("module.") == "dir_head.2.weight"), None)
     if direction_key is None:
         raise ModelLoadError(f"{path}: no 'module.dir_head.2.weight'; is this a SegFix checkpoint?")
-    model = SegFix(backbone=backbone, num_directions=int(state[direction_key].shape[0]), **OFFICIAL_CONFIG)
+    directions = int(state[direction_key].shape[0])
+    model = SegFix.from_config({"backbone": backbone, "num_directions": directions, **OFFICIAL_CONFIG})
     reference = model.state_dict()
     renamed = official_state_to_segfix(state, reference)
     missing = sorted(set(reference) - set(renamed))

@@ -5,110 +5,40 @@
 >>> refined = model.refine(image, label_map)                       # doctest: +SKIP
 
 The model is laid out as data flows through it: the network (:class:`segfix.model.network.SegFixNet`); a dense
-prediction (:meth:`SegFix.dense`, the policy in :func:`segfix.model.inference.dense_prediction`); one decision step
-that yields a :class:`segfix.ops.field.RefinementField`; and one function that applies a field to labels
-(:func:`segfix.ops.field.apply_field`). Images are adapted by :mod:`segfix.model.batching` (numpy in, numpy out; tensors
-in, tensors out on the input's device); model files are read and written by :mod:`segfix.model.hub`.
+prediction (the policy in :func:`segfix.model.inference.dense_prediction`); the decision
+(:mod:`segfix.model.decision`), which yields a :class:`segfix.ops.field.RefinementField`; and one function that
+applies a field to labels (:func:`segfix.ops.field.apply_field`). Images are adapted by
+:mod:`segfix.model.batching` (numpy in, numpy out; tensors in, tensors out on the input's device); model files
+are read and written by :mod:`segfix.model.hub`.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from .._checks import check_positive_int, check_scale
-from ..ops.field import (
-    RefinementField,
-    apply_field,
-    apply_field_to_instances,
-    check_field_labels,
-    concat_fields,
-    decide,
-    field_from_maps,
-    moving_pixels,
-)
-from .batching import (
-    ImageBatch,
-    ImageInput,
-    finish,
-    label_image_to_array,
-    require_label_array,
-    stack_or_list,
-    to_batch,
-)
+from .._checks import check_iterations, check_scale
+from ..ops.field import RefinementField, apply_field, apply_field_to_instances, check_field_labels, concat_fields
+from .batching import ImageBatch, ImageInput, finish, label_map_as_ids, pair_maps_with_images, stack_or_list, to_batch
+from .decision import Prediction, decide, decide_maps, field_from_maps
 from .folding import InferenceNetwork
-from .hub import ModelLoadError, SegFixHubMixin
+from .hub import MODEL_CARD_TEMPLATE, ModelLoadError, SegFixHubMixin
 from .inference import NetworkOutputs, dense_prediction
 from .network import SegFixNet
-from .settings import FLAT_NAMES, ModelSettings
+from .settings import FLAT_NAMES, GROUPS, LEGACY_DIRECTION_THRESHOLD, ModelSettings, split_config
 
 __all__ = ["ImageInput", "ModelLoadError", "Prediction", "SegFix"]
-
-_MODEL_CARD = """---
-{{ card_data }}
----
-
-# SegFix offset predictor
-
-A [SegFix](https://arxiv.org/abs/2007.04269) boundary/direction network saved with the
-[`segfix-pytorch`](https://pypi.org/project/segfix-pytorch/) library. Load it and refine any segmentation:
-
-```python
-from segfix import SegFix
-model = SegFix.from_pretrained("{{ repo_id | default('path/to/model', true) }}")
-refined = model.refine(image, label_map)
-```
-"""
 
 Labels = TypeVar("Labels", np.ndarray, torch.Tensor, list[np.ndarray], list[torch.Tensor])
 """A label map as :meth:`SegFix.refine` takes and returns it: numpy, torch, or a list of either."""
 
 Masks = TypeVar("Masks", np.ndarray, torch.Tensor)
-
-
-@dataclass(repr=False)
-class Prediction:
-    """Dense SegFix predictions at image resolution.
-
-    Attributes:
-        boundary_prob: float32 ``(H, W)`` or ``(N, H, W)``, probability that a pixel is on a boundary.
-        direction: int64 ``(H, W)`` or ``(N, H, W)``, argmax direction class.
-        boundary: bool, the pixels that may move: ``boundary_prob > boundary_threshold`` (and, with a
-            ``direction_threshold`` and no ``direction_vote``, a confident direction).
-        direction_prob: float32 ``(D, H, W)`` or ``(N, D, H, W)`` direction probabilities, when asked for
-            (``predict(..., direction_prob=True)``), else None.
-    """
-
-    boundary_prob: Any
-    direction: Any
-    boundary: Any
-    direction_prob: Any = None
-
-    def __repr__(self) -> str:
-        def shape(x) -> str:
-            if x is None:
-                return "None"
-            if isinstance(x, list):
-                return f"list of {len(x)}"
-            kind = "tensor" if isinstance(x, torch.Tensor) else "array"
-            return f"{kind}{tuple(x.shape)}"
-
-        share = ""
-        if not isinstance(self.boundary, list):
-            pixels = self.boundary.numel() if isinstance(self.boundary, torch.Tensor) else self.boundary.size
-            share = f", {float(self.boundary.sum()) / max(pixels, 1):.1%} boundary"
-        return (
-            f"Prediction(boundary_prob={shape(self.boundary_prob)}, direction={shape(self.direction)}, "
-            f"boundary={shape(self.boundary)}, direction_prob={shape(self.direction_prob)}{share})"
-        )
 
 
 class SegFix(
@@ -119,20 +49,19 @@ class SegFix(
     tags=["segfix", "boundary-refinement", "image-segmentation"],
     repo_url="https://github.com/segfix-pytorch/segfix-pytorch",
     docs_url="https://github.com/segfix-pytorch/segfix-pytorch/tree/main/docs",
-    model_card_template=_MODEL_CARD,
+    model_card_template=MODEL_CARD_TEMPLATE,
 ):
     """The SegFix network plus its settings: everything in ``config.json``.
 
-    Network arguments are those of :class:`segfix.model.network.SegFixNet`. The settings are documented, grouped, in
-    :mod:`segfix.model.settings` (``mean``, ``std``, ``channel_order``, ``input_scale``, ``min_short_side``,
-    ``max_network_pixels`` in
-    :class:`~segfix.model.settings.Preprocessing`; ``inference``, ``window_size``, ``window_stride``,
-    ``max_whole_pixels``, ``precision``, ``flip_tta`` in :class:`~segfix.model.settings.InferenceSettings`;
-    ``boundary_threshold``, ``direction_threshold``, ``direction_vote``, ``semantic_scale``,
-    ``instance_scale``, ``iterations``, ``thin_guard``, ``thin_guard_classes``, ``ignore_index`` in
-    :class:`~segfix.model.settings.DecisionSettings`). They
-    are held frozen in :attr:`settings`; each can be read as an attribute (``model.flip_tta``), and
-    :meth:`with_settings` gives a model that shares this network with other settings.
+    Args:
+        preprocessing: a :class:`~segfix.model.settings.Preprocessing` (or a mapping of its fields); None: the
+            defaults. Likewise ``inference`` (:class:`~segfix.model.settings.InferenceSettings`) and ``decision``
+            (:class:`~segfix.model.settings.DecisionSettings`).
+        **network: the arguments of :class:`segfix.model.network.SegFixNet` (``backbone``, ``out_indices``, ...).
+
+    The settings are held frozen in :attr:`settings` (``model.settings.decision.iterations``). To change one,
+    :meth:`with_settings` gives a model that shares this network with those settings changed, by flat name:
+    ``model.with_settings(flip_tta=True)``.
 
     ``from_pretrained`` sets ``weights_dtype`` (the stored weights' dtype, which ``save_pretrained`` keeps; set
     ``torch.float32`` to save full precision) and ``source_card`` (the folder's model card, saved again so that
@@ -144,76 +73,52 @@ class SegFix(
     settings: ModelSettings
     network_arguments = tuple(inspect.signature(SegFixNet).parameters)
 
-    def __init__(
-        self,
-        backbone: str = "tf_efficientnet_lite0",
-        out_indices: Sequence[int] | None = (1, 2, 3, 4),
-        decoder: str = "fpn",
-        decoder_channels: int = 64,
-        head_channels: int = 64,
-        head_kernel_size: int = 1,
-        head_activation: str = "relu",
-        num_directions: int = 8,
-        align_corners: bool = False,
-        backbone_kwargs: dict | None = None,
-        backbone_upsample: str | None = None,
-        mean: Sequence[float] = (0.5, 0.5, 0.5),
-        std: Sequence[float] = (0.5, 0.5, 0.5),
-        channel_order: str = "RGB",
-        boundary_threshold: float = 0.5,
-        direction_threshold: float = 0.0,
-        semantic_scale: int = 2,
-        instance_scale: int = 1,
-        iterations: int = 1,
-        inference: str = "auto",
-        window_size: int | Sequence[int] = 1024,
-        window_stride: int | Sequence[int] | None = None,
-        max_whole_pixels: int = 4 * 1024 * 1024,
-        input_scale: float = 1.0,
-        min_short_side: int = 0,
-        max_network_pixels: int = 0,
-        precision: str = "auto",
-        flip_tta: bool = False,
-        torch_compile: bool = False,
-        direction_vote: bool = False,
-        thin_guard: int = 0,
-        thin_guard_classes: Sequence[int] | str | None = None,
-        ignore_index: int | None = 255,
-    ) -> None:
+    def __init__(self, *, preprocessing: Any = None, inference: Any = None, decision: Any = None, **network: Any):
         super().__init__()
-        arguments = dict(locals())  # the signature above is the one list of names: split it, never repeat it
-        settings = ModelSettings.from_flat({k: v for k, v in arguments.items() if k in FLAT_NAMES})
-        network = {k: v for k, v in arguments.items() if k in self.network_arguments}
-        self.net = SegFixNet(**network)
+        misplaced = sorted((set(network) & set(FLAT_NAMES)) | ({LEGACY_DIRECTION_THRESHOLD} & set(network)))
+        if misplaced:
+            raise TypeError(
+                f"SegFix: {misplaced} are settings, not network arguments; pass them in their group "
+                "(e.g. decision=DecisionSettings(...)) or change them with model.with_settings(name=value)"
+            )
+        given = {"preprocessing": preprocessing, "inference": inference, "decision": decision}
+        self.settings = ModelSettings(**{name: _group(name, value) for name, value in given.items()})
+        arguments = inspect.signature(SegFixNet).bind(**network)
+        arguments.apply_defaults()
+        self.net = SegFixNet(**arguments.arguments)
         # channels-last convolutions were 1.4x faster on the CPU (and are the fast layout on GPUs)
         self.net.to(memory_format=torch.channels_last)
-        mean_t = torch.tensor(settings.preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std_t = torch.tensor(settings.preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("pixel_mean", mean_t, persistent=False)
-        self.register_buffer("pixel_std", std_t, persistent=False)
-        self.network_config: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in network.items()}
-        self.settings = settings
+        pre = self.settings.preprocessing
+        self.register_buffer("pixel_mean", torch.tensor(pre.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pre.std).view(1, 3, 1, 1), persistent=False)
+        self.network_config = {k: list(v) if isinstance(v, tuple) else v for k, v in arguments.arguments.items()}
         self.weights_dtype: torch.dtype | None = None
         self.source_card: str | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        if name in FLAT_NAMES and "settings" in self.__dict__:
-            return self.__dict__["settings"].get(name)
-        return super().__getattr__(name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # model.flip_tta = True keeps working: the frozen settings are replaced, validated, never half-changed.
-        if name in FLAT_NAMES and "settings" in self.__dict__:
-            self.__dict__["settings"] = self.settings.replace(**{name: value})
-            return
-        super().__setattr__(name, value)
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SegFix:
+        """A new (untrained) model from what ``config.json`` holds, nested or flat (network arguments and
+        settings by flat name in one mapping, as training recipes write them)."""
+        network, settings = split_config(config)
+        return cls(**network, **settings.groups())
 
     def with_settings(self, **changes: Any) -> SegFix:
         """A model sharing this network (and its weights) with some settings changed by flat name, e.g.
         ``model.with_settings(flip_tta=True, inference="sliding")``; this model is left as it is."""
         other = copy.copy(self)
-        other.__dict__["settings"] = self.settings.replace(**changes)
+        other.__dict__["settings"] = settings = self.settings.replace(**changes)
+        other.__dict__["_buffers"] = dict(self._buffers)  # its own mean and std, the same network
+        pre = settings.preprocessing
+        other.pixel_mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1)
+        other.pixel_std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1)
         return other
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in FLAT_NAMES:  # settings are frozen: an attribute by that name would be ignored by every route
+            raise AttributeError(
+                f"{name} is a setting, held frozen in model.settings; use model = model.with_settings({name}={value!r})"
+            )
+        super().__setattr__(name, value)
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """In place, as ``nn.Module.compile``: the network runs through ``torch.compile`` on every route
@@ -252,27 +157,15 @@ class SegFix(
 
     @torch.inference_mode()
     def dense(self, image: ImageInput, *, inference: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network's dense outputs at image resolution, before any decision, by this model's inference
-        settings (input size, flip averaging, whole image or windows).
-
-        Args:
-            image: one image, or a batch of images of one size (see :mod:`segfix.model.batching`).
-            inference: override the ``'auto'`` / ``'whole'`` / ``'sliding'`` setting.
-
-        Returns:
-            (boundary probability ``(N, H, W)``, direction logits ``(N, D, H, W)``), float32 on the model's device.
-        """
-        groups = to_batch(image, self.device, self.normalize).groups
-        if len({tuple(g.shape[-2:]) for g in groups}) != 1:
-            sizes = sorted({tuple(g.shape[-2:]) for g in groups})
-            raise ValueError(f"dense: expected one image or images of one size, got sizes {sizes}")
-        outputs = [self._outputs(g, inference).full() for g in groups]
-        return torch.cat([p for p, _ in outputs]), torch.cat([d for _, d in outputs])
+        """(boundary probability ``(N, H, W)``, direction logits ``(N, D, H, W)``): the network's outputs at
+        image resolution, before any decision, float32 on the model's device (see :meth:`network_outputs`)."""
+        return self.network_outputs(image, inference=inference).full()
 
     @torch.inference_mode()
     def network_outputs(self, image: ImageInput, *, inference: str | None = None) -> NetworkOutputs:
-        """The network's outputs for an image (or a batch of one size) on the network's own grid, before any
-        decision: what :func:`segfix.ops.field.decide` takes (:meth:`dense` is them at image resolution)."""
+        """The network's outputs for an image (or a batch of one size) on the network's own grid, by this
+        model's settings (input size, flips, whole image or windows; ``inference`` overrides the mode): what
+        :func:`segfix.model.decision.decide` takes."""
         groups = to_batch(image, self.device, self.normalize).groups
         if len({tuple(g.shape[-2:]) for g in groups}) != 1:
             sizes = sorted({tuple(g.shape[-2:]) for g in groups})
@@ -290,22 +183,18 @@ class SegFix(
         return self.settings.preprocessing.network_scale(size)
 
     def _outputs(self, images: torch.Tensor, inference: str | None) -> NetworkOutputs:
-        settings = self.settings.inference
-        if inference is not None:
-            settings = self.settings.replace(inference=inference).inference
+        settings = self.settings if inference is None else self.settings.replace(inference=inference)
         factor = self.network_scale((int(images.shape[-2]), int(images.shape[-1])))
+        # outside the module tree: the state dict stays the network's; shared with with_settings() copies
+        runner = self.__dict__.setdefault("inference_net", InferenceNetwork())
+        network = runner.get(self.net, settings.inference.torch_compile)
         return dense_prediction(
-            # outside the module tree: the state dict stays the network's; shared with with_settings() copies
-            self.__dict__.setdefault("inference_net", InferenceNetwork()).get(self.net, settings.torch_compile),
-            images,
-            settings,
-            input_factor=factor,
-            align_corners=self.align_corners,
+            network, images, settings.inference, input_factor=factor, align_corners=self.align_corners
         )
 
     @torch.inference_mode()
     def predict(self, image: ImageInput, *, inference: str | None = None, direction_prob: bool = False) -> Prediction:
-        """Boundary probability and direction class per pixel, at image resolution.
+        """Boundary probability, direction class and the decided moving pixels, at image resolution.
 
         Args:
             image: one image or a batch (see :mod:`segfix.model.batching`).
@@ -313,20 +202,15 @@ class SegFix(
             direction_prob: also return the direction probabilities (D floats per pixel).
 
         Returns:
-            A :class:`Prediction`: ``(H, W)`` maps for one image, ``(N, H, W)`` for a batch; numpy for numpy/PIL
-            input, torch tensors on the input's device for tensor input.
+            A :class:`~segfix.model.decision.Prediction`: ``(H, W)`` maps for one image, ``(N, H, W)`` for a
+            batch; numpy for numpy/PIL input, torch tensors on the input's device for tensor input.
         """
         batch = to_batch(image, self.device, self.normalize)
         parts: list[list[torch.Tensor]] = [[], [], [], []]
         for group in batch.groups:
             prob, logits = self._outputs(group, inference).full()
-            direction = logits.argmax(1)
-            decision = self.settings.decision
-            # In place: at 4096x8192 the (N, 8, H, W) volume is 1 GiB, and the logits are not needed after.
-            wanted = direction_prob or (decision.direction_threshold > 0 and not decision.direction_vote)
-            softmax = torch.softmax(logits, 1, out=logits) if wanted else None
-            moving = moving_pixels(prob, decision, softmax)
-            for part, x in zip(parts, (prob, direction, moving, softmax if direction_prob else None)):
+            direction, moving, softmax = decide_maps(prob, logits, self.settings.decision, keep_prob=direction_prob)
+            for part, x in zip(parts, (prob, direction, moving, softmax)):
                 part.extend([] if x is None else [x])
         return Prediction(*(finish(stack_or_list(x), batch) if x else None for x in parts))
 
@@ -342,12 +226,9 @@ class SegFix(
     def _fields(
         self, batch: ImageBatch, inference: str | None, instance: bool
     ) -> RefinementField | list[RefinementField]:
-        decision = self.settings.decision
         outputs = (self._outputs(g, inference) for g in batch.groups)
-        fields = [decide(o, decision, instance=instance) for o in outputs]
-        if len({f.size for f in fields}) == 1:
-            return concat_fields(fields)
-        return fields
+        fields = [decide(o, self.settings.decision, instance=instance) for o in outputs]
+        return concat_fields(fields) if len({f.size for f in fields}) == 1 else fields
 
     @torch.inference_mode()
     def predict_offsets(self, image: ImageInput, *, inference: str | None = None) -> Any:
@@ -372,8 +253,9 @@ class SegFix(
         Args:
             image: the RGB image the label map was predicted from (or a batch, or a list of images).
             label_map: integer ``(H, W)`` (or ``(N, H, W)`` for a batch), numpy or torch, same size as the image;
-                or a list of maps, one per image (what ``post_process_semantic_segmentation`` returns).
-                Logits are refused with a hint: pass ``logits.argmax(dim)``.
+                a PIL label image or a bool mask (each returned in its own form); or a list of maps, one per image
+                (what ``post_process_semantic_segmentation`` returns). Logits are refused with a hint: pass
+                ``logits.argmax(dim)``.
             scale: offset scale; default ``semantic_scale`` from the settings.
             iterations: steps along the field; default from the settings.
             inference: override the ``'auto'`` / ``'whole'`` / ``'sliding'`` setting.
@@ -382,21 +264,15 @@ class SegFix(
             The refined label map: same type, dtype, shape (and device) as ``label_map``; a list for a list.
         """
         if isinstance(label_map, (list, tuple)):
-            images = _one_per_map(image, label_map)
-            return [self.refine(i, m, scale=scale, iterations=iterations, inference=inference) for i, m in images]
-        if isinstance(label_map, Image.Image):  # a PIL label map comes back as one, in its own mode and palette
-            ids, restore = label_image_to_array(label_map)
-            return restore(self.refine(image, ids, scale=scale, iterations=iterations, inference=inference))
-        if _is_bool_map(label_map):  # a binary mask: two classes, refined as 0/1
-            as_ids = label_map.to(torch.uint8) if isinstance(label_map, torch.Tensor) else label_map.astype(np.uint8)
-            refined = self.refine(image, as_ids, scale=scale, iterations=iterations, inference=inference)
-            return refined.bool() if isinstance(refined, torch.Tensor) else refined.astype(bool)
-        require_label_array(label_map, "label_map")
-        _check_steps(scale, iterations)  # refuse bad values before the network runs
+            pairs = pair_maps_with_images(image, label_map)
+            return [self.refine(i, m, scale=scale, iterations=iterations, inference=inference) for i, m in pairs]
+        ids, restore = label_map_as_ids(label_map)  # refused before the network runs
+        _check_steps(scale, iterations)
         batch = to_batch(image, self.device, self.normalize)
         field = _one_field(self._fields(batch, inference, instance=False))
-        check_field_labels(label_map, field, single=batch.single)
-        return apply_field(field.with_steps(scale, iterations), label_map, ignore_index=self.ignore_index)
+        check_field_labels(ids, field, single=batch.single)
+        ignore = self.settings.decision.ignore_index
+        return restore(apply_field(field.with_steps(scale, iterations), ids, ignore_index=ignore))
 
     def refine_prediction(
         self,
@@ -413,7 +289,7 @@ class SegFix(
         ``ignore_index`` defaults to the settings'.
         """
         _check_steps(scale, iterations)
-        ignore = self.ignore_index if ignore_index == "config" else ignore_index
+        ignore = self.settings.decision.ignore_index if ignore_index == "config" else ignore_index
         if isinstance(ignore, str):
             raise ValueError(f"ignore_index: expected an integer, None or 'config', got {ignore!r}")
         field = self.field_of(prediction).with_steps(scale, iterations)
@@ -439,7 +315,7 @@ class SegFix(
     ) -> Masks:
         """Refine instance masks ``(K, H, W)`` predicted for one ``image`` with one field (``instance_scale``,
         argmax rule); see :func:`segfix.refine_instances` for ``scores`` and ``resolve_overlaps``."""
-        require_label_array(masks, "masks")
+        label_map_as_ids(masks)  # the same refusals as a label map's, before the network runs
         _check_steps(scale, iterations)
         batch = to_batch(image, self.device, self.normalize)
         field = _one_field(self._fields(batch, inference, instance=True))
@@ -448,35 +324,27 @@ class SegFix(
         return apply_field_to_instances(field, masks, scores=scores, resolve_overlaps=resolve_overlaps)
 
 
+def _group(name: str, value: Any) -> Any:
+    """A settings group as given (an instance, a mapping of its fields, or None for the defaults) -> the group."""
+    kind = GROUPS[name]
+    if value is None:
+        return kind()
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, Mapping):
+        return kind(**value)
+    hint = " (the mode is set with with_settings(inference='sliding'))" if name == "inference" else ""
+    raise TypeError(f"{name}: expected a {kind.__name__} or a mapping of its fields, got {value!r}{hint}")
+
+
 def _check_steps(scale: Any, iterations: Any) -> None:
     if scale is not None:
         check_scale(scale)
     if iterations is not None:
-        check_positive_int(iterations, "iterations")
+        check_iterations(iterations)
 
 
 def _one_field(field: RefinementField | list[RefinementField]) -> RefinementField:
     if isinstance(field, list):
         raise ValueError("refine: images of different sizes need one call each (or one batch of equal sizes)")
     return field
-
-
-def _one_per_map(images: Any, label_maps: Sequence[Any]) -> list[tuple[Any, Any]]:
-    """Pair a list of label maps with their images (a list, a batch, or one image for a list of one)."""
-    if not all(isinstance(m, (np.ndarray, torch.Tensor)) for m in label_maps):
-        kinds = sorted({type(m).__name__ for m in label_maps})
-        raise TypeError(
-            f"label_map: expected a numpy.ndarray or torch.Tensor (or a list of them, one per image), "
-            f"got a list of {kinds}"
-        )
-    batched = isinstance(images, (list, tuple)) or (getattr(images, "ndim", 0) == 4)
-    each = list(images) if batched else [images]
-    if len(each) != len(label_maps):
-        raise ValueError(f"label_map: got a list of {len(label_maps)} maps for {len(each)} images; pass one per image")
-    return list(zip(each, label_maps))
-
-
-def _is_bool_map(label_map: Any) -> bool:
-    if isinstance(label_map, torch.Tensor):
-        return label_map.dtype == torch.bool
-    return isinstance(label_map, np.ndarray) and label_map.dtype == np.bool_

@@ -34,6 +34,7 @@ from .settings import FLAT_NAMES, ModelSettings, split_config
 
 __all__ = [
     "CONFIG_NAME",
+    "MODEL_CARD_TEMPLATE",
     "MAX_CONFIG_BYTES",
     "WEIGHTS_NAME",
     "ModelLoadError",
@@ -231,6 +232,24 @@ def save_weights(
     atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(text))
 
 
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# SegFix offset predictor
+
+A [SegFix](https://arxiv.org/abs/2007.04269) boundary/direction network saved with the
+[`segfix-pytorch`](https://pypi.org/project/segfix-pytorch/) library. Load it and refine any segmentation:
+
+```python
+from segfix import SegFix
+model = SegFix.from_pretrained("{{ repo_id | default('path/to/model', true) }}")
+refined = model.refine(image, label_map)
+```
+"""
+"""The card ``save_pretrained`` writes for a model that was not loaded with one of its own."""
+
+
 class SegFixHubMixin(PyTorchModelHubMixin):
     """Hugging Face Hub I/O for :class:`segfix.SegFix`: ``from_pretrained`` (bundled names, folders, Hub repos,
     strictly and offline-aware), ``save_pretrained`` (weights and the nested ``config.json``, atomically) and
@@ -326,8 +345,10 @@ class SegFixHubMixin(PyTorchModelHubMixin):
         if bad:
             known = sorted({*cls.network_arguments, *FLAT_NAMES})
             raise TypeError(f"from_pretrained: unknown override(s) {bad}; config keys are {known}")
+        network_overrides = {k: v for k, v in overrides.items() if k in cls.network_arguments}
         try:
-            return cls(**{**network, **settings.flat(), **overrides})
+            settings = settings.replace(**{k: v for k, v in overrides.items() if k not in network_overrides})
+            return cls(**{**network, **network_overrides}, **settings.groups())
         except (TypeError, ValueError) as error:
             raise ModelLoadError(f"{config_file}: invalid config ({error})") from error
 

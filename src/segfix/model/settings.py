@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_guard_classes
+from .._checks import check_guard_classes, check_int_range, is_int
+from ..limits import MAX_ITERATIONS, MAX_SCALE, MAX_SHORT_SIDE, MAX_THIN_GUARD, MAX_WHOLE_PIXELS, MAX_WINDOW
 from .precision import PRECISIONS
 
 __all__ = [
@@ -31,20 +32,6 @@ __all__ = [
     "Preprocessing",
     "split_config",
 ]
-
-# Bounds, each far above any use (the paper: scale 2, one iteration, 1024-pixel windows) and far below what
-# exhausts a machine.
-MAX_SCALE = 64
-MAX_ITERATIONS = 16
-MAX_THIN_GUARD = 16
-MAX_WINDOW = 16384
-MAX_WHOLE_PIXELS = 1 << 28
-MAX_SHORT_SIDE = 16384
-
-
-def _check_int(value: Any, name: str, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ValueError(f"{name}: expected an integer in {low}..{high}, got {value!r}")
 
 
 def _check_probability(value: Any, name: str) -> None:
@@ -61,7 +48,7 @@ def _pair(value: Any, name: str, low: int) -> tuple[int, int]:
     else:
         raise ValueError(f"{name}: expected one int or (h, w), got {value!r}")
     for v in values:
-        _check_int(v, name, low, MAX_WINDOW)
+        check_int_range(v, name, low, MAX_WINDOW)
     return int(values[0]), int(values[1])
 
 
@@ -100,8 +87,8 @@ class Preprocessing:
         scale = self.input_scale
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 4:
             raise ValueError(f"input_scale: expected a factor in (0, 4], got {scale!r}")
-        _check_int(self.min_short_side, "min_short_side", 0, MAX_SHORT_SIDE)
-        _check_int(self.max_network_pixels, "max_network_pixels", 0, MAX_WHOLE_PIXELS)
+        check_int_range(self.min_short_side, "min_short_side", 0, MAX_SHORT_SIDE)
+        check_int_range(self.max_network_pixels, "max_network_pixels", 0, MAX_WHOLE_PIXELS)
 
     def network_scale(self, size: tuple[int, int]) -> float:
         """The factor an image of ``size`` (H, W) is resized by before the network: ``input_scale``, raised
@@ -150,7 +137,7 @@ class InferenceSettings:
         object.__setattr__(self, "window_size", window)
         if self.window_stride is not None:
             object.__setattr__(self, "window_stride", _pair(self.window_stride, "window_stride", 1))
-        _check_int(self.max_whole_pixels, "max_whole_pixels", 1, MAX_WHOLE_PIXELS)
+        check_int_range(self.max_whole_pixels, "max_whole_pixels", 1, MAX_WHOLE_PIXELS)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {', '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
         for name in ("flip_tta", "torch_compile"):
@@ -174,11 +161,12 @@ class DecisionSettings:
 
     Attributes:
         boundary_threshold: a pixel is boundary (may move) when its boundary probability exceeds this.
-        direction_threshold: confidence-aware offsets: a boundary pixel moves only when the probability
-            behind its move exceeds this (0 = always, as the original); with ``direction_vote`` the minimum
-            pooled share of the winning label.
         direction_vote: semantic refinement gives each moving pixel the label most of its direction
             probability points at (:func:`segfix.vote_labels`) instead of following the argmax direction.
+        min_direction_confidence: the argmax rule only (no ``direction_vote``; instance masks): a boundary pixel
+            moves only when its most likely direction's probability exceeds this (0 = always, as the original).
+        min_vote_share: the vote only (``direction_vote``): a boundary pixel changes only when the winning
+            label's pooled direction probability exceeds this (0 = always).
         semantic_scale: offset scale for semantic maps (2 in the paper).
         instance_scale: offset scale for instance masks (1 in the paper).
         iterations: steps along the field (see :func:`segfix.shift_labels`).
@@ -196,8 +184,9 @@ class DecisionSettings:
     """
 
     boundary_threshold: float = 0.5
-    direction_threshold: float = 0.0
     direction_vote: bool = False
+    min_direction_confidence: float = 0.0
+    min_vote_share: float = 0.0
     semantic_scale: int = 2
     instance_scale: int = 1
     iterations: int = 1
@@ -207,22 +196,18 @@ class DecisionSettings:
 
     def __post_init__(self) -> None:
         _check_probability(self.boundary_threshold, "boundary_threshold")
-        _check_probability(self.direction_threshold, "direction_threshold")
+        _check_probability(self.min_direction_confidence, "min_direction_confidence")
+        _check_probability(self.min_vote_share, "min_vote_share")
         if not isinstance(self.direction_vote, (bool, np.bool_)):
             raise ValueError(f"direction_vote: expected True or False, got {self.direction_vote!r}")
-        _check_int(self.semantic_scale, "semantic_scale", 1, MAX_SCALE)
-        _check_int(self.instance_scale, "instance_scale", 1, MAX_SCALE)
-        _check_int(self.iterations, "iterations", 1, MAX_ITERATIONS)
-        _check_int(self.thin_guard, "thin_guard", 0, MAX_THIN_GUARD)
+        check_int_range(self.semantic_scale, "semantic_scale", 1, MAX_SCALE)
+        check_int_range(self.instance_scale, "instance_scale", 1, MAX_SCALE)
+        check_int_range(self.iterations, "iterations", 1, MAX_ITERATIONS)
+        check_int_range(self.thin_guard, "thin_guard", 0, MAX_THIN_GUARD)
         object.__setattr__(self, "thin_guard_classes", check_guard_classes(self.thin_guard_classes))
         ignore = self.ignore_index
-        if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, (int, np.integer))):
+        if ignore is not None and not is_int(ignore):
             raise ValueError(f"ignore_index: expected an integer or None, got {ignore!r}")
-
-    @property
-    def rule(self) -> str:
-        """``'vote'`` or ``'argmax'``: how semantic labels are taken."""
-        return "vote" if self.direction_vote else "argmax"
 
 
 GROUPS: dict[str, type] = {
@@ -239,9 +224,24 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     for group, cls in GROUPS.items()
     for f in dataclasses.fields(cls)
 }
-"""Flat setting name (a ``SegFix`` argument and attribute) -> (group key, field name)."""
+"""Flat setting name (what ``SegFix.with_settings`` and ``--set`` take) -> (group key, field name)."""
 
 _FLAT_OF = {place: flat for flat, place in FLAT_NAMES.items()}
+
+LEGACY_DIRECTION_THRESHOLD = "direction_threshold"
+"""The name earlier versions gave both minimums; configs that hold it still load (:func:`split_config`)."""
+
+
+def _translate_legacy(flat: dict[str, Any], direction_vote: bool) -> dict[str, Any]:
+    """``direction_threshold`` -> ``min_vote_share`` under the vote, ``min_direction_confidence`` otherwise (what
+    it meant there)."""
+    if LEGACY_DIRECTION_THRESHOLD not in flat:
+        return flat
+    flat = dict(flat)
+    value = flat.pop(LEGACY_DIRECTION_THRESHOLD)
+    vote = flat.get("direction_vote", direction_vote)
+    flat.setdefault("min_vote_share" if vote else "min_direction_confidence", value)
+    return flat
 
 
 @dataclass(frozen=True)
@@ -263,6 +263,11 @@ class ModelSettings:
         Raises:
             TypeError: an unknown name. ValueError: an invalid value.
         """
+        if LEGACY_DIRECTION_THRESHOLD in flat:
+            raise TypeError(
+                "direction_threshold: now two settings, min_direction_confidence (the argmax rule) and "
+                "min_vote_share (direction_vote); pass the one you mean"
+            )
         changes: dict[str, dict[str, Any]] = {}
         for name, value in flat.items():
             if name not in FLAT_NAMES:
@@ -272,6 +277,10 @@ class ModelSettings:
         return dataclasses.replace(
             self, **{group: dataclasses.replace(getattr(self, group), **values) for group, values in changes.items()}
         )
+
+    def groups(self) -> dict[str, Any]:
+        """``{"preprocessing": ..., "inference": ..., "decision": ...}``: the groups as ``SegFix`` takes them."""
+        return {group: getattr(self, group) for group in GROUPS}
 
     def get(self, name: str) -> Any:
         """One setting by flat name."""
@@ -308,17 +317,19 @@ def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], ModelSettin
                 network.update(value)
             else:
                 flat.update({_flat_name(key, name): item for name, item in value.items()})
-        elif key in FLAT_NAMES:
+        elif key in FLAT_NAMES or key == LEGACY_DIRECTION_THRESHOLD:
             flat[key] = value
         else:
             network[key] = value
     try:
-        return network, ModelSettings.from_flat(flat)
+        return network, ModelSettings.from_flat(_translate_legacy(flat, direction_vote=False))
     except TypeError as error:
         raise ValueError(str(error)) from error
 
 
 def _flat_name(group: str, name: str) -> str:
+    if (group, name) == ("decision", LEGACY_DIRECTION_THRESHOLD):
+        return name
     if (group, name) not in _FLAT_OF:
         known = sorted(f.name for f in dataclasses.fields(GROUPS[group]))
         raise ValueError(f"{group}: unknown setting {name!r}; expected one of {known}")

@@ -1,14 +1,15 @@
 """The refinement field: the one value every route of refinement goes through.
 
-A network's dense outputs become a :class:`RefinementField` in one decision step (:func:`decide`); offset files
-become one too (:func:`field_from_offsets`). :func:`apply_field` applies a field to a semantic label map and
-:func:`apply_field_to_instances` to a stack of instance masks. ``SegFix.refine``, ``SegFix.refine_prediction``,
+A network's outputs become a :class:`RefinementField` in one decision step
+(:func:`segfix.model.decision.decide`); offset files become one too (:func:`field_from_offsets`).
+:func:`apply_field` applies a field to a semantic label map and :func:`apply_field_to_instances` to a stack of
+instance masks. ``SegFix.refine``, ``SegFix.refine_prediction``,
 the folder jobs, offset files and the pictures all go through these, so the same model gives the same result by
 every route.
 
 A field stays on the device it was computed on; applying it to numpy labels from a CUDA field moves the labels to
 the device (small) rather than the field to the host. It holds direction probabilities for its moving pixels
-alone (``(K, D)``), never a ``(N, D, H, W)`` volume: :func:`decide` samples the network's outputs at those
+alone (``(K, D)``), never a ``(N, D, H, W)`` volume: the decision samples the network's outputs at those
 pixels only.
 """
 
@@ -27,16 +28,15 @@ from .._checks import (
     as_tensor,
     check_guard_classes,
     check_iterations,
+    check_label_map,
     check_positive_int,
     check_scale,
     describe,
+    is_integer_dtype,
 )
-from ..model.inference import NetworkOutputs
-from ..model.settings import DecisionSettings
-from .directions import direction_to_offset, direction_vectors
-from .refine import refine_instances, refine_semantic
-from .thin import thin_parts, thin_parts_of_thin_classes
-from .vote import vote_labels
+from .refine import refine_instances, unchecked_refine_semantic
+from .thin import thin_parts_of_thin_classes, unchecked_thin_parts
+from .vote import unchecked_vote_labels
 
 __all__ = [
     "RULES",
@@ -45,10 +45,7 @@ __all__ = [
     "apply_field_to_instances",
     "check_field_labels",
     "concat_fields",
-    "decide",
-    "field_from_maps",
     "field_from_offsets",
-    "moving_pixels",
 ]
 
 RULES = ("argmax", "vote")
@@ -88,9 +85,18 @@ class RefinementField:
     thin_guard_classes: tuple[int, ...] | str | None = None
 
     def __post_init__(self) -> None:
+        # Checked here, once: apply_field hands these to the inner functions, which trust them.
         check_positive_int(self.thin_guard, "thin_guard", minimum=0)
-        check_scale(self.scale)
-        check_iterations(self.iterations)
+        object.__setattr__(self, "scale", check_scale(self.scale))
+        object.__setattr__(self, "iterations", check_iterations(self.iterations))
+        if isinstance(self.min_share, bool) or not isinstance(self.min_share, (int, float, np.floating)):
+            raise TypeError(f"min_share: expected a number in [0, 1), got {self.min_share!r}")
+        if not 0 <= self.min_share < 1:
+            raise ValueError(f"min_share: expected a number in [0, 1), got {self.min_share!r}")
+        if not is_integer_dtype(self.offsets) or self.moving.dtype not in (np.bool_, torch.bool):
+            raise TypeError(
+                f"expected bool moving and integer offsets, got {describe(self.moving)} and {describe(self.offsets)}"
+            )
         object.__setattr__(self, "thin_guard_classes", check_guard_classes(self.thin_guard_classes))
         if self.rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {self.rule!r}")
@@ -188,102 +194,6 @@ def concat_fields(fields: list[RefinementField]) -> RefinementField:
     )
 
 
-def decide(outputs: NetworkOutputs, decision: DecisionSettings, *, instance: bool = False) -> RefinementField:
-    """The decision step: a network's outputs -> the field, by ``decision``.
-
-    The boundary probability is brought to image resolution; the direction logits only at the pixels above
-    ``boundary_threshold`` (:meth:`~segfix.model.inference.NetworkOutputs.direction_logits_at`), which gives the
-    same field as resampling every pixel first, at a fraction of the cost and memory.
-
-    Args:
-        outputs: the network's outputs (:func:`segfix.model.inference.dense_prediction`); dense maps at image
-            resolution fit too: ``NetworkOutputs(boundary_prob, direction_logits, boundary_prob.shape[-2:])``.
-        decision: thresholds, rule, scale and iterations.
-        instance: a field for instance masks: ``instance_scale`` and the argmax rule (masks are shifted, not
-            voted on).
-
-    Returns:
-        A :class:`RefinementField` on the outputs' device.
-    """
-    vote = decision.direction_vote and not instance
-    candidates = outputs.boundary_prob_full() > decision.boundary_threshold
-    n, y, x = candidates.nonzero(as_tuple=True)
-    logits = outputs.direction_logits_at((n, y, x))
-    direction = logits.argmax(1)
-    prob = torch.softmax(logits, 1) if vote or decision.direction_threshold > 0 else None
-    moving = candidates
-    if decision.direction_threshold > 0 and not vote and prob is not None:
-        confident = prob.amax(1) > decision.direction_threshold
-        n, y, x, direction = n[confident], y[confident], x[confident], direction[confident]
-        moving = torch.zeros_like(candidates)
-        moving[n, y, x] = True
-    vectors = torch.as_tensor(direction_vectors(int(logits.shape[1])), device=direction.device)[direction]
-    offsets = torch.zeros((len(outputs), 2, *outputs.size), dtype=torch.int8, device=moving.device)
-    offsets[n, 0, y, x] = vectors[:, 0]
-    offsets[n, 1, y, x] = vectors[:, 1]
-    return RefinementField(
-        moving=moving,
-        offsets=offsets,
-        direction_prob=prob if vote else None,
-        scale=decision.instance_scale if instance else decision.semantic_scale,
-        iterations=decision.iterations,
-        rule="vote" if vote else "argmax",
-        min_share=decision.direction_threshold if vote else 0.0,
-        thin_guard=0 if instance else decision.thin_guard,
-        thin_guard_classes=decision.thin_guard_classes,
-    )
-
-
-def moving_pixels(
-    boundary_prob: torch.Tensor,
-    decision: DecisionSettings,
-    direction_prob: torch.Tensor | None = None,
-    *,
-    instance: bool = False,
-) -> torch.Tensor:
-    """bool ``(N, H, W)``: the pixels whose boundary probability exceeds ``boundary_threshold`` and, for the
-    argmax rule with a ``direction_threshold``, whose argmax direction is that confident (``direction_prob``
-    ``(N, D, H, W)`` is then needed)."""
-    moving = boundary_prob > decision.boundary_threshold
-    if decision.direction_threshold > 0 and not (decision.direction_vote and not instance):
-        if direction_prob is None:
-            raise ValueError("moving_pixels: a direction_threshold needs direction_prob")
-        moving &= direction_prob.amax(1) > decision.direction_threshold
-    return moving
-
-
-def field_from_maps(
-    moving: Any, direction: Any, direction_prob: Any, decision: DecisionSettings, *, num_directions: int = 8
-) -> RefinementField:
-    """A semantic field from decided maps (what ``SegFix.predict`` returns): ``moving`` bool and ``direction``
-    int ``(H, W)`` or ``(N, H, W)``; ``direction_prob`` ``(D, H, W)`` / ``(N, D, H, W)`` or None (needed by the
-    vote), numpy or torch alike."""
-    if decision.direction_vote and direction_prob is None:
-        raise ValueError("refine_prediction: direction_vote needs predict(..., direction_prob=True)")
-    if moving.ndim == 2:  # one image
-        moving, direction = moving[None], direction[None]
-        direction_prob = direction_prob[None] if direction_prob is not None else None
-    if direction_prob is not None:
-        num_directions = int(direction_prob.shape[1])
-    moving_prob = None
-    if decision.direction_vote:  # (N, D, H, W) -> (K, D) at the moving pixels, in row-major order
-        if isinstance(direction_prob, torch.Tensor):
-            moving_prob = direction_prob.permute(0, 2, 3, 1)[torch.as_tensor(moving, device=direction_prob.device)]
-        else:
-            moving_prob = np.moveaxis(np.asarray(direction_prob), 1, -1)[np.asarray(moving)]
-    return RefinementField(
-        moving=moving,
-        offsets=direction_to_offset(direction, moving, num_directions=num_directions),
-        direction_prob=moving_prob,
-        scale=decision.semantic_scale,
-        iterations=decision.iterations,
-        rule=decision.rule,
-        min_share=decision.direction_threshold if decision.direction_vote else 0.0,
-        thin_guard=decision.thin_guard,
-        thin_guard_classes=decision.thin_guard_classes,
-    )
-
-
 def field_from_offsets(
     offsets: np.ndarray | torch.Tensor,
     *,
@@ -343,13 +253,16 @@ def check_field_labels(labels: Any, field: RefinementField, *, single: bool, ins
 def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | None = 255) -> Any:
     """Refine a semantic ``label_map`` ``(H, W)`` (a field of one image) or ``(N, H, W)`` by ``field``'s rule.
 
+    This is the door: the map is checked here once (an integer array or tensor of the field's size, no negative
+    label but the ignore label), and the inner functions (``unchecked_*``) trust it.
+
     Returns:
         The refined map: same type, dtype, shape (and device) as ``label_map``.
     """
+    ignore_index = check_label_map(label_map, ignore_index)
     labels, back = _labels_where_field_is(label_map, field)
     field = _field_where_labels_are(field, labels)
-    if labels.ndim == 2 and len(field) != 1:
-        raise ValueError(f"label_map: got one map {tuple(labels.shape)} for a batch of {len(field)} images")
+    check_field_labels(labels, field, single=len(field) == 1)
 
     def own(x: Any) -> Any:  # the field's arrays in the layout of the labels: (H, W) maps drop the batch axis
         return x[0] if labels.ndim == 2 else x
@@ -359,15 +272,15 @@ def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | N
         if isinstance(classes, str):  # "auto": the label space's own thin classes, read from these maps
             thin = thin_parts_of_thin_classes(labels, field.thin_guard, ignore_index=ignore_index)
         else:
-            thin = thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=classes)
+            thin = unchecked_thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=classes)
         field = field.frozen_at(thin if labels.ndim == 3 else thin[None])
 
     if field.rule == "argmax":
-        refined = refine_semantic(
+        refined = unchecked_refine_semantic(
             labels, own(field.offsets), scale=field.scale, iterations=field.iterations, ignore_index=ignore_index
         )
     else:
-        refined = vote_labels(
+        refined = unchecked_vote_labels(
             labels,
             field.direction_prob,
             own(field.moving),

@@ -16,9 +16,9 @@ from .._checks import (
     describe,
 )
 from .directions import direction_to_offset
-from .shift import shift_labels
+from .shift import shift_labels, unchecked_shift_labels
 
-__all__ = ["refine_semantic", "refine_instances", "resolve_offsets"]
+__all__ = ["refine_instances", "refine_semantic", "resolve_offsets", "unchecked_refine_semantic"]
 
 
 def resolve_offsets(offsets, boundary, direction, num_directions: int):
@@ -77,6 +77,20 @@ def refine_semantic(
     ignore_index = check_label_map(label_map, ignore_index)
     offsets = resolve_offsets(offsets, boundary, direction, num_directions)
     refined = shift_labels(label_map, offsets, scale=scale, iterations=iterations)
+    return _keep_ignore(label_map, refined, ignore_index)
+
+
+def unchecked_refine_semantic(
+    label_map: LabelArray, offsets: Any, *, scale: int, iterations: int, ignore_index: int | None
+) -> LabelArray:
+    """:func:`refine_semantic` on inputs its caller has checked once (:func:`segfix.ops.field.apply_field`):
+    a valid label map, int offsets of its shape, the effective ignore label (:func:`check_label_map`'s)."""
+    refined = unchecked_shift_labels(label_map, offsets, scale=scale, iterations=iterations)
+    return _keep_ignore(label_map, refined, ignore_index)
+
+
+def _keep_ignore(label_map: LabelArray, refined: LabelArray, ignore_index: int | None) -> LabelArray:
+    """Ignore pixels stay as they are, and the ignore label is never copied into another pixel."""
     if ignore_index is None:
         return refined
     keep = (refined == ignore_index) | (label_map == ignore_index)

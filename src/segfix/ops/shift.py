@@ -37,7 +37,7 @@ from .._checks import (
 from ..limits import MAX_ITERATIONS
 from . import _kernels
 
-__all__ = ["BACKENDS", "MAX_ITERATIONS", "shift_labels"]
+__all__ = ["BACKENDS", "MAX_ITERATIONS", "shift_labels", "unchecked_shift_labels"]
 
 """Most steps :func:`shift_labels` takes (the paper uses one or two; each step is a pass over the map)."""
 
@@ -94,8 +94,18 @@ def shift_labels(
         raise ImportError("backend 'numba': numba is not installed (pip install numba)")
     check_iterations(iterations)
     field: Any = _check_shift_inputs(labels, offsets)  # numpy with numpy labels, torch with torch ones
+    return unchecked_shift_labels(labels, field, scale=scale, iterations=int(iterations), backend=backend)
+
+
+def unchecked_shift_labels(
+    labels: LabelArray, offsets: Any, *, scale: int, iterations: int, backend: str = "auto"
+) -> LabelArray:
+    """:func:`shift_labels` on inputs its caller has checked (the door, e.g.
+    :func:`segfix.ops.field.apply_field`): integer labels and offsets of matching shapes, in one library and on one
+    device, a positive int ``scale``, ``iterations`` in bounds, a known ``backend``. Nothing is checked again."""
     if (labels.numel() if isinstance(labels, torch.Tensor) else labels.size) == 0:
         return labels.clone() if isinstance(labels, torch.Tensor) else labels.copy()
+    field: Any = offsets
     # A step longer than the image lands on its border whatever its length: bounding the scale and the
     # offsets by the image size keeps every index computation far from integer overflow.
     limit = max(labels.shape[-2:])

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .._checks import LabelArray, as_numpy, as_tensor, check_class_ids, check_label_map, check_positive_int, computable
 
-__all__ = ["thin_classes", "thin_parts", "thin_parts_of_thin_classes"]
+__all__ = ["thin_classes", "thin_parts", "thin_parts_of_thin_classes", "unchecked_thin_parts"]
 
 MAJORITY = 0.5
 """The share of a class's pixels that must be thin for :func:`thin_classes` to call the class thin."""
@@ -60,13 +60,22 @@ def thin_parts(
     """
     ignore_index = check_label_map(label_map, ignore_index)
     check_positive_int(radius, "radius")
+    classes = None if classes is None else check_class_ids(classes, "classes")
+    return unchecked_thin_parts(label_map, int(radius), ignore_index=ignore_index, classes=classes)
+
+
+def unchecked_thin_parts(
+    label_map: LabelArray, radius: int, *, ignore_index: int | None, classes: tuple[int, ...] | None = None
+) -> LabelArray:
+    """:func:`thin_parts` of a label map its caller has checked (:func:`check_label_map`, whose effective
+    ignore label it takes), with a positive int ``radius`` and sorted class ids."""
     labels = computable(as_tensor(label_map), "label_map")
     batch = labels if labels.ndim == 3 else labels[None]
     thin = _thin(batch, int(radius))
     if ignore_index is not None:
         thin &= batch != ignore_index
     if classes is not None:
-        thin &= _of_classes(batch, check_class_ids(classes, "classes"))
+        thin &= _of_classes(batch, classes)
     thin = thin if labels.ndim == 3 else thin[0]
     return thin.numpy() if isinstance(label_map, np.ndarray) else thin
 
@@ -114,8 +123,9 @@ def thin_parts_of_thin_classes(
     label_map: LabelArray, radius: int, *, ignore_index: int | None = 255, share: float = MAJORITY
 ) -> LabelArray:
     """:func:`thin_parts` kept to the classes that :func:`thin_classes` finds in ``label_map`` itself (all its
-    maps pooled): the guard of ``thin_guard_classes="auto"``, from one opening instead of two."""
-    thin = thin_parts(label_map, radius, ignore_index=ignore_index)
+    maps pooled): the guard of ``thin_guard_classes="auto"``, from one opening instead of two. Like
+    :func:`unchecked_thin_parts`, it takes a map its caller has checked (:func:`segfix.ops.field.apply_field`)."""
+    thin = unchecked_thin_parts(label_map, radius, ignore_index=ignore_index)
     total: dict[int, int] = {}
     thin_counts: dict[int, int] = {}
     _add_counts(label_map, as_numpy(thin), ignore_index, total, thin_counts)

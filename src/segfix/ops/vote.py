@@ -15,6 +15,8 @@ copied, and an ignore pixel never changes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -31,7 +33,7 @@ from .._checks import (
 from . import _kernels
 from .directions import direction_vectors
 
-__all__ = ["VOTE_BACKENDS", "vote_labels"]
+__all__ = ["VOTE_BACKENDS", "unchecked_vote_labels", "vote_labels"]
 
 VOTE_BACKENDS = ("auto", "numba", "torch")
 """``vote_labels(backend=...)``: ``'auto'`` is the compiled kernel on the CPU (where numba is installed; torch
@@ -82,6 +84,32 @@ def vote_labels(
         label_map, direction_prob, moving, scale, min_share, ignore_index
     )
     check_iterations(iterations)
+    return _vote_back(label_map, labels, prob, mask, scale, min_share, ignore_index, iterations, backend)
+
+
+def unchecked_vote_labels(
+    label_map: LabelArray,
+    direction_prob: Any,
+    moving: Any,
+    *,
+    scale: int,
+    min_share: float,
+    ignore_index: int | None,
+    iterations: int,
+) -> LabelArray:
+    """:func:`vote_labels` on inputs its caller has checked once (:func:`segfix.ops.field.apply_field`): a valid
+    label map and its effective ignore label, the moving pixels' probabilities ``(K, D)`` in row-major order,
+    a bool mask of the map's shape, an int ``scale``, ``min_share`` in [0, 1), ``iterations`` in bounds."""
+    labels = computable(as_tensor(label_map), "label_map")
+    mask = as_tensor(moving, labels.device)
+    prob = as_tensor(direction_prob, labels.device)
+    if label_map.ndim == 2:
+        labels, mask = labels[None], mask[None]
+    return _vote_back(label_map, labels, prob, mask, scale, min_share, ignore_index, iterations, "auto")
+
+
+def _vote_back(label_map, labels, prob, mask, scale, min_share, ignore_index, iterations, backend) -> Any:
+    """The vote on batched tensors, given back in ``label_map``'s type, dtype and shape."""
     compiled = _compiled(backend, labels)
     out = _vote(
         labels,

@@ -14,7 +14,16 @@ from typing import Any
 
 from ..model.precision import PRECISIONS
 
-__all__ = ["RECIPES", "RECIPE_CHAINS", "SEARCH_ARGUMENTS", "RecipeChain", "TrainRecipe"]
+__all__ = [
+    "RECIPES",
+    "RECIPE_CHAINS",
+    "SEARCH_ARGUMENTS",
+    "TRAIN_THIN_GUARDS",
+    "TUNED_MIN_SHORT_SIDES",
+    "TUNED_THIN_GUARDS",
+    "RecipeChain",
+    "TrainRecipe",
+]
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -226,7 +235,8 @@ RECIPE_CHAINS: dict[str, RecipeChain] = {
 
 SEARCH_ARGUMENTS = {
     "boundary_threshold": "thresholds",
-    "direction_threshold": "direction_thresholds",
+    "min_direction_confidence": "confidences",
+    "min_vote_share": "vote_shares",
     "semantic_scale": "scales",
     "iterations": "iterations",
     "direction_vote": "votes",
@@ -236,3 +246,13 @@ SEARCH_ARGUMENTS = {
 }
 """Each searchable setting and the :func:`select_settings` argument holding its candidates (``thin_guard``
 stands for the guard's radius and its classes together)."""
+
+TUNED_MIN_SHORT_SIDES = (0, 540, 720)
+"""Input sizes tried: on small frames (CamVid's 360 rows) thin structures gain from upscaled inference."""
+
+TUNED_THIN_GUARDS = (0, 1, 2, 3, 4)
+"""Thin-part guard radii ``segfix tune`` tries by default."""
+
+TRAIN_THIN_GUARDS = (0, 1, 2)
+"""The narrower grid of the search that ends ``segfix train --holdout``: it refines stand-ins, whose blocky
+segments tell little about thin parts, and the wider grid took 22 min on CamVid."""

@@ -300,7 +300,7 @@ def _build_network(model_kwargs: dict, *, init, imagenet: bool | None, seed: int
         net.float()  # bundled weights are stored in fp16; train in fp32 master weights
         net.weights_dtype = None  # and save what was trained, in full precision
         return net
-    net = SegFix(**model_kwargs)
+    net = SegFix.from_config(model_kwargs)
     if imagenet is not None:
         backbone_name = model_kwargs.get("backbone", "tf_efficientnet_lite0")
         source = init_backbone(
@@ -429,7 +429,9 @@ def evaluate_offsets(
     for i in range(count):
         sample = dataset[i]
         targets = _targets_for(sample.label, dataset.ignore_index, max_distance, model.num_directions)
-        pred = model.predict(sample.image, direction_prob=coarse_dir is not None and model.direction_vote)
+        pred = model.predict(
+            sample.image, direction_prob=coarse_dir is not None and model.settings.decision.direction_vote
+        )
         valid = sample.label != dataset.ignore_index
         gt_b = targets.boundary & valid
         pr_b = pred.boundary & valid

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from ..metrics.functional import SegmentationMetrics, confusion_matrix
+from ..model.decision import decide
 from ..model.facade import SegFix
 from ..model.settings import Preprocessing
-from ..ops.field import apply_field, decide
+from ..ops.field import apply_field
 from ..ops.thin import thin_classes, thin_parts
 from .recipes import SEARCH_ARGUMENTS
 
@@ -42,7 +43,8 @@ COST_MARGIN = 0.05
 
 TUNED_KEYS = (
     "boundary_threshold",
-    "direction_threshold",
+    "min_direction_confidence",
+    "min_vote_share",
     "semantic_scale",
     "iterations",
     "direction_vote",
@@ -66,7 +68,8 @@ def kept_grids(model: SegFix, search: Iterable[str]) -> dict[str, tuple]:
     if unknown:
         raise ValueError(f"search: expected names among {list(SEARCH_ARGUMENTS)}, got {unknown}")
     grids = {argument: (model.settings.get(name),) for name, argument in SEARCH_ARGUMENTS.items()}
-    grids["thin_guards"] = ((model.thin_guard, model.thin_guard_classes),)  # the radius with its own classes
+    decision = model.settings.decision
+    grids["thin_guards"] = ((decision.thin_guard, decision.thin_guard_classes),)  # the radius with its own classes
     return {argument: grids[argument] for name, argument in SEARCH_ARGUMENTS.items() if name not in search}
 
 
@@ -95,7 +98,8 @@ def select_settings(
     scales: Sequence[int] = (1, 2),
     iterations: Sequence[int] = (1, 2, 3, 4, 5),
     thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
-    direction_thresholds: Sequence[float] = (0.0, 0.5),
+    confidences: Sequence[float] = (0.0, 0.5),
+    vote_shares: Sequence[float] = (0.0, 0.5),
     votes: Sequence[bool] = (False, True),
     flips: Sequence[bool] = (False, True),
     min_short_sides: Sequence[int] = (0,),
@@ -108,6 +112,8 @@ def select_settings(
     boundary F-score at 1 px).
 
     Args:
+        confidences: candidate ``min_direction_confidence`` values, tried with the argmax rule; ``vote_shares``:
+            candidate ``min_vote_share`` values, tried with the vote (``votes`` says which rules are tried).
         coarse: coarse label maps by the network that made them, one map per sample of ``dataset`` each, in its
             class ids with its ignore label (real networks' predictions: the model to be refined, or any that
             never saw those images). Gains are averaged over the networks, so that the settings do not lean on
@@ -126,53 +132,79 @@ def select_settings(
         (means over the networks), ``worst_class_gain`` and ``gains`` by network). See :func:`choose_row`.
     """
     samples = [dataset[i] for i in range(len(dataset))]
-    # A size that no held-out image is below changes nothing: measuring it again would only repeat size 0.
     input_scale = model.settings.preprocessing.input_scale
+    # A size that no held-out image is below changes nothing: measuring it again would only repeat size 0.
     min_short_sides = [
         m for m in min_short_sides if m == 0 or any(min(s.image.shape[:2]) * input_scale < m for s in samples)
     ] or [0]
     if coarse is None:
-        proxies = [coarse_proxy(s.label, dataset.num_classes, dataset.ignore_index, stride) for s in samples]
-        coarse = {"stand-in": proxies}
+        coarse = {
+            "stand-in": [coarse_proxy(s.label, dataset.num_classes, dataset.ignore_index, stride) for s in samples]
+        }
     _check_coarse(coarse, samples)
-    outputs: dict[tuple[Any, Any], list] = {}
-    for flip, short_side in itertools.product(flips, min_short_sides):
-        variant = model.with_settings(flip_tta=flip, min_short_side=short_side)
-        outputs[flip, short_side] = [variant.network_outputs(s.image) for s in samples]
-
-    def fields_of(threshold: float, direction_threshold: float, vote: bool, flip: bool, short_side: int) -> list:
-        # The guard is applied here per network (on its own maps), never again on a half-refined map.
-        decision = model.settings.replace(
-            boundary_threshold=threshold, direction_threshold=direction_threshold, direction_vote=vote, thin_guard=0
-        ).decision
-        return [decide(out, decision) for out in outputs[flip, short_side]]
-
+    search = _Search(model, dataset, samples, coarse, flips, min_short_sides)
     # First every candidate by its IoU alone (a confusion matrix per map); then the boundary F-score, which
     # costs twenty times more, only for those close enough to the best to be chosen.
-    scorer = _Scorer(dataset, samples, coarse)
     guards = guard_candidates(thin_guards, [s.label for s in samples], dataset.ignore_index)
     rows = []
-    for combo in itertools.product(thresholds, direction_thresholds, votes, flips, min_short_sides):
-        threshold, direction_threshold, vote, flip, short_side = combo
-        fields = fields_of(*combo)
-        guarded = {guard: scorer.guarded(fields, *guard) for guard in guards}  # frozen once, for every step
-        for scale, guard in itertools.product(scales, guards):
-            # k steps are one step taken on the result of k - 1: each count of iterations continues the last.
-            refined: Mapping[str, Sequence[np.ndarray]] = dict(coarse)
-            done = 0
-            for steps in sorted(iterations):
-                refined = scorer.refine(_with_steps(guarded[guard], scale, steps - done), refined)
-                done = steps
-                values = (threshold, direction_threshold, scale, steps, vote, flip, short_side, *guard)
-                rows.append({**dict(zip(TUNED_KEYS, values)), **scorer.gains(refined)})
+    for threshold, vote, flip, short_side in itertools.product(thresholds, votes, flips, min_short_sides):
+        for minimum in vote_shares if vote else confidences:
+            decided = {"boundary_threshold": threshold, "direction_vote": vote, "flip_tta": flip}
+            decided.update(_minimums(vote, minimum), min_short_side=short_side)
+            rows += search.rows(decided, scales, iterations, guards)
     for row in _contenders(rows, min_class_gain):
-        keys = ("boundary_threshold", "direction_threshold", "direction_vote", "flip_tta", "min_short_side")
-        chosen_fields = scorer.guarded(fields_of(*(row[k] for k in keys)), row["thin_guard"], row["thin_guard_classes"])
-        stepped = _with_steps(chosen_fields, row["semantic_scale"], row["iterations"])
-        row["f1px_gain"] = scorer.boundary_gain(scorer.refine(stepped, coarse))
+        row["f1px_gain"] = search.boundary_gain(row)
     chosen = choose_row(rows, samples, input_scale, min_class_gain=min_class_gain)
     budget = pixel_budget([s.image.shape[:2] for s in samples], chosen["min_short_side"], input_scale)
     return {**{k: chosen[k] for k in TUNED_KEYS}, "max_network_pixels": budget}, rows
+
+
+def _minimums(vote: bool, minimum: float) -> dict[str, float]:
+    """The two minimums of a candidate: the one its rule uses, the other at 0 (unused)."""
+    return {"min_direction_confidence": 0.0 if vote else minimum, "min_vote_share": minimum if vote else 0.0}
+
+
+_DECIDED_KEYS = ("boundary_threshold", "direction_vote", "min_direction_confidence", "min_vote_share")
+
+
+class _Search:
+    """The network's outputs for each input size and flip, computed once, and the rows of every step count."""
+
+    def __init__(self, model: SegFix, dataset, samples: Sequence, coarse, flips, min_short_sides) -> None:
+        self.model, self.scorer = model, _Scorer(dataset, samples, coarse)
+        self.coarse = coarse
+        self.outputs = {
+            (flip, side): [
+                model.with_settings(flip_tta=flip, min_short_side=side).network_outputs(s.image) for s in samples
+            ]
+            for flip, side in itertools.product(flips, min_short_sides)
+        }
+
+    def fields(self, row: Mapping[str, Any]) -> list:
+        # The guard is applied per network (on its own maps), never again on a half-refined map.
+        decision = self.model.settings.replace(**{k: row[k] for k in _DECIDED_KEYS}, thin_guard=0).decision
+        return [decide(out, decision) for out in self.outputs[row["flip_tta"], row["min_short_side"]]]
+
+    def rows(self, decided: dict, scales: Sequence[int], iterations: Sequence[int], guards: Sequence) -> list[dict]:
+        fields = self.fields(decided)
+        rows = []
+        for scale, guard in itertools.product(scales, guards):
+            guarded = self.scorer.guarded(fields, *guard)
+            # k steps are one step taken on the result of k - 1: each count of iterations continues the last.
+            refined: Mapping[str, Sequence[np.ndarray]] = dict(self.coarse)
+            done = 0
+            for steps in sorted(iterations):
+                refined = self.scorer.refine(_with_steps(guarded, scale, steps - done), refined)
+                done = steps
+                row = {**decided, "semantic_scale": scale, "iterations": steps}
+                row.update(thin_guard=guard[0], thin_guard_classes=guard[1])
+                rows.append({**row, **self.scorer.gains(refined)})
+        return rows
+
+    def boundary_gain(self, row: Mapping[str, Any]) -> float:
+        guarded = self.scorer.guarded(self.fields(row), row["thin_guard"], row["thin_guard_classes"])
+        stepped = _with_steps(guarded, row["semantic_scale"], row["iterations"])
+        return self.scorer.boundary_gain(self.scorer.refine(stepped, self.coarse))
 
 
 def pixel_budget(sizes: Sequence[tuple[int, int]], min_short_side: int, input_scale: float = 1.0) -> int:
