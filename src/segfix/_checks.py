@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .limits import MAX_ITERATIONS
+from .limits import MAX_ITERATIONS, check_int_range, is_int
 
 SUPPORTED_NUM_DIRECTIONS = (4, 8, 16)
 
@@ -66,22 +66,8 @@ def check_num_directions(num_directions: int) -> None:
         raise ValueError(f"num_directions: expected one of {SUPPORTED_NUM_DIRECTIONS}, got {num_directions!r}")
 
 
-def is_int(value: Any) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
-
-
-def check_int_range(value: Any, name: str, low: int, high: int) -> int:
-    """Require an integer (not a bool) in ``low..high``; returns it as an int. The one integer check: every
-    bound of :mod:`segfix.limits` goes through it."""
-    if not is_int(value) or not low <= value <= high:
-        raise ValueError(f"{name}: expected an integer in {low}..{high}, got {value!r}")
-    return int(value)
-
-
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
-    if not is_int(value) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    check_int_range(value, name, minimum)
 
 
 def check_iterations(value: Any) -> int:
@@ -112,7 +98,7 @@ def check_class_ids(value: Any, name: str) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
         raise ValueError(f"{name}: expected a list of class ids, got {value!r}")
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        if not is_int(v) or v < 0:
             raise ValueError(f"{name}: expected non-negative integer class ids, got {value!r}")
     return tuple(sorted({int(v) for v in value}))
 
@@ -155,7 +141,7 @@ def effective_ignore(labels: np.ndarray | torch.Tensor, ignore_index: int | None
     unsigned maps): then no pixel is ignore. Comparing with such a value would wrap around in torch."""
     if ignore_index is None:
         return None
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+    if not is_int(ignore_index):
         raise TypeError(f"ignore_index: expected an integer or None, got {ignore_index!r}")
     low, high = value_range(labels)
     return int(ignore_index) if low <= ignore_index <= high else None

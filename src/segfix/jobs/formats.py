@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from .._checks import THIN_CLASSES_FROM_LABELS
-from ..data.files import MAX_FILE_PIXELS, atomic_write, image_size, read_label, write_png
+from ..data.files import atomic_write, image_size, read_label, write_png
+from ..limits import MAX_FILE_PIXELS, is_int
 from ..ops.field import RefinementField, field_from_offsets
 
 __all__ = [
@@ -295,11 +296,7 @@ def rle_decode(rle: dict, size: tuple[int, int] | None = None) -> np.ndarray:
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError(f"expected a COCO RLE {{'size': [h, w], 'counts': ...}}, got {str(rle)[:80]!r}")
     shape = rle["size"]
-    if (
-        not isinstance(shape, (list, tuple))
-        or len(shape) != 2
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in shape)
-    ):
+    if not isinstance(shape, (list, tuple)) or len(shape) != 2 or any(not is_int(v) or v < 0 for v in shape):
         raise ValueError(f"RLE size: expected [height, width] of non-negative integers, got {shape!r}")
     h, w = shape
     if size is not None and (h, w) != tuple(size):

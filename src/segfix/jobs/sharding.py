@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..limits import is_int
+
 __all__ = ["WHOLE_JOB", "Shard", "gather_on_first"]
 
 T = TypeVar("T")
@@ -32,7 +34,7 @@ class Shard:
     def __post_init__(self) -> None:
         for name in ("index", "count"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 raise TypeError(f"Shard.{name}: expected an integer, got {value!r}")
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ValueError(f"shard: expected 0 <= index < count, got index {self.index} of count {self.count}")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..limits import MAX_NETWORK_IMAGE_PIXELS, MAX_PASS_PIXELS
+from ..limits import MAX_NETWORK_IMAGE_PIXELS, MAX_PASS_PIXELS, check_int_range
 from ..ops.directions import flip_direction
 from .precision import autocast_context
 from .settings import InferenceSettings
@@ -133,9 +133,9 @@ def predict_whole(
 def window_starts(length: int, window: int, stride: int) -> list[int]:
     """Start offsets of windows of ``window`` px every ``stride`` px covering ``length``; the last window ends at
     ``length`` (``[0]`` when the image is no longer than a window)."""
-    for name, value in (("length", length), ("window", window), ("stride", stride)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "length" else 1):
-            raise ValueError(f"{name}: expected an integer >= {0 if name == 'length' else 1}, got {value!r}")
+    check_int_range(length, "length", 0)
+    check_int_range(window, "window", 1)
+    check_int_range(stride, "stride", 1)
     if length <= window:
         return [0]
     starts = list(range(0, length - window + 1, stride))

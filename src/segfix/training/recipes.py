@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..limits import check_int_range
 from ..model.precision import PRECISIONS
 
 __all__ = [
@@ -142,8 +143,7 @@ class TrainRecipe:
 
 
 def _positive_int(value: Any, name: str, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    check_int_range(value, name, low)
 
 
 RECIPES: dict[str, TrainRecipe] = {
