@@ -1,14 +1,11 @@
-"""Shared fixtures: devices, random label maps, the optional CamVid data, and the --runslow switch."""
+"""Shared fixtures: devices, the optional CamVid data, and the --runslow switch (references: helpers.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-
-from segfix._synthetic import voronoi_labels  # noqa: F401  (re-exported for the tests)
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
 
@@ -60,9 +57,3 @@ def camvid() -> Path:
     if not (CAMVID / "valannot").is_dir():
         pytest.skip(f"CamVid data not found at {CAMVID}")
     return CAMVID
-
-
-def read_label(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    return np.array(Image.open(path))

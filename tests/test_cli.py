@@ -13,13 +13,10 @@ import pytest
 from PIL import Image
 
 import segfix
+from helpers import TINY, read_label, voronoi_labels
 from segfix.cli import main
 from segfix.jobs import formats
 from segfix.model.settings import split_config
-
-from conftest import read_label, voronoi_labels
-
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
 
 def scene(i: int):

@@ -80,7 +80,9 @@ def test_every_test_the_threat_model_names_exists():
     text = (ROOT / "docs" / "security.md").read_text()
     named = set(re.findall(r"`(test_\w+)`", text))
     defined = {
-        m for path in (ROOT / "tests").glob("test_*.py") for m in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
+        m
+        for path in (ROOT / "tests").rglob("test_*.py")
+        for m in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
     }
     assert named and not named - defined, sorted(named - defined)
 

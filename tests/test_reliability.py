@@ -18,13 +18,11 @@ import torch
 from PIL import Image
 
 import segfix
+from helpers import TINY, read_label, voronoi_labels
 from segfix.cli import main
 from segfix.jobs import formats
 from segfix.metrics import SegmentationMetrics
 
-from conftest import read_label, voronoi_labels
-
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 SRC = Path(segfix.__file__).parent
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import voronoi_labels
 from segfix import viz
-
-from conftest import voronoi_labels
 
 
 def test_colorize_and_palettes():

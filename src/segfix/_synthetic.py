@@ -21,7 +21,7 @@ def voronoi_labels(
     return classes[iy, ix].astype(dtype)
 
 
-def reference_walk(labels: np.ndarray, offsets: np.ndarray, scale: int, iterations: int) -> np.ndarray:
+def reference_walk(labels: np.ndarray, offsets: np.ndarray, scale: int = 1, iterations: int = 1) -> np.ndarray:
     """The shift by a plain loop, the specification of :func:`segfix.shift_labels`: ``iterations`` steps
     ``p <- clamp(p + scale * offset[p])`` from every pixel, in Python integers. Maps ``(H, W)`` or ``(N, H, W)``."""
     batched = labels.ndim == 3

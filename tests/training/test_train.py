@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -12,15 +11,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 import segfix
+from helpers import TINY, free_port, voronoi_labels
 from segfix.data.augment import TrainTransform, hflip
 from segfix.data.readers import Sample
 from segfix.training.losses import segfix_loss
 from segfix.training.train import MixedBatchSampler, poly_lr, train
 from segfix.training.tuning import coarse_proxy
 
-from conftest import voronoi_labels
-
-TINY_MODEL = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
+TINY_MODEL = TINY
 
 
 class TinySet:
@@ -214,12 +212,6 @@ def test_validation_scores(tmp_path):
     assert "miou_gain" in scores and "f1px_gain" in scores
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, folder: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
@@ -244,7 +236,7 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str) -> None:
 def test_two_process_gloo_ranks_agree(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     p0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     p1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert p0.keys() == p1.keys()

@@ -22,13 +22,10 @@ import torch
 from PIL import Image
 
 import segfix
+from helpers import TINY, read_label, voronoi_labels
 from segfix.cli import main
 from segfix.jobs import formats
 from segfix.jobs.folders import refine_folder
-
-from conftest import read_label, voronoi_labels
-
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
 
 def _labels(seed: int, size=(20, 24)) -> np.ndarray:

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import segfix
+from helpers import free_port
 from segfix import ModelLoadError, SegFix
 from segfix.model.inference import window_starts
 
@@ -185,14 +186,11 @@ def test_load_from_seeded_hub_cache_offline(model, tmp_path, monkeypatch):
 def test_unreachable_hub_reads_the_cache_at_once(model, tmp_path, monkeypatch):
     """Without HF_HUB_OFFLINE, a Hub that cannot be reached (here: a closed port on this machine) neither
     retries for half a minute nor fails a model that is cached."""
-    import socket
     import time
 
     import huggingface_hub.constants
 
-    with socket.socket() as probe:  # a free local port: nothing listens there once the socket is closed
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     model.save_pretrained(tmp_path / "m")

@@ -7,9 +7,8 @@ import pytest
 from scipy import ndimage
 
 import segfix
+from helpers import read_label, voronoi_labels
 from segfix.ops.directions import angle_to_direction
-
-from conftest import read_label, voronoi_labels
 
 
 def reference_targets(label, *, segments, ignore_index, max_distance=5, num_directions=8, border="zero"):

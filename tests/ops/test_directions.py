@@ -51,7 +51,7 @@ def test_flip_is_an_involution_that_mirrors_vectors(m):
 
 
 def test_flip_matches_targets_of_flipped_map():
-    from conftest import voronoi_labels
+    from helpers import voronoi_labels
 
     label = voronoi_labels((40, 50), 12, 4, seed=1)
     t = segfix.boundary_targets(label, min_pixels=0, border="replicate", zero_gradient="no_direction")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import segfix
+from helpers import TINY
 from segfix.model.hub import ModelLoadError
 from segfix.model.settings import (
     FLAT_NAMES,
@@ -19,8 +20,6 @@ from segfix.model.settings import (
     Preprocessing,
     split_config,
 )
-
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
 
 def test_groups_are_frozen_and_validated():

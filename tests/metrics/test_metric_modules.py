@@ -1,7 +1,6 @@
 """segfix.metrics.modules: the same numbers as segfix.metrics, from summed states that sync across processes."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import torch
 
 pytest.importorskip("torchmetrics")
 
+from helpers import free_port  # noqa: E402
 from segfix.metrics import SegmentationMetrics  # noqa: E402
 from segfix.metrics.modules import BoundaryFScore, BoundaryIoU  # noqa: E402
 
@@ -86,12 +86,6 @@ def test_bad_input_names_what_was_expected():
         BoundaryFScore(NUM_CLASSES, tolerances=())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, results) -> None:
     import torch.distributed as dist
 
@@ -113,7 +107,7 @@ def test_two_gloo_processes_sync_to_the_single_process_values():
 
     manager = mp.Manager()
     results = manager.dict()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), results), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), results), nprocs=2, join=True)
     pred, target = blobs(2, n=4)
     ref = reference(pred, target)
     for rank in (0, 1):

@@ -7,10 +7,9 @@ import torch
 from torch import nn
 
 import segfix
+from helpers import TINY
 from segfix.model.folding import FoldingError, InferenceNetwork, fold_batchnorm
 from segfix.model.network import SegFixNet
-
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
 
 def with_running_statistics(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -131,7 +131,7 @@ def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
     for retired in ("camvid-lite0-v3", "camvid-lite0-v2", "camvid-lite0"):
         with pytest.raises(ModelLoadError, match=f"no longer bundled.*docs/model-cards/{retired}.md"):
             segfix.SegFix.from_pretrained(retired)
-        assert (Path(__file__).parents[1] / "docs" / "model-cards" / f"{retired}.md").is_file()
+        assert (Path(__file__).parents[2] / "docs" / "model-cards" / f"{retired}.md").is_file()
 
 
 def test_a_bundled_model_whose_shared_weights_are_missing_is_not_listed(monkeypatch, tmp_path):
@@ -190,7 +190,7 @@ def test_the_wheel_is_small_and_its_models_load_from_a_clean_folder(tmp_path):
     import sys
     import zipfile
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
          str(root)],

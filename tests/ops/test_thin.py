@@ -10,12 +10,11 @@ import torch
 from scipy import ndimage
 
 import segfix
+from helpers import voronoi_labels
 from segfix.model.decision import decide
 from segfix.model.inference import NetworkOutputs
 from segfix.model.settings import DecisionSettings
 from segfix.ops.field import RefinementField, apply_field
-
-from conftest import voronoi_labels
 
 
 def scipy_thin(labels: np.ndarray, radius: int) -> np.ndarray:

@@ -8,9 +8,8 @@ import torch
 from scipy import ndimage
 from skimage.morphology import disk
 
+from helpers import read_label, voronoi_labels
 from segfix.metrics import BoundaryStatistics, SegmentationMetrics, confusion_matrix, mask_boundary
-
-from conftest import read_label, voronoi_labels
 
 
 def seg2bmap_reference(seg):

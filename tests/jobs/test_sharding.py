@@ -12,12 +12,9 @@ import pytest
 from PIL import Image
 
 import segfix
+from helpers import TINY, voronoi_labels
 from segfix.cli import main
 from segfix.jobs.sharding import Shard
-
-from conftest import voronoi_labels
-
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
 
 def test_shards_are_disjoint_and_cover_every_item():

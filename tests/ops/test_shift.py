@@ -7,25 +7,10 @@ import pytest
 import torch
 
 import segfix
+from helpers import reference_walk as loop_reference
 from segfix.ops import _kernels
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.int64, np.bool_]
-
-
-def loop_reference(labels, offsets, scale=1, iterations=1):
-    """Pixel-by-pixel Python loop: the specification."""
-    h, w = labels.shape
-    out = np.empty_like(labels)
-    for i in range(h):
-        for j in range(w):
-            y, x = i, j
-            for _ in range(iterations):
-                y, x = (
-                    min(max(y + scale * int(offsets[0, y, x]), 0), h - 1),
-                    min(max(x + scale * int(offsets[1, y, x]), 0), w - 1),
-                )
-            out[i, j] = labels[y, x]
-    return out
 
 
 def random_case(rng, shape=(13, 17), dtype=np.uint8, reach=3, share=0.3, offset_dtype=np.int8):

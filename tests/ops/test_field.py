@@ -9,12 +9,11 @@ import pytest
 import torch
 
 import segfix
+from helpers import TINY
 from segfix.model.decision import decide, field_from_maps
 from segfix.model.inference import NetworkOutputs, bilinear_at
 from segfix.model.settings import DecisionSettings
 from segfix.ops.field import RefinementField, apply_field, apply_field_to_instances, field_from_offsets
-
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=8, head_channels=8)
 
 
 def dense_outputs(seed: int = 0, n: int = 1, h: int = 12, w: int = 14):

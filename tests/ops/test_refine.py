@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import segfix
-
-from conftest import read_label, voronoi_labels
+from helpers import read_label, voronoi_labels
 
 
 def shifted_prediction(truth: np.ndarray, pixels: int) -> np.ndarray:

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import segfix
-
-from conftest import voronoi_labels
+from helpers import voronoi_labels
 
 
 def reference_vote(labels, prob, moving, scale, min_share, ignore_index):
