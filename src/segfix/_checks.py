@@ -75,6 +75,14 @@ def check_iterations(value: Any) -> int:
     return check_int_range(value, "iterations", 1, MAX_ITERATIONS)
 
 
+def check_steps(scale: Any, iterations: Any) -> None:
+    """A call's ``scale`` and ``iterations`` overrides: each None (the settings') or valid."""
+    if scale is not None:
+        check_scale(scale)
+    if iterations is not None:
+        check_iterations(iterations)
+
+
 def num_elements(x: np.ndarray | torch.Tensor) -> int:
     """Number of elements of a numpy array or a tensor."""
     return x.numel() if isinstance(x, torch.Tensor) else int(x.size)

@@ -92,10 +92,11 @@ class JobReport:
 
 
 def count_files(folder: Path, endings: str | tuple[str, ...]) -> int:
-    """How many files a folder job will see (for its progress bar), by the job's own walk and matching."""
+    """How many files a folder job will see (for its progress bar): the job's own walk (:func:`_scan`) with the
+    file names that end in ``endings`` (any case)."""
     if not folder.is_dir():
         return 0
-    return sum(1 for path in walk_files(folder)[0] if path.name.lower().endswith(endings))
+    return len(_scan(folder, lambda path: path.name.lower().endswith(endings))[0])
 
 
 def index_files(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:

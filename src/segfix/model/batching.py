@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 import torch
@@ -24,12 +24,21 @@ __all__ = [
     "as_rgb_array",
     "finish",
     "label_image_to_array",
+    "Labels",
+    "Masks",
     "label_map_as_ids",
+    "one_field",
     "pair_maps_with_images",
     "require_label_array",
     "stack_or_list",
     "to_batch",
 ]
+
+Labels = TypeVar("Labels", np.ndarray, torch.Tensor, list[np.ndarray], list[torch.Tensor])
+"""A label map as ``SegFix.refine`` takes and returns it: numpy, torch, or a list of either."""
+
+Masks = TypeVar("Masks", np.ndarray, torch.Tensor)
+"""Instance masks as ``SegFix.refine_instances`` takes and returns them."""
 
 ImageInput: TypeAlias = "np.ndarray | torch.Tensor | Image.Image | Sequence[np.ndarray | torch.Tensor | Image.Image]"
 """What the image argument of ``SegFix.predict`` and ``SegFix.refine`` takes: one RGB image ``(H, W, 3)``
@@ -215,3 +224,10 @@ def pair_maps_with_images(images: Any, label_maps: Sequence[Any]) -> list[tuple[
     if len(each) != len(label_maps):
         raise ValueError(f"label_map: got a list of {len(label_maps)} maps for {len(each)} images; pass one per image")
     return list(zip(each, label_maps))
+
+
+def one_field(field: Any) -> Any:
+    """The one field of a batch of one size; images of different sizes (a list of fields) are refused."""
+    if isinstance(field, list):
+        raise ValueError("refine: images of different sizes need one call each (or one batch of equal sizes)")
+    return field

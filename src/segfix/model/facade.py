@@ -1,15 +1,9 @@
-"""``SegFix``: the user-facing model. Load it, hand it an image and any model's label map, get the refined map.
+"""``SegFix``: the user-facing model. Load it, hand it an image and any model's label map, get the refined map
+(``SegFix.from_pretrained("camvid-lite0-v5").refine(image, label_map)``).
 
->>> from segfix import SegFix                                      # doctest: +SKIP
->>> model = SegFix.from_pretrained("camvid-lite0-v5")              # doctest: +SKIP
->>> refined = model.refine(image, label_map)                       # doctest: +SKIP
-
-The model is laid out as data flows through it: the network (:class:`segfix.model.network.SegFixNet`); a dense
-prediction (the policy in :func:`segfix.model.inference.dense_prediction`); the decision
-(:mod:`segfix.model.decision`), which yields a :class:`segfix.ops.field.RefinementField`; and one function that
-applies a field to labels (:func:`segfix.ops.field.apply_field`). Images are adapted by
-:mod:`segfix.model.batching` (numpy in, numpy out; tensors in, tensors out on the input's device); model files
-are read and written by :mod:`segfix.model.hub`.
+Laid out as data flows: the network (:mod:`~segfix.model.network`), a dense prediction
+(:mod:`~segfix.model.inference`), the decision (:mod:`~segfix.model.decision`) into a refinement field, and
+:func:`segfix.ops.field.apply_field`; inputs by :mod:`~segfix.model.batching`, files by :mod:`~segfix.model.hub`.
 """
 
 from __future__ import annotations
@@ -17,28 +11,23 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_iterations, check_scale
+from .._checks import check_steps
 from ..ops.field import RefinementField, apply_field, apply_field_to_instances, check_field_labels, concat_fields
-from .batching import ImageBatch, ImageInput, finish, label_map_as_ids, pair_maps_with_images, stack_or_list, to_batch
+from . import batching
+from .batching import ImageBatch, ImageInput, Labels, Masks, to_batch
 from .decision import Prediction, decide, decide_maps, field_from_maps
 from .folding import InferenceNetwork
 from .hub import MODEL_CARD_TEMPLATE, ModelLoadError, SegFixHubMixin
 from .inference import NetworkOutputs, dense_prediction
 from .network import SegFixNet
-from .settings import FLAT_NAMES, GROUPS, LEGACY_DIRECTION_THRESHOLD, ModelSettings, split_config
+from .settings import FLAT_NAMES, ModelSettings, refuse_settings_among, split_config
 
 __all__ = ["ImageInput", "ModelLoadError", "Prediction", "SegFix"]
-
-Labels = TypeVar("Labels", np.ndarray, torch.Tensor, list[np.ndarray], list[torch.Tensor])
-"""A label map as :meth:`SegFix.refine` takes and returns it: numpy, torch, or a list of either."""
-
-Masks = TypeVar("Masks", np.ndarray, torch.Tensor)
 
 
 class SegFix(
@@ -75,22 +64,14 @@ class SegFix(
 
     def __init__(self, *, preprocessing: Any = None, inference: Any = None, decision: Any = None, **network: Any):
         super().__init__()
-        misplaced = sorted((set(network) & set(FLAT_NAMES)) | ({LEGACY_DIRECTION_THRESHOLD} & set(network)))
-        if misplaced:
-            raise TypeError(
-                f"SegFix: {misplaced} are settings, not network arguments; pass them in their group "
-                "(e.g. decision=DecisionSettings(...)) or change them with model.with_settings(name=value)"
-            )
-        given = {"preprocessing": preprocessing, "inference": inference, "decision": decision}
-        self.settings = ModelSettings(**{name: _group(name, value) for name, value in given.items()})
+        refuse_settings_among(network)
+        self.settings = ModelSettings.from_groups(preprocessing=preprocessing, inference=inference, decision=decision)
         arguments = inspect.signature(SegFixNet).bind(**network)
         arguments.apply_defaults()
         self.net = SegFixNet(**arguments.arguments)
         # channels-last convolutions were 1.4x faster on the CPU (and are the fast layout on GPUs)
         self.net.to(memory_format=torch.channels_last)
-        pre = self.settings.preprocessing
-        self.register_buffer("pixel_mean", torch.tensor(pre.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pre.std).view(1, 3, 1, 1), persistent=False)
+        self._normalise_by(self.settings, torch.device("cpu"))
         self.network_config = {k: list(v) if isinstance(v, tuple) else v for k, v in arguments.arguments.items()}
         self.weights_dtype: torch.dtype | None = None
         self.source_card: str | None = None
@@ -108,16 +89,16 @@ class SegFix(
         other = copy.copy(self)
         other.__dict__["settings"] = settings = self.settings.replace(**changes)
         other.__dict__["_buffers"] = dict(self._buffers)  # its own mean and std, the same network
-        pre = settings.preprocessing
-        other.pixel_mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1)
-        other.pixel_std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1)
+        other._normalise_by(settings, self.device)
         return other
+
+    def _normalise_by(self, settings: ModelSettings, device: torch.device) -> None:
+        for name, values in (("pixel_mean", settings.preprocessing.mean), ("pixel_std", settings.preprocessing.std)):
+            self.register_buffer(name, torch.tensor(values, device=device).view(1, 3, 1, 1), persistent=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in FLAT_NAMES:  # settings are frozen: an attribute by that name would be ignored by every route
-            raise AttributeError(
-                f"{name} is a setting, held frozen in model.settings; use model = model.with_settings({name}={value!r})"
-            )
+            raise AttributeError(f"{name} is a frozen setting; use model = model.with_settings({name}={value!r})")
         super().__setattr__(name, value)
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
@@ -126,10 +107,7 @@ class SegFix(
         compile ``forward`` alone, which refinement does not call. Arguments (``mode=``, ...) are not taken:
         this model compiles with torch's defaults."""
         if args or kwargs:
-            raise TypeError(
-                f"compile: takes no arguments here, got {args or ''}{kwargs or ''}; the network compiles with "
-                "torch.compile's defaults"
-            )
+            raise TypeError(f"compile: takes no arguments, got {args or ''}{kwargs or ''} (torch.compile's defaults)")
         self.__dict__["settings"] = self.settings.replace(torch_compile=True)
 
     num_directions = property(lambda self: int(self.network_config["num_directions"]), doc="D, the direction classes")
@@ -170,12 +148,7 @@ class SegFix(
         if len({tuple(g.shape[-2:]) for g in groups}) != 1:
             sizes = sorted({tuple(g.shape[-2:]) for g in groups})
             raise ValueError(f"network_outputs: expected one image or images of one size, got sizes {sizes}")
-        outputs = [self._outputs(g, inference) for g in groups]
-        if len(outputs) == 1:
-            return outputs[0]
-        first = outputs[0]
-        prob = torch.cat([o.boundary_prob for o in outputs])
-        return NetworkOutputs(prob, torch.cat([o.direction_logits for o in outputs]), first.size, first.align_corners)
+        return NetworkOutputs.concat([self._outputs(g, inference) for g in groups])
 
     def network_scale(self, size: tuple[int, int]) -> float:
         """The factor an image of ``size`` (H, W) is resized by before the network (see
@@ -212,7 +185,7 @@ class SegFix(
             direction, moving, softmax = decide_maps(prob, logits, self.settings.decision, keep_prob=direction_prob)
             for part, x in zip(parts, (prob, direction, moving, softmax)):
                 part.extend([] if x is None else [x])
-        return Prediction(*(finish(stack_or_list(x), batch) if x else None for x in parts))
+        return Prediction(*(batching.finish(batching.stack_or_list(x), batch) if x else None for x in parts))
 
     @torch.inference_mode()
     def predict_field(
@@ -237,7 +210,7 @@ class SegFix(
         batch = to_batch(image, self.device, self.normalize)
         outputs = (self._outputs(group, inference) for group in batch.groups)
         offsets = [decide(o, self.settings.decision, instance=True).offsets for o in outputs]
-        return finish(stack_or_list(offsets), batch)
+        return batching.finish(batching.stack_or_list(offsets), batch)
 
     def refine(
         self,
@@ -264,12 +237,12 @@ class SegFix(
             The refined label map: same type, dtype, shape (and device) as ``label_map``; a list for a list.
         """
         if isinstance(label_map, (list, tuple)):
-            pairs = pair_maps_with_images(image, label_map)
+            pairs = batching.pair_maps_with_images(image, label_map)
             return [self.refine(i, m, scale=scale, iterations=iterations, inference=inference) for i, m in pairs]
-        ids, restore = label_map_as_ids(label_map)  # refused before the network runs
-        _check_steps(scale, iterations)
+        ids, restore = batching.label_map_as_ids(label_map)  # refused before the network runs
+        check_steps(scale, iterations)
         batch = to_batch(image, self.device, self.normalize)
-        field = _one_field(self._fields(batch, inference, instance=False))
+        field = batching.one_field(self._fields(batch, inference, instance=False))
         check_field_labels(ids, field, single=batch.single)
         ignore = self.settings.decision.ignore_index
         return restore(apply_field(field.with_steps(scale, iterations), ids, ignore_index=ignore))
@@ -288,7 +261,7 @@ class SegFix(
         ``prediction`` must hold ``direction_prob`` when ``direction_vote`` is set. Shapes as :meth:`refine`;
         ``ignore_index`` defaults to the settings'.
         """
-        _check_steps(scale, iterations)
+        check_steps(scale, iterations)
         ignore = self.settings.decision.ignore_index if ignore_index == "config" else ignore_index
         if isinstance(ignore, str):
             raise ValueError(f"ignore_index: expected an integer, None or 'config', got {ignore!r}")
@@ -315,36 +288,10 @@ class SegFix(
     ) -> Masks:
         """Refine instance masks ``(K, H, W)`` predicted for one ``image`` with one field (``instance_scale``,
         argmax rule); see :func:`segfix.refine_instances` for ``scores`` and ``resolve_overlaps``."""
-        label_map_as_ids(masks)  # the same refusals as a label map's, before the network runs
-        _check_steps(scale, iterations)
+        batching.label_map_as_ids(masks)  # the same refusals as a label map's, before the network runs
+        check_steps(scale, iterations)
         batch = to_batch(image, self.device, self.normalize)
-        field = _one_field(self._fields(batch, inference, instance=True))
+        field = batching.one_field(self._fields(batch, inference, instance=True))
         check_field_labels(masks, field, single=batch.single, instance=True)
         field = field.with_steps(scale, iterations)
         return apply_field_to_instances(field, masks, scores=scores, resolve_overlaps=resolve_overlaps)
-
-
-def _group(name: str, value: Any) -> Any:
-    """A settings group as given (an instance, a mapping of its fields, or None for the defaults) -> the group."""
-    kind = GROUPS[name]
-    if value is None:
-        return kind()
-    if isinstance(value, kind):
-        return value
-    if isinstance(value, Mapping):
-        return kind(**value)
-    hint = " (the mode is set with with_settings(inference='sliding'))" if name == "inference" else ""
-    raise TypeError(f"{name}: expected a {kind.__name__} or a mapping of its fields, got {value!r}{hint}")
-
-
-def _check_steps(scale: Any, iterations: Any) -> None:
-    if scale is not None:
-        check_scale(scale)
-    if iterations is not None:
-        check_iterations(iterations)
-
-
-def _one_field(field: RefinementField | list[RefinementField]) -> RefinementField:
-    if isinstance(field, list):
-        raise ValueError("refine: images of different sizes need one call each (or one batch of equal sizes)")
-    return field

@@ -58,6 +58,15 @@ class NetworkOutputs:
     def __len__(self) -> int:
         return int(self.boundary_prob.shape[0])
 
+    @classmethod
+    def concat(cls, outputs: list[NetworkOutputs]) -> NetworkOutputs:
+        """The outputs of several passes over images of one size, as one batch."""
+        if len(outputs) == 1:
+            return outputs[0]
+        first = outputs[0]
+        prob = torch.cat([o.boundary_prob for o in outputs])
+        return cls(prob, torch.cat([o.direction_logits for o in outputs]), first.size, first.align_corners)
+
     def boundary_prob_full(self) -> torch.Tensor:
         """float32 ``(N, H, W)``: the boundary probability at image resolution."""
         return _resize(self.boundary_prob[:, None], self.size, self.align_corners)[:, 0]

@@ -39,6 +39,7 @@ __all__ = [
     "InferenceSettings",
     "ModelSettings",
     "Preprocessing",
+    "refuse_settings_among",
     "split_config",
 ]
 
@@ -262,6 +263,26 @@ class ModelSettings:
     decision: DecisionSettings = DecisionSettings()
 
     @classmethod
+    def from_groups(cls, **groups: Any) -> ModelSettings:
+        """Settings from groups as ``SegFix`` takes them: each an instance, a mapping of its fields, or None
+        (the defaults).
+
+        Raises:
+            TypeError: a group of another kind (a mode string for ``inference`` gets a hint).
+        """
+        made: dict[str, Any] = {}
+        for name, value in groups.items():
+            kind = GROUPS[name]
+            if value is None or isinstance(value, kind):
+                made[name] = value if value is not None else kind()
+            elif isinstance(value, Mapping):
+                made[name] = kind(**value)
+            else:
+                hint = " (the mode is set with with_settings(inference='sliding'))" if name == "inference" else ""
+                raise TypeError(f"{name}: expected a {kind.__name__} or a mapping of its fields, got {value!r}{hint}")
+        return cls(**made)
+
+    @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> ModelSettings:
         """Settings from flat names (:data:`FLAT_NAMES`), the rest at their defaults."""
         return cls().replace(**flat)
@@ -308,6 +329,20 @@ class ModelSettings:
             }
             for group in GROUPS
         }
+
+
+def refuse_settings_among(network: Mapping[str, Any]) -> None:
+    """Refuse settings given where network arguments are expected (``SegFix(backbone=..., flip_tta=True)``).
+
+    Raises:
+        TypeError: naming them and the two right ways.
+    """
+    misplaced = sorted((set(network) & set(FLAT_NAMES)) | ({LEGACY_DIRECTION_THRESHOLD} & set(network)))
+    if misplaced:
+        raise TypeError(
+            f"SegFix: {misplaced} are settings, not network arguments; pass them in their group "
+            "(e.g. decision=DecisionSettings(...)) or change them with model.with_settings(name=value)"
+        )
 
 
 def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], ModelSettings]:

@@ -13,7 +13,7 @@ Two implementations share one specification:
 * torch: CPU tensors go through the same compiled kernel, reading their memory in place; on other devices
   (CUDA, MPS) a dense gather keeps tensors where they are.
 
-Both give bit-identical results; ``tests/test_shift.py`` holds them to it.
+Both give bit-identical results; ``tests/ops/test_shift.py`` holds them to it.
 """
 
 from __future__ import annotations
