@@ -297,8 +297,10 @@ def convert(args: argparse.Namespace) -> int:
 
 def _check_settings(settings: dict[str, Any]) -> None:
     """Refuse, before any work, a ``--set`` name that is no setting (network arguments included) or a bad value."""
-    from .model.settings import FLAT_NAMES, ModelSettings
+    from .model.settings import FLAT_NAMES, LEGACY_DIRECTION_THRESHOLD, ModelSettings
 
+    if LEGACY_DIRECTION_THRESHOLD in settings:
+        raise UsageError("--set direction_threshold: now min_direction_confidence (argmax) or min_vote_share (vote)")
     unknown = sorted(set(settings) - set(FLAT_NAMES))
     if unknown:
         raise UsageError(f"--set: expected settings among {sorted(FLAT_NAMES)}, got {unknown}")

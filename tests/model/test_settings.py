@@ -61,7 +61,7 @@ def test_the_facade_takes_settings_groups_and_refuses_a_flat_setting():
     assert model.settings.preprocessing == segfix.SegFix(**TINY).settings.preprocessing
     with pytest.raises(TypeError, match=r"\['flip_tta'\] are settings, not network arguments.*with_settings"):
         segfix.SegFix(**TINY, flip_tta=True)
-    with pytest.raises(TypeError, match="inference: expected a InferenceSettings.*with_settings"):
+    with pytest.raises(TypeError, match=r"inference: expected InferenceSettings\(...\) or a mapping.*with_settings"):
         segfix.SegFix(**TINY, inference="sliding")
     with pytest.raises(TypeError, match="unexpected keyword argument 'backbnoe'"):
         segfix.SegFix(backbnoe="test_resnet")
@@ -116,6 +116,8 @@ def test_settings_are_read_from_their_group_and_an_assignment_says_how_to_change
     with pytest.raises(AttributeError, match=r"with_settings\(flip_tta=True\)"):
         model.flip_tta = True
     assert model.settings is before and not hasattr(model, "flip_tta")
+    with pytest.raises(AttributeError, match=r"read model.settings.get\('flip_tta'\)"):
+        _ = model.flip_tta
     changed = model.with_settings(flip_tta=True)
     assert changed.settings.inference.flip_tta and changed.config["inference"]["flip_tta"] is True
     with pytest.raises(ValueError, match="semantic_scale"):

@@ -78,8 +78,7 @@ class SegFix(
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SegFix:
-        """A new (untrained) model from what ``config.json`` holds, nested or flat (network arguments and
-        settings by flat name in one mapping, as training recipes write them)."""
+        """A new (untrained) model from what ``config.json`` holds, nested or flat (as recipes write it)."""
         network, settings = split_config(config)
         return cls(**network, **settings.groups())
 
@@ -101,6 +100,11 @@ class SegFix(
             raise AttributeError(f"{name} is a frozen setting; use model = model.with_settings({name}={value!r})")
         super().__setattr__(name, value)
 
+    def __getattr__(self, name: str) -> Any:
+        if name in FLAT_NAMES:  # no proxy: a setting's name only gets the place to read it
+            raise AttributeError(f"{name} is a setting: read model.settings.get({name!r}) or its group's field")
+        return super().__getattr__(name)
+
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """In place, as ``nn.Module.compile``: the network runs through ``torch.compile`` on every route
         (``refine``, ``predict``, the folder jobs), i.e. ``torch_compile=True``. ``torch.compile(model)`` would
@@ -113,9 +117,7 @@ class SegFix(
     num_directions = property(lambda self: int(self.network_config["num_directions"]), doc="D, the direction classes")
     align_corners = property(lambda self: bool(self.network_config["align_corners"]), doc="upsampling convention")
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
+    device = property(lambda self: self.pixel_mean.device, doc="the device of the model's weights and buffers")
 
     @property
     def config(self) -> dict:

@@ -279,7 +279,8 @@ class ModelSettings:
                 made[name] = kind(**value)
             else:
                 hint = " (the mode is set with with_settings(inference='sliding'))" if name == "inference" else ""
-                raise TypeError(f"{name}: expected a {kind.__name__} or a mapping of its fields, got {value!r}{hint}")
+                expected = f"{kind.__name__}(...) or a mapping of its fields"
+                raise TypeError(f"{name}: expected {expected}, got {value!r}{hint}")
         return cls(**made)
 
     @classmethod
