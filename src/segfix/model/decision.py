@@ -51,6 +51,14 @@ def _needs_prob(decision: DecisionSettings, instance: bool) -> bool:
     return uses_vote(decision, instance=instance) or decision.min_direction_confidence > 0
 
 
+def _softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    """The softmax of each row of ``(K, D)`` logits. torch's softmax over a last dimension of 8 took 9.4 ms for
+    130 K rows on a 2-core CPU, these three passes 1.7 ms; the values differ from it by at most one float32 step
+    (and gave the same labels on all CamVid val images and a 1024x2048 scene)."""
+    weights = (logits - logits.amax(1, keepdim=True)).exp_()
+    return weights.mul_(weights.sum(1, keepdim=True).reciprocal_())
+
+
 def decide(outputs: NetworkOutputs, decision: DecisionSettings, *, instance: bool = False) -> RefinementField:
     """A network's outputs -> the field, by ``decision``.
 
@@ -73,7 +81,7 @@ def decide(outputs: NetworkOutputs, decision: DecisionSettings, *, instance: boo
     n, y, x = candidates.nonzero(as_tuple=True)
     logits = outputs.direction_logits_at((n, y, x))
     direction = logits.argmax(1)
-    prob = torch.softmax(logits, 1) if _needs_prob(decision, instance) else None
+    prob = _softmax_rows(logits) if _needs_prob(decision, instance) else None
     moving = candidates
     confident = None if prob is None else _confident(prob, decision, instance, dim=1)
     if confident is not None:

@@ -123,8 +123,21 @@ def bilinear_at(
     y0, y1, wy = _source_index(y, h, int(size[0]), align_corners)
     x0, x1, wx = _source_index(x, w, int(size[1]), align_corners)
     wy, wx = wy[:, None].to(maps.dtype), wx[:, None].to(maps.dtype)
-    top = maps[n, :, y0, x0] * (1 - wx) + maps[n, :, y0, x1] * wx
-    bottom = maps[n, :, y1, x0] * (1 - wx) + maps[n, :, y1, x1] * wx
+    rows = maps.permute(0, 2, 3, 1)
+    if rows.is_contiguous():  # channels-last, as the network leaves them: each pixel's C values lie together
+        flat = rows.reshape(-1, maps.shape[1])
+        start = n * h
+
+        def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+            return flat.index_select(0, (start + yy) * w + xx)
+
+    else:
+
+        def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+            return maps[n, :, yy, xx]
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
     return top * (1 - wy) + bottom * wy
 
 

@@ -138,16 +138,16 @@ class RefinementField:
         if tuple(pixels.shape) != tuple(self.moving.shape):
             raise ValueError(f"pixels: expected a bool mask {tuple(self.moving.shape)}, got {describe(pixels)}")
         if isinstance(self.moving, torch.Tensor):
-            pixels = pixels.to(self.moving.device, torch.bool)
-            moving = self.moving & ~pixels
-            offsets = self.offsets.masked_fill(pixels[:, None], 0)
+            stopped = pixels.to(self.moving.device, torch.bool) & self.moving
         else:
-            pixels = pixels.astype(bool, copy=False)
-            moving = self.moving & ~pixels
-            offsets = np.where(pixels[:, None], np.zeros((), self.offsets.dtype), self.offsets)
+            stopped = pixels.astype(bool, copy=False) & self.moving
+        if not stopped.any():  # nothing that moves is frozen: the same field (often so: a map without thin parts)
+            return self
+        offsets = self.offsets * ~stopped[:, None]  # int8 times bool stays int8
+        moving = self.moving ^ stopped
         prob = self.direction_prob
         if prob is not None:  # the rows of the pixels that still move, in the same row-major order
-            prob = prob[~pixels[self.moving]]
+            prob = prob[~stopped[self.moving]]
         return dataclasses.replace(self, moving=moving, offsets=offsets, direction_prob=prob)
 
     def to(self, device: torch.device | str) -> RefinementField:
