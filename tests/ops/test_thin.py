@@ -273,3 +273,20 @@ def test_the_auto_guard_equals_thin_classes_then_thin_parts(offset):
     got = thin_parts_of_thin_classes(torch.from_numpy(maps), 2)
     assert isinstance(got, torch.Tensor)
     np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_the_auto_guard_refines_a_read_only_map_without_a_warning():
+    """Decoded label images are read-only arrays: counting their classes must neither warn nor write."""
+    import warnings
+
+    labels = voronoi_labels((48, 64), 12, 5, seed=3)
+    labels[:, 30] = 7  # a one-pixel pole, of a class of its own
+    labels.flags.writeable = False
+    field = RefinementField(
+        moving=np.ones((1, 48, 64), bool), offsets=np.ones((1, 2, 48, 64), np.int8), thin_guard=1,
+        thin_guard_classes="auto", scale=1,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        refined = apply_field(field, labels)
+    assert (refined[:, 30] == 7).all() and not labels.flags.writeable

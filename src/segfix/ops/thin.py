@@ -145,7 +145,7 @@ def _add_counts(label_map: LabelArray, mask: np.ndarray, ignore_index, total: di
     if isinstance(label_map, np.ndarray) and label_map.dtype in (np.uint8, np.uint16):
         # The usual maps: histograms of the ids as stored (torch counts uint8 4x faster than numpy's cast and
         # count), the ignore label's bin dropped; no int64 copy of the map.
-        counts = torch.bincount(torch.from_numpy(label_map).ravel()).numpy()
+        counts = torch.bincount(as_tensor(label_map).ravel()).numpy()
         thin_hist = np.bincount(label_map[mask], minlength=counts.size)
         if ignore_index is not None and 0 <= ignore_index < counts.size:
             counts[ignore_index] = 0
