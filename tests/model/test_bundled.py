@@ -190,17 +190,27 @@ def test_the_wheel_is_small_and_its_models_load_from_a_clean_folder(tmp_path):
     import sys
     import zipfile
 
+    import shutil
+
     root = Path(__file__).parents[2]
+    # Built from the files a release holds, as an sdist would: a local build/ folder keeps modules that were
+    # moved or removed since, and setuptools would put them into the wheel beside their successors.
+    source = tmp_path / "source"
+    shutil.copytree(root / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, source / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-         str(root)],
+         str(source)],
         check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("segfix_pytorch-*.whl")
     assert wheel.stat().st_size < 10 * 2**20, wheel.stat().st_size
     with zipfile.ZipFile(wheel) as archive:
         models = sorted({Path(n).parts[2] for n in archive.namelist() if n.startswith("segfix/models/")})
+        modules = sorted(n for n in archive.namelist() if n.endswith(".py"))
         archive.extractall(tmp_path / "site")
+    assert modules == sorted(str(p.relative_to(root / "src")) for p in (root / "src" / "segfix").rglob("*.py"))
     assert models == sorted(segfix.list_models())
     code = (
         "import segfix; m = segfix.SegFix.from_pretrained(segfix.list_models()[0]); "
