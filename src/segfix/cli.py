@@ -108,6 +108,18 @@ def _add_sampling_arguments(tr: argparse.ArgumentParser) -> None:
         help="weight boundary pixels' direction loss by their class share to this power (0.5: thin classes up)",
     )
     tr.add_argument(
+        "--thin-weight",
+        type=_positive_float,
+        metavar="W",
+        help="weight the direction loss W times at boundary pixels in thin parts of their segment (poles; 1: off)",
+    )
+    tr.add_argument(
+        "--thin-radius",
+        type=_positive_int,
+        metavar="R",
+        help="those thin parts are narrower than 2R+1 px (default 2)",
+    )
+    tr.add_argument(
         "--copy-paste",
         type=float,
         metavar="P",

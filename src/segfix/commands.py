@@ -110,7 +110,8 @@ def train(args: argparse.Namespace) -> int:
     keys = ("iterations", "batch_size", "crop_size", "lr", "workers", "precision", "optimizer", "seed", "init")
     changes: dict[str, Any] = {"resume": args.resume}
     tuples = ("scale_range", "proportions", "paste_classes")
-    for key in (*keys, "class_balance", "copy_paste", *tuples, "checkpoint_every", "holdout"):
+    weighting = ("class_balance", "thin_weight", "thin_radius", "copy_paste")
+    for key in (*keys, *weighting, *tuples, "checkpoint_every", "holdout"):
         value = getattr(args, key)
         if value is not None:
             changes[key] = tuple(value) if key in tuples else value

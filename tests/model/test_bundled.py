@@ -186,11 +186,10 @@ def test_the_recommended_model_beats_the_previous_one_on_camvid_val(camvid):
 @pytest.mark.slow
 def test_the_wheel_is_small_and_its_models_load_from_a_clean_folder(tmp_path):
     """The wheel ships the recommended model (and the network it shares) alone: under 10 MB."""
+    import shutil
     import subprocess
     import sys
     import zipfile
-
-    import shutil
 
     root = Path(__file__).parents[2]
     # Built from the files a release holds, as an sdist would: a local build/ folder keeps modules that were

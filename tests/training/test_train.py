@@ -698,3 +698,49 @@ def test_one_command_chains_the_recommended_models_runs_and_resumes_stage_by_sta
     assert main([*args, *short]) == 0
     assert {k: (run / f"stage{k}" / "model" / "model.safetensors").stat().st_mtime_ns for k in (1, 2)} == kept
     assert (run / "stage4" / "model" / "config.json").is_file() and (run / "model" / "config.json").is_file()
+
+
+def test_thin_part_weights_lift_a_pole_and_keep_the_mean():
+    from segfix.training.losses import thin_part_weights
+
+    segment = torch.zeros(1, 9, 9, dtype=torch.int64)
+    segment[0, :, 4] = 1  # a one-pixel pole between two 4-pixel-wide fields
+    supervised = torch.ones(1, 9, 9, dtype=torch.bool)
+    supervised[0, 0, 0] = False
+    weights = thin_part_weights(segment, supervised, 1, 4.0)
+    scale = 80 / (71 + 9 * 4.0)  # 80 supervised pixels, 9 of them on the pole
+    expected = torch.full((1, 9, 9), scale)
+    expected[0, :, 4] = 4.0 * scale
+    expected[0, 0, 0] = 0.0
+    torch.testing.assert_close(weights, expected)
+    assert abs(float(weights[supervised].mean()) - 1.0) < 1e-6
+    torch.testing.assert_close(thin_part_weights(segment, supervised, 1, 1.0), supervised.float())
+
+
+def test_the_thin_weight_enters_the_direction_loss_as_a_weighted_mean():
+    """segfix_loss with the thin weights equals the weighted mean of the per-pixel cross-entropies, in float64."""
+    from segfix.training.losses import thin_part_weights
+
+    g = torch.Generator().manual_seed(0)
+    segment = torch.zeros(2, 12, 12, dtype=torch.int64)
+    segment[:, :, 6] = 1
+    direction = torch.randint(0, 8, (2, 12, 12), generator=g)
+    direction[:, :, :3] = -1
+    boundary = (direction >= 0).long()
+    logits = torch.randn(2, 8, 12, 12, generator=g)
+    weights = thin_part_weights(segment, direction >= 0, 1, 5.0)
+    _, parts = segfix_loss(torch.randn(2, 2, 12, 12, generator=g), logits, boundary, direction,
+                           direction_pixel_weight=weights)  # fmt: skip
+    valid = direction >= 0
+    counts = torch.bincount(direction[valid], minlength=8).double()
+    class_weight = 1.0 - counts / counts.sum()
+    ce = torch.nn.functional.cross_entropy(logits.double(), direction.clamp_min(0), reduction="none")
+    w = torch.where(valid, class_weight[direction.clamp_min(0)] * weights.double(), 0.0)
+    assert abs(parts["direction"] - float((ce * w).sum() / w.sum())) < 1e-5
+
+
+def test_train_takes_the_thin_weight(tmp_path):
+    final = train([TinySet()], tmp_path / "run", iterations=1, thin_weight=4.0, thin_radius=1, class_balance=0.5)
+    assert (final / "config.json").is_file()
+    with pytest.raises(ValueError, match="thin_weight: expected a number >= 0"):
+        train([TinySet()], tmp_path / "bad", iterations=1, thin_weight=-1.0)

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SegFixLoss", "segfix_loss", "segment_class_weights"]
+from ..ops.thin import unchecked_thin_parts
+
+__all__ = ["SegFixLoss", "segfix_loss", "segment_class_weights", "thin_part_weights"]
 
 
 def _balanced_weights(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -43,6 +45,31 @@ def segment_class_weights(segment_label: torch.Tensor, supervised: torch.Tensor,
     values = per_class[classes]
     weights[mask] = values / values.mean()
     return weights
+
+
+def thin_part_weights(
+    segment_label: torch.Tensor, supervised: torch.Tensor, radius: int, weight: float
+) -> torch.Tensor:
+    """Per-pixel weights: ``weight`` at the ``supervised`` pixels that lie in thin parts of their ground-truth
+    segment (:func:`segfix.thin_parts` of radius ``radius`` of ``segment_label``: a pole's pixels, a narrow gap),
+    1 at the others; normalised to mean 1 over ``supervised``.
+
+    Directions inside segments a few pixels wide are the ones the network gets most wrong (pole: 34 % right on
+    CamVid val, against 54 % overall), and such pixels are a small share of any batch's boundary band.
+
+    Args:
+        segment_label: int64 ``(N, H, W)`` semantic class per pixel, -1 = none.
+        supervised: bool ``(N, H, W)``, the pixels the weighted loss term covers.
+        radius: the opening's radius (2: parts under 5 px wide).
+        weight: the weight of a thin part's pixel against 1 elsewhere.
+
+    Returns:
+        float32 ``(N, H, W)``, 0 outside ``supervised``.
+    """
+    thin = unchecked_thin_parts(segment_label, int(radius), ignore_index=-1)
+    weights = torch.where(thin, float(weight), 1.0) * supervised
+    total = weights.sum()
+    return weights * (supervised.sum() / total) if float(total) > 0 else weights
 
 
 def segfix_loss(

@@ -47,6 +47,10 @@ class TrainRecipe:
         max_distance: boundary band half-width of the targets.
         class_balance: weight each boundary pixel's direction loss by its class's share of the batch's boundary
             pixels to the power ``-class_balance`` (0: off; :func:`segfix.training.losses.segment_class_weights`).
+        thin_weight: weight of the direction loss at boundary pixels in thin parts of their ground-truth segment
+            (narrower than ``2 * thin_radius + 1`` px: poles), against 1 elsewhere (1: off;
+            :func:`segfix.training.losses.thin_part_weights`).
+        thin_radius: the radius of those thin parts.
         copy_paste: probability that a training image gets the ``paste_classes`` of another image of its
             dataset pasted on (:func:`segfix.data.augment.paste_segments`; 0: off).
         paste_classes: class ids to paste, e.g. CamVid's pole, sign, pedestrian and bicyclist ``(2, 6, 9, 10)``.
@@ -83,6 +87,8 @@ class TrainRecipe:
     scale_range: tuple[float, float] = (0.5, 2.0)
     max_distance: float = 5
     class_balance: float = 0.0
+    thin_weight: float = 1.0
+    thin_radius: int = 2
     copy_paste: float = 0.0
     paste_classes: tuple[int, ...] = ()
     optimizer: str = "sgd"
@@ -109,7 +115,9 @@ class TrainRecipe:
             _positive_int(getattr(self, name), name)
         for name in ("workers", "validate_every", "seed"):
             _positive_int(getattr(self, name), name, low=0)
-        for name in ("lr", "weight_decay", "momentum", "class_balance", "max_distance", "poly_power", "copy_paste"):
+        _positive_int(self.thin_radius, "thin_radius")
+        names = ("lr", "weight_decay", "momentum", "class_balance", "thin_weight", "max_distance", "poly_power")
+        for name in (*names, "copy_paste"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")

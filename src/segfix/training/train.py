@@ -31,7 +31,7 @@ from ..data.files import atomic_write
 from ..model.facade import SegFix
 from ..model.precision import autocast_context, resolve_precision
 from ..model.pretrained import hub_reachable, init_backbone
-from .losses import segfix_loss, segment_class_weights
+from .losses import segfix_loss, segment_class_weights, thin_part_weights
 from .recipes import RECIPES, RecipeChain, TrainRecipe
 
 __all__ = [
@@ -274,9 +274,7 @@ class _Run:
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             batch = (images, boundary.to(self.device), direction.to(self.device), segment.to(self.device))
-            loss, parts = _train_step(
-                self.net, self.module, opt, batch, precision=self.precision, class_balance=recipe.class_balance
-            )
+            loss, parts = _train_step(self.net, self.module, opt, batch, precision=self.precision, recipe=recipe)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {state.step}; lower the learning rate")
             state.step += 1
@@ -327,10 +325,10 @@ def _resume_state(checkpoint: Path, net: nn.Module, opt: torch.optim.Optimizer) 
     return TrainState(step=int(saved["step"]), history=list(saved.get("history", [])))
 
 
-def _train_step(net: SegFix, module: nn.Module, opt, batch, *, precision: str, class_balance: float):
+def _train_step(net: SegFix, module: nn.Module, opt, batch, *, precision: str, recipe: TrainRecipe):
     """One optimiser step on ``batch`` = (images, boundary, direction, segment); returns (loss, loss parts)."""
     images, boundary, direction, segment = batch
-    pixel_weight = segment_class_weights(segment, direction >= 0, class_balance) if class_balance else None
+    pixel_weight = _direction_pixel_weight(segment, direction >= 0, recipe)
     with autocast_context(images.device, precision):
         boundary_logits, direction_logits = module(net.normalize(images))
     loss, parts = segfix_loss(
@@ -345,6 +343,17 @@ def _train_step(net: SegFix, module: nn.Module, opt, batch, *, precision: str, c
     loss.backward()
     opt.step()
     return float(loss.detach()), parts
+
+
+def _direction_pixel_weight(segment: torch.Tensor, supervised: torch.Tensor, recipe: TrainRecipe):
+    """The direction term's per-pixel weights of ``recipe`` (class balance, thin parts), or None for plain."""
+    weight = None
+    if recipe.class_balance:
+        weight = segment_class_weights(segment, supervised, recipe.class_balance)
+    if recipe.thin_weight != 1.0:
+        thin = thin_part_weights(segment, supervised, recipe.thin_radius, recipe.thin_weight)
+        weight = thin if weight is None else weight * thin
+    return weight
 
 
 def _validate(net: SegFix, dataset, coarse_dir, state: TrainState, history_file: Path) -> None:
