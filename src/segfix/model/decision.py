@@ -113,9 +113,8 @@ def decide_maps(
     ``keep_prob``, else None). The logits are overwritten by their softmax where it is needed: at 4096x8192 the
     volume is 1 GiB."""
     direction = direction_logits.argmax(1)
-    prob = (
-        torch.softmax(direction_logits, 1, out=direction_logits) if keep_prob or _needs_prob(decision, False) else None
-    )
+    confidence_rule = not uses_vote(decision) and decision.min_direction_confidence > 0
+    prob = torch.softmax(direction_logits, 1, out=direction_logits) if keep_prob or confidence_rule else None
     moving = boundary_prob > decision.boundary_threshold
     confident = None if prob is None else _confident(prob, decision, False, dim=1)
     if confident is not None:
