@@ -103,10 +103,10 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
     with torch.inference_mode():
 
         def network_input():
-            x = to_batch(image, model.device, model.normalize).groups[0]
+            x = to_batch(image, model.device).groups[0]
             if factor != 1.0:
                 x = F.interpolate(x, size=network_size, mode="bilinear", align_corners=False)
-            return x.contiguous(memory_format=torch.channels_last)
+            return model.normalize(x).contiguous(memory_format=torch.channels_last)
 
         x = network_input()
 

@@ -139,6 +139,22 @@ def test_input_scale_returns_full_size(model):
     assert p.boundary_prob.shape == (64, 80)
 
 
+@pytest.mark.parametrize("channel_order", ["RGB", "BGR"])
+def test_normalising_after_the_resize_matches_normalising_before(channel_order):
+    """The model resizes the [0, 1] image and normalises the smaller one; the network must see what it would
+    see from the full-size normalised image resized (float64 reference of the same bilinear resize)."""
+    torch.manual_seed(0)
+    model = SegFix(**TINY).with_settings(
+        channel_order=channel_order, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), input_scale=0.45
+    )
+    seen = []
+    model.net.register_forward_pre_hook(lambda module, args: seen.append(args[0].double()))
+    model.eval().predict(image(70, 90))
+    full = torch.from_numpy(image(70, 90)).permute(2, 0, 1)[None].double() / 255.0
+    expected = torch.nn.functional.interpolate(model.normalize(full), size=seen[-1].shape[-2:], mode="bilinear")
+    torch.testing.assert_close(seen[-1], expected, atol=1e-5, rtol=0)
+
+
 def test_save_load_round_trip(model, tmp_path):
     model = model.with_settings(semantic_scale=2)
     model.save_pretrained(tmp_path / "m")

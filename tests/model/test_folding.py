@@ -76,7 +76,7 @@ def test_a_model_refines_with_the_weights_it_holds_now():
     for a, b in zip(first.dense(image), second.dense(image)):
         torch.testing.assert_close(a, b)
     # and the model's dense outputs are the unfolded network's
-    batch = segfix.model.batching.to_batch(image, first.device, first.normalize).groups[0]
+    batch = first.normalize(segfix.model.batching.to_batch(image, first.device).groups[0])
     with torch.no_grad():
         logits = first.net(batch)[1]
     full = torch.nn.functional.interpolate(logits, size=(48, 64), mode="bilinear", align_corners=False)

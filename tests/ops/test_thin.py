@@ -254,8 +254,11 @@ def test_thin_parts_and_the_guard_on_every_device(device):
     np.testing.assert_array_equal(refined.cpu().numpy(), apply_field(decide(outputs, decision), labels))
 
 
-@pytest.mark.parametrize("offset", [0, 70_000])  # a histogram for small ids, a sort for large ones
-def test_the_auto_guard_equals_thin_classes_then_thin_parts(offset):
+@pytest.mark.parametrize(
+    ("offset", "ignore", "dtype"),
+    [(0, 255, np.int64), (0, 255, np.uint8), (70_000, 255, np.int64), (0, -1, np.int64)],
+)  # a histogram of the stored ids, of int64 ids, a sort for large ids, and a negative ignore label
+def test_the_auto_guard_equals_thin_classes_then_thin_parts(offset, ignore, dtype):
     """thin_parts_of_thin_classes (one opening, counts by histogram) gives what naming the classes with
     thin_classes and then taking their thin_parts gives, on numpy and torch, batches pooled."""
     from segfix.ops.thin import thin_parts_of_thin_classes
@@ -263,16 +266,22 @@ def test_the_auto_guard_equals_thin_classes_then_thin_parts(offset):
     rng = np.random.default_rng(0)
     maps = np.stack([voronoi_labels((40, 48), 30, 6, seed=s).astype(np.int64) for s in range(3)])
     maps[:, :, 20] = 9  # class 9: a one-pixel pole through every map, and nowhere else
-    maps[0, :4, :4] = 255
-    maps = np.where(maps == 255, 255, maps + offset) if offset else maps
-    maps[rng.random(maps.shape) < 0.01] = 255
-    classes = segfix.thin_classes([maps], 2)
-    assert 9 + offset in classes
-    expected = segfix.thin_parts(maps, 2, classes=classes)
-    np.testing.assert_array_equal(thin_parts_of_thin_classes(maps, 2), expected)
-    got = thin_parts_of_thin_classes(torch.from_numpy(maps), 2)
+    maps[0, :4, :4] = ignore
+    maps = np.where(maps == ignore, ignore, maps + offset) if offset else maps
+    maps[rng.random(maps.shape) < 0.01] = ignore
+    maps = maps.astype(dtype)
+    classes = segfix.thin_classes([maps], 2, ignore_index=ignore)
+    assert 9 + offset in classes and ignore not in classes
+    expected = segfix.thin_parts(maps, 2, classes=classes, ignore_index=ignore)
+    np.testing.assert_array_equal(thin_parts_of_thin_classes(maps, 2, ignore_index=ignore), expected)
+    got = thin_parts_of_thin_classes(torch.from_numpy(maps), 2, ignore_index=ignore)
     assert isinstance(got, torch.Tensor)
     np.testing.assert_array_equal(got.numpy(), expected)
+    # Independently: a class is listed when at least half its non-ignore pixels are thin by scipy's opening.
+    wide = maps.astype(np.int64)
+    thin = np.stack([scipy_thin(m, 2) for m in wide]) & (wide != ignore)
+    ids = [int(c) for c in np.unique(wide) if c != ignore]
+    assert classes == tuple(c for c in ids if 2 * thin[wide == c].sum() >= (wide == c).sum())
 
 
 def test_the_auto_guard_refines_a_read_only_map_without_a_warning():

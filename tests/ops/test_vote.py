@@ -167,6 +167,35 @@ def test_the_compiled_kernel_equals_the_torch_vote(dtype, ignore_index):
     np.testing.assert_array_equal(on_tensors.numpy(), segfix.vote_labels(labels, prob, moving, backend="torch"))
 
 
+@pytest.mark.parametrize(("shape", "scale", "num_directions"), [((6, 9), 1, 8), ((7, 5), 3, 16), ((12, 30), 2, 4)])
+def test_the_compiled_votes_in_a_row_redo_only_what_changed_and_equal_the_torch_votes(shape, scale, num_directions):
+    """The kernel votes again only where a candidate changed; on small maps most candidates are clamped onto the
+    border (several pixels reach one border pixel), which the re-vote must find too. Every iteration count up to
+    eight gives the torch vote's labels, which redo every pixel."""
+    rng = np.random.default_rng(sum(shape) + scale)
+    for trial in range(6):
+        labels = rng.integers(0, 3, (2, *shape)).astype(np.uint8)
+        counts = rng.multinomial(32, np.ones(num_directions) / num_directions, size=(2, *shape)) / 32
+        prob = np.ascontiguousarray(np.moveaxis(counts.astype(np.float32), -1, 1))
+        moving = rng.random(labels.shape) < 0.7
+        for iterations in range(1, 9):
+            kwargs = dict(scale=scale, iterations=iterations, ignore_index=2 if trial % 2 else None)
+            compiled = segfix.vote_labels(labels, prob, moving, backend="numba", **kwargs)
+            np.testing.assert_array_equal(compiled, segfix.vote_labels(labels, prob, moving, backend="torch", **kwargs))
+
+
+def test_nan_rows_of_ignore_pixels_are_never_read_but_a_voting_pixel_s_are_refused():
+    labels = np.array([[0, 255, 1, 1]], np.uint8)
+    moving = np.array([[False, True, True, False]])
+    rows = np.full((2, 8), 0.125, np.float32)
+    rows[0] = np.nan  # the ignore pixel's row
+    for backend in ("numba", "torch"):
+        out = segfix.vote_labels(labels, rows, moving, backend=backend)
+        np.testing.assert_array_equal(out, segfix.vote_labels(labels, rows[[1, 1]], moving, backend="torch"))
+        with pytest.raises(ValueError, match="expected finite probabilities"):
+            segfix.vote_labels(labels, rows[::-1].copy(), moving, backend=backend)
+
+
 def test_an_unknown_backend_is_named():
     labels, prob, moving = random_inputs(7)
     with pytest.raises(ValueError, match=r"backend: expected one of \('auto', 'numba', 'torch'\), got 'cuda'"):

@@ -146,7 +146,7 @@ class SegFix(
         """The network's outputs for an image (or a batch of one size) on the network's own grid, by this
         model's settings (input size, flips, whole image or windows; ``inference`` overrides the mode): what
         :func:`segfix.model.decision.decide` takes."""
-        groups = to_batch(image, self.device, self.normalize).groups
+        groups = to_batch(image, self.device).groups
         if len({tuple(g.shape[-2:]) for g in groups}) != 1:
             sizes = sorted({tuple(g.shape[-2:]) for g in groups})
             raise ValueError(f"network_outputs: expected one image or images of one size, got sizes {sizes}")
@@ -164,7 +164,12 @@ class SegFix(
         runner = self.__dict__.setdefault("inference_net", InferenceNetwork())
         network = runner.get(self.net, settings.inference.torch_compile)
         return dense_prediction(
-            network, images, settings.inference, input_factor=factor, align_corners=self.align_corners
+            network,
+            images,
+            settings.inference,
+            input_factor=factor,
+            normalize=self.normalize,
+            align_corners=self.align_corners,
         )
 
     @torch.inference_mode()
@@ -180,7 +185,7 @@ class SegFix(
             A :class:`~segfix.model.decision.Prediction`: ``(H, W)`` maps for one image, ``(N, H, W)`` for a
             batch; numpy for numpy/PIL input, torch tensors on the input's device for tensor input.
         """
-        batch = to_batch(image, self.device, self.normalize)
+        batch = to_batch(image, self.device)
         parts: list[list[torch.Tensor]] = [[], [], [], []]
         for group in batch.groups:
             prob, logits = self._outputs(group, inference).full()
@@ -195,7 +200,7 @@ class SegFix(
     ) -> RefinementField | list[RefinementField]:
         """The :class:`~segfix.ops.field.RefinementField` of an image (or a batch of one size; a list of fields
         for images of different sizes), on the model's device; ``instance``: for instance masks."""
-        return self._fields(to_batch(image, self.device, self.normalize), inference, instance)
+        return self._fields(to_batch(image, self.device), inference, instance)
 
     @torch.inference_mode()
     def _fields(
@@ -209,7 +214,7 @@ class SegFix(
     def predict_offsets(self, image: ImageInput, *, inference: str | None = None) -> Any:
         """Integer offsets ``(2, H, W)`` (or ``(N, 2, H, W)``), int8, channel order ``(dy, dx)``, unscaled,
         zero off the predicted boundary (the argmax rule's field)."""
-        batch = to_batch(image, self.device, self.normalize)
+        batch = to_batch(image, self.device)
         outputs = (self._outputs(group, inference) for group in batch.groups)
         offsets = [decide(o, self.settings.decision, instance=True).offsets for o in outputs]
         return batching.finish(batching.stack_or_list(offsets), batch)
@@ -243,7 +248,7 @@ class SegFix(
             return [self.refine(i, m, scale=scale, iterations=iterations, inference=inference) for i, m in pairs]
         ids, restore = batching.label_map_as_ids(label_map)  # refused before the network runs
         check_steps(scale, iterations)
-        batch = to_batch(image, self.device, self.normalize)
+        batch = to_batch(image, self.device)
         field = batching.one_field(self._fields(batch, inference, instance=False))
         check_field_labels(ids, field, single=batch.single)
         ignore = self.settings.decision.ignore_index
@@ -292,7 +297,7 @@ class SegFix(
         argmax rule); see :func:`segfix.refine_instances` for ``scores`` and ``resolve_overlaps``."""
         batching.label_map_as_ids(masks)  # the same refusals as a label map's, before the network runs
         check_steps(scale, iterations)
-        batch = to_batch(image, self.device, self.normalize)
+        batch = to_batch(image, self.device)
         field = batching.one_field(self._fields(batch, inference, instance=True))
         check_field_labels(masks, field, single=batch.single, instance=True)
         field = field.with_steps(scale, iterations)

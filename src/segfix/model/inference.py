@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,12 +215,14 @@ def dense_prediction(
     settings: InferenceSettings,
     *,
     input_factor: float = 1.0,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     align_corners: bool = False,
 ) -> NetworkOutputs:
-    """The inference policy: normalised images ``(N, 3, H, W)`` -> the network's outputs for them.
+    """The inference policy: images ``(N, 3, H, W)`` -> the network's outputs for them.
 
-    The images are resized by ``input_factor`` for the network, run whole or in windows by ``settings``, and
-    with ``settings.flip_tta`` also mirrored and averaged. The outputs stay on the network's grid and are
+    The images are resized by ``input_factor`` for the network, then ``normalize``d (None: they are already
+    the network's input), run whole or in windows by ``settings``, and with ``settings.flip_tta`` also
+    mirrored and averaged. The outputs stay on the network's grid and are
     labelled with the images' own size (H, W): one bilinear resampling takes them there.
     """
     size = (int(images.shape[-2]), int(images.shape[-1]))
@@ -228,6 +230,8 @@ def dense_prediction(
     check_pass_size(scaled, settings)
     if input_factor != 1.0:
         images = F.interpolate(images, size=scaled, mode="bilinear", align_corners=False)
+    if normalize is not None:
+        images = normalize(images)
     outputs = _network_pass(net, images, settings, align_corners)
     prob, logits = outputs.boundary_prob, outputs.direction_logits
     if settings.flip_tta:

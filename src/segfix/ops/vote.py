@@ -208,18 +208,23 @@ def _vote(
     vectors = torch.as_tensor(direction_vectors(prob.shape[1]), dtype=torch.int64, device=labels.device) * step
     b, y, x = mask.nonzero(as_tuple=True)
     weights = prob.float()  # (K, D)
-    if ignore_index is not None:  # an ignore pixel never changes, in any iteration
-        keep = labels[b, y, x] != ignore_index
-        b, y, x, weights = b[keep], y[keep], x[keep], weights[keep]
-    if not bool(torch.isfinite(weights).all()):
-        raise ValueError("direction_prob: expected finite probabilities at the moving pixels, found NaN or inf")
-    if compiled:
+    # The float64 sum is finite exactly when every weight is (no float32 overflows it); the rows are looked at
+    # only when it is not. An ignore pixel never votes, so its row may hold anything.
+    if not bool(torch.isfinite(weights.sum(dtype=torch.float64))):
+        voting = labels[b, y, x] != ignore_index if ignore_index is not None else torch.ones_like(b, dtype=torch.bool)
+        if not bool(torch.isfinite(weights[voting]).all()):
+            raise ValueError("direction_prob: expected finite probabilities at the moving pixels, found NaN or inf")
+        weights = weights.nan_to_num()
+    if compiled:  # the kernel skips ignore pixels itself
         flat = labels.contiguous().view(-1).numpy()
         pixels = (b.numpy(), y.numpy(), x.numpy())
         steps = vectors.contiguous().numpy()
         weights_np = weights.contiguous().numpy()
         out_np = _kernels.vote_flat(flat, (h, w), pixels, steps, weights_np, min_share, ignore_index, iterations)
         return torch.from_numpy(out_np).view(n, h, w)
+    if ignore_index is not None:  # an ignore pixel never changes, in any iteration
+        keep = labels[b, y, x] != ignore_index
+        b, y, x, weights = b[keep], y[keep], x[keep], weights[keep]
     ty = (y[:, None] + vectors[None, :, 0]).clamp_(0, h - 1)
     tx = (x[:, None] + vectors[None, :, 1]).clamp_(0, w - 1)
     out = labels
