@@ -148,7 +148,7 @@ def test_normalising_after_the_resize_matches_normalising_before(channel_order):
         channel_order=channel_order, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), input_scale=0.45
     )
     seen = []
-    model.net.register_forward_pre_hook(lambda module, args: seen.append(args[0].double()))
+    model.net.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0].double()))
     model.eval().predict(image(70, 90))
     full = torch.from_numpy(image(70, 90)).permute(2, 0, 1)[None].double() / 255.0
     expected = torch.nn.functional.interpolate(model.normalize(full), size=seen[-1].shape[-2:], mode="bilinear")

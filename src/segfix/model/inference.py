@@ -4,7 +4,9 @@
 the grid the network produced them on (its output stride, at the size it ran at), with the image size they
 belong to. Bringing them to image resolution is one bilinear resampling, done by :meth:`NetworkOutputs.full`
 for every pixel or by :meth:`NetworkOutputs.direction_logits_at` for only the pixels that may move, which is
-all that refinement needs (a tenth of the pixels, and no ``(N, D, H, W)`` volume at image size). Sliding
+all that refinement needs (a tenth of the pixels, and no ``(N, D, H, W)`` volume at image size). A whole-image
+pass without flip averaging goes one step further and leaves the direction head itself to run only at the grid
+cells those pixels read (:class:`DirectionsOnDemand`; at 1024x2048 a tenth of the grid). Sliding
 windows average boundary probabilities and raw direction logits where windows overlap, as the original
 ``tester_offset.py`` does.
 """
@@ -15,6 +17,7 @@ import functools
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -23,11 +26,13 @@ from torch import nn
 
 from ..limits import MAX_NETWORK_IMAGE_PIXELS, MAX_PASS_PIXELS, check_int_range
 from ..ops.directions import flip_direction
+from .network import SegFixNet, head_at, head_at_supported
 from .precision import autocast_context
 from .settings import InferenceSettings
 
 __all__ = [
     "MAX_PASS_PIXELS",
+    "DirectionsOnDemand",
     "NetworkOutputs",
     "autocast_context",
     "check_pass_size",
@@ -39,24 +44,60 @@ __all__ = [
 ]
 
 
+class DirectionsOnDemand:
+    """A direction head not yet run: its logits at the grid cells a decision reads (:func:`head_at`, about a
+    tenth of the grid), or on the whole grid when asked for (once). Holds the decoder's features ``(N, C, h, w)``
+    and runs under the precision of the pass that made them."""
+
+    def __init__(self, head: nn.Module, features: torch.Tensor, precision: str) -> None:
+        self.head, self.features, self.precision = head, features, precision
+        self._dense: torch.Tensor | None = None
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(N, h, w) of the grid."""
+        return int(self.features.shape[0]), int(self.features.shape[-2]), int(self.features.shape[-1])
+
+    def dense(self) -> torch.Tensor:
+        """float32 ``(N, D, h, w)``: the logits at every cell."""
+        if self._dense is None:
+            with torch.inference_mode(), autocast_context(self.features.device, self.precision):
+                self._dense = self.head(self.features).float()
+        return self._dense
+
+    def at(self, cells: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """float32 ``(K, D)``: the logits at the cells ``(n, y, x)``."""
+        if self._dense is not None:
+            n, y, x = cells
+            return self._dense[n, :, y, x]
+        with torch.inference_mode(), autocast_context(self.features.device, self.precision):
+            return head_at(self.head, self.features, cells).float()
+
+
 @dataclass(frozen=True)
 class NetworkOutputs:
     """A network's outputs for images of ``size`` (H, W), on the grid they were computed on.
 
     Attributes:
         boundary_prob: float32 ``(N, h, w)``, the softmax probability of "boundary".
-        direction_logits: float32 ``(N, D, h, w)``.
+        directions: the direction logits: float32 ``(N, D, h, w)``, or a :class:`DirectionsOnDemand` that
+            computes them where they are read (:attr:`direction_logits` gives the dense tensor either way).
         size: (H, W), the images' size; ``(h, w)`` may equal it (sliding windows) or be smaller.
         align_corners: the bilinear convention that maps ``(h, w)`` onto ``(H, W)``.
     """
 
     boundary_prob: torch.Tensor
-    direction_logits: torch.Tensor
+    directions: torch.Tensor | DirectionsOnDemand
     size: tuple[int, int]
     align_corners: bool = False
 
     def __len__(self) -> int:
         return int(self.boundary_prob.shape[0])
+
+    @property
+    def direction_logits(self) -> torch.Tensor:
+        """float32 ``(N, D, h, w)``: the direction logits on the grid."""
+        return self.directions if isinstance(self.directions, torch.Tensor) else self.directions.dense()
 
     @classmethod
     def concat(cls, outputs: list[NetworkOutputs]) -> NetworkOutputs:
@@ -74,7 +115,24 @@ class NetworkOutputs:
     def direction_logits_at(self, index: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """float32 ``(K, D)``: the direction logits at image pixels ``(n, y, x)`` (three int64 ``(K,)``), as
         :meth:`full` would give them there."""
-        return bilinear_at(self.direction_logits, index, self.size, self.align_corners)
+        if isinstance(self.directions, torch.Tensor):
+            return bilinear_at(self.directions, index, self.size, self.align_corners)
+        # Only the cells the pixels' bilinear samples read are computed; the others stay zero and are never read.
+        # The cells whose values the pixels' bilinear samples read: each pixel's upper-left source cell, and
+        # the cells below and right of it (at the last row or column the sample reads that cell again).
+        batch, height, width = self.directions.grid
+        n, y, x = index
+        y0 = _source_index(y, height, int(self.size[0]), self.align_corners)[0]
+        x0 = _source_index(x, width, int(self.size[1]), self.align_corners)[0]
+        read = torch.zeros((batch, height + 1, width + 1), dtype=torch.bool, device=n.device)
+        read[n, y0, x0] = True
+        read[:, 1:, :] |= read[:, :-1, :].clone()
+        read[:, :, 1:] |= read[:, :, :-1].clone()
+        cells = cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor], read[:, :height, :width].nonzero(as_tuple=True))
+        logits = self.directions.at(cells)
+        grid = torch.zeros((batch, height, width, logits.shape[1]), dtype=logits.dtype, device=logits.device)
+        grid[cells] = logits
+        return bilinear_at(grid.permute(0, 3, 1, 2), index, self.size, self.align_corners)
 
     def full(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(boundary probability ``(N, H, W)``, direction logits ``(N, D, H, W)``) at image resolution."""
@@ -142,14 +200,29 @@ def bilinear_at(
 
 
 def predict_whole(
-    net: nn.Module, images: torch.Tensor, *, align_corners: bool = False, precision: str = "auto"
+    net: nn.Module,
+    images: torch.Tensor,
+    *,
+    align_corners: bool = False,
+    precision: str = "auto",
+    directions_on_demand: bool = False,
 ) -> NetworkOutputs:
-    """Run ``net`` on whole images ``(N, 3, H, W)``: its outputs on its own grid, for images of size (H, W)."""
+    """Run ``net`` on whole images ``(N, 3, H, W)``: its outputs on its own grid, for images of size (H, W).
+
+    ``directions_on_demand``: leave a :class:`SegFixNet`'s direction head to run where its logits are read
+    (:class:`DirectionsOnDemand`), when the head allows it (:func:`head_at_supported`)."""
     size = (int(images.shape[-2]), int(images.shape[-1]))
+    directions: torch.Tensor | DirectionsOnDemand
     with autocast_context(images.device, precision):
-        boundary_logits, direction_logits = net(images)
+        if directions_on_demand and isinstance(net, SegFixNet) and head_at_supported(net.direction_head):
+            features = net.features(images)
+            boundary_logits = net.boundary_head(features)
+            directions = DirectionsOnDemand(net.direction_head, features, precision)
+        else:
+            boundary_logits, direction_logits = net(images)
+            directions = direction_logits.float()
     boundary_prob = boundary_logits.float().softmax(1)[:, 1].contiguous()
-    return NetworkOutputs(boundary_prob, direction_logits.float(), size, align_corners)
+    return NetworkOutputs(boundary_prob, directions, size, align_corners)
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -233,16 +306,16 @@ def dense_prediction(
     if normalize is not None:
         images = normalize(images)
     outputs = _network_pass(net, images, settings, align_corners)
+    if not settings.flip_tta:
+        return NetworkOutputs(outputs.boundary_prob, outputs.directions, size, align_corners)
+    # The mirrored image's directions point the mirrored way: remap the logit channels, then average.
+    # Mirroring commutes with the bilinear resampling to image size, so the average is taken on the grid.
     prob, logits = outputs.boundary_prob, outputs.direction_logits
-    if settings.flip_tta:
-        # The mirrored image's directions point the mirrored way: remap the logit channels, then average.
-        # Mirroring commutes with the bilinear resampling to image size, so the average is taken on the grid.
-        flipped = _network_pass(net, images.flip(-1), settings, align_corners)
-        directions = logits.shape[1]
-        remap = torch.as_tensor(flip_direction(np.arange(directions), directions), device=logits.device)
-        prob = prob.add_(flipped.boundary_prob.flip(-1)).mul_(0.5)
-        logits = logits.add_(flipped.direction_logits[:, remap].flip(-1)).mul_(0.5)
-        del flipped
+    flipped = _network_pass(net, images.flip(-1), settings, align_corners)
+    directions = logits.shape[1]
+    remap = torch.as_tensor(flip_direction(np.arange(directions), directions), device=logits.device)
+    prob = prob.add_(flipped.boundary_prob.flip(-1)).mul_(0.5)
+    logits = logits.add_(flipped.direction_logits[:, remap].flip(-1)).mul_(0.5)
     return NetworkOutputs(prob, logits, size, align_corners)
 
 
@@ -301,4 +374,6 @@ def _network_pass(
             align_corners=align_corners,
             precision=precision,
         )
-    return predict_whole(net, images, align_corners=align_corners, precision=precision)
+    # Without flip averaging, the direction head runs only where a decision reads it (a tenth of the grid).
+    on_demand = not settings.flip_tta
+    return predict_whole(net, images, align_corners=align_corners, precision=precision, directions_on_demand=on_demand)
