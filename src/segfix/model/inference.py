@@ -26,7 +26,6 @@ from torch import nn
 
 from ..limits import MAX_NETWORK_IMAGE_PIXELS, MAX_PASS_PIXELS, check_int_range
 from ..ops.directions import flip_direction
-from .network import SegFixNet, head_at, head_at_supported
 from .precision import autocast_context
 from .settings import InferenceSettings
 
@@ -38,6 +37,8 @@ __all__ = [
     "check_pass_size",
     "bilinear_at",
     "dense_prediction",
+    "head_at",
+    "head_at_supported",
     "predict_sliding",
     "predict_whole",
     "window_starts",
@@ -209,15 +210,18 @@ def predict_whole(
 ) -> NetworkOutputs:
     """Run ``net`` on whole images ``(N, 3, H, W)``: its outputs on its own grid, for images of size (H, W).
 
-    ``directions_on_demand``: leave a :class:`SegFixNet`'s direction head to run where its logits are read
+    ``directions_on_demand``: leave the direction head of a :class:`~segfix.model.network.SegFixNet` (or any
+    network with its ``features`` and ``direction_head``) to run where its logits are read
     (:class:`DirectionsOnDemand`), when the head allows it (:func:`head_at_supported`)."""
     size = (int(images.shape[-2]), int(images.shape[-1]))
     directions: torch.Tensor | DirectionsOnDemand
     with autocast_context(images.device, precision):
-        if directions_on_demand and isinstance(net, SegFixNet) and head_at_supported(net.direction_head):
-            features = net.features(images)
-            boundary_logits = net.boundary_head(features)
-            directions = DirectionsOnDemand(net.direction_head, features, precision)
+        # any network with SegFixNet's features() and direction_head (a torch.compile'd one has neither)
+        head = getattr(net, "direction_head", None)
+        if directions_on_demand and callable(getattr(net, "features", None)) and head_at_supported(head):
+            features = cast(Callable[[torch.Tensor], torch.Tensor], net.features)(images)
+            boundary_logits = cast(nn.Module, net.boundary_head)(features)
+            directions = DirectionsOnDemand(cast(nn.Module, head), features, precision)
         else:
             boundary_logits, direction_logits = net(images)
             directions = direction_logits.float()
@@ -377,3 +381,65 @@ def _network_pass(
     # Without flip averaging, the direction head runs only where a decision reads it (a tenth of the grid).
     on_demand = not settings.flip_tta
     return predict_whole(net, images, align_corners=align_corners, precision=precision, directions_on_demand=on_demand)
+
+
+def head_at_supported(head: object) -> bool:
+    """Whether :func:`head_at` can evaluate ``head``: a sequence of a zero-padded ``k x k`` convolution of
+    stride 1 (k odd, "same" size), then per-pixel layers only (1x1 convolutions, batch norms in eval mode,
+    ReLU / LeakyReLU), as SegFix's heads are, folded or not."""
+    if not isinstance(head, nn.Sequential) or len(head) == 0 or type(head[0]) is not nn.Conv2d:
+        return False
+    first = head[0]
+    k = first.kernel_size[0]
+    window = first.kernel_size == (k, k) and k % 2 == 1 and first.padding == (k // 2, k // 2)
+    plain = first.stride == (1, 1) and first.dilation == (1, 1) and first.groups == 1
+    if not (window and plain and first.padding_mode == "zeros"):
+        return False
+    for layer in list(head)[1:]:
+        if type(layer) is nn.Conv2d:
+            if layer.kernel_size != (1, 1) or layer.stride != (1, 1) or layer.groups != 1 or layer.padding != (0, 0):
+                return False
+        elif isinstance(layer, nn.BatchNorm2d):
+            if layer.training:
+                return False
+        elif type(layer) not in (nn.ReLU, nn.LeakyReLU, nn.Identity):
+            return False
+    return True
+
+
+def head_at(head: nn.Module, features: torch.Tensor, cells: tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
+    """``head(features)[n, :, y, x]`` at the grid cells ``cells = (n, y, x)`` (three int64 ``(K,)``) alone:
+    ``(K, out_channels)``, for a head :func:`head_at_supported` accepts.
+
+    A decision reads the direction logits at about a tenth of the grid (where the boundary is), so this is about
+    a tenth of the dense head's work. Each cell's ``k x k x C`` window is gathered (zeros beyond the border, as
+    the convolution's padding) and multiplied by the same weights: the same dot products, equal to the dense
+    head's up to the order of float additions (equal bits, bf16 and fp32, on the CPUs measured).
+    """
+    if not head_at_supported(head):
+        raise ValueError(f"head_at: expected a k x k 'same' convolution then per-pixel layers, got {head}")
+    layers = list(cast(nn.Sequential, head))
+    first = cast(nn.Conv2d, layers[0])
+    n, y, x = cells
+    channels, height, width = (int(v) for v in features.shape[1:])
+    radius = first.kernel_size[0] // 2
+    steps = torch.arange(-radius, radius + 1, device=features.device)
+    tap_rows, tap_cols = steps.repeat_interleave(len(steps)), steps.repeat(len(steps))  # the kernel's order
+    index = ((n * height + y) * width + x)[:, None] + (tap_rows * width + tap_cols)[None, :]  # (K, k * k)
+    # Cells within ``radius`` of the border read the convolution's zero padding: clamp their taps, zero them after.
+    edge = ((y < radius) | (y >= height - radius) | (x < radius) | (x >= width - radius)).nonzero()[:, 0]
+    rows, cols = y[edge, None] + tap_rows[None, :], x[edge, None] + tap_cols[None, :]
+    outside = (rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)  # (E, k * k)
+    index[edge] = (n[edge, None] * height + rows.clamp(0, height - 1)) * width + cols.clamp(0, width - 1)
+    pixels = features.permute(0, 2, 3, 1).reshape(-1, channels)  # a view of channels-last features
+    window = pixels.index_select(0, index.reshape(-1)).view(*index.shape, channels)
+    cell, tap = outside.nonzero(as_tuple=True)
+    window[edge[cell], tap] = 0
+    weight = first.weight.permute(0, 2, 3, 1).reshape(first.out_channels, -1)  # (out, k, k, C): the window's order
+    hidden = F.linear(window.reshape(len(n), weight.shape[1]), weight, first.bias)
+    for layer in layers[1:]:
+        if type(layer) is nn.Conv2d:
+            hidden = F.linear(hidden, layer.weight.flatten(1), layer.bias)
+        else:  # per-pixel: a batch of 1x1 images
+            hidden = layer(hidden[:, :, None, None])[:, :, 0, 0]
+    return hidden

@@ -31,7 +31,7 @@ from torch import nn
 from .._checks import check_num_directions
 from ..limits import MAX_BACKBONE_PARAMETERS, MAX_FEATURE_CHANNELS
 
-__all__ = ["BNAct", "SegFixNet", "create_backbone", "head_at", "head_at_supported"]
+__all__ = ["BNAct", "SegFixNet", "create_backbone"]
 
 _ACTIVATIONS = ("relu", "leaky_relu")
 MAX_CHANNELS = 1024
@@ -269,65 +269,3 @@ class SegFixNet(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images ``(N, 3, H, W)`` -> the decoder's features ``(N, C, h, w)`` that both heads read."""
         return self.decoder(self.backbone(images))
-
-
-def head_at_supported(head: nn.Module) -> bool:
-    """Whether :func:`head_at` can evaluate ``head``: a sequence of a zero-padded ``k x k`` convolution of
-    stride 1 (k odd, "same" size), then per-pixel layers only (1x1 convolutions, batch norms in eval mode,
-    ReLU / LeakyReLU), as SegFix's heads are, folded or not."""
-    if not isinstance(head, nn.Sequential) or len(head) == 0 or type(head[0]) is not nn.Conv2d:
-        return False
-    first = head[0]
-    k = first.kernel_size[0]
-    window = first.kernel_size == (k, k) and k % 2 == 1 and first.padding == (k // 2, k // 2)
-    plain = first.stride == (1, 1) and first.dilation == (1, 1) and first.groups == 1
-    if not (window and plain and first.padding_mode == "zeros"):
-        return False
-    for layer in list(head)[1:]:
-        if type(layer) is nn.Conv2d:
-            if layer.kernel_size != (1, 1) or layer.stride != (1, 1) or layer.groups != 1 or layer.padding != (0, 0):
-                return False
-        elif isinstance(layer, nn.BatchNorm2d):
-            if layer.training:
-                return False
-        elif type(layer) not in (nn.ReLU, nn.LeakyReLU, nn.Identity):
-            return False
-    return True
-
-
-def head_at(head: nn.Module, features: torch.Tensor, cells: tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
-    """``head(features)[n, :, y, x]`` at the grid cells ``cells = (n, y, x)`` (three int64 ``(K,)``) alone:
-    ``(K, out_channels)``, for a head :func:`head_at_supported` accepts.
-
-    A decision reads the direction logits at about a tenth of the grid (where the boundary is), so this is about
-    a tenth of the dense head's work. Each cell's ``k x k x C`` window is gathered (zeros beyond the border, as
-    the convolution's padding) and multiplied by the same weights: the same dot products, equal to the dense
-    head's up to the order of float additions (equal bits, bf16 and fp32, on the CPUs measured).
-    """
-    if not head_at_supported(head):
-        raise ValueError(f"head_at: expected a k x k 'same' convolution then per-pixel layers, got {head}")
-    layers = list(cast(nn.Sequential, head))
-    first = cast(nn.Conv2d, layers[0])
-    n, y, x = cells
-    channels, height, width = (int(v) for v in features.shape[1:])
-    radius = first.kernel_size[0] // 2
-    steps = torch.arange(-radius, radius + 1, device=features.device)
-    tap_rows, tap_cols = steps.repeat_interleave(len(steps)), steps.repeat(len(steps))  # the kernel's order
-    index = ((n * height + y) * width + x)[:, None] + (tap_rows * width + tap_cols)[None, :]  # (K, k * k)
-    # Cells within ``radius`` of the border read the convolution's zero padding: clamp their taps, zero them after.
-    edge = ((y < radius) | (y >= height - radius) | (x < radius) | (x >= width - radius)).nonzero()[:, 0]
-    rows, cols = y[edge, None] + tap_rows[None, :], x[edge, None] + tap_cols[None, :]
-    outside = (rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)  # (E, k * k)
-    index[edge] = (n[edge, None] * height + rows.clamp(0, height - 1)) * width + cols.clamp(0, width - 1)
-    pixels = features.permute(0, 2, 3, 1).reshape(-1, channels)  # a view of channels-last features
-    window = pixels.index_select(0, index.reshape(-1)).view(*index.shape, channels)
-    cell, tap = outside.nonzero(as_tuple=True)
-    window[edge[cell], tap] = 0
-    weight = first.weight.permute(0, 2, 3, 1).reshape(first.out_channels, -1)  # (out, k, k, C): the window's order
-    hidden = F.linear(window.reshape(len(n), weight.shape[1]), weight, first.bias)
-    for layer in layers[1:]:
-        if type(layer) is nn.Conv2d:
-            hidden = F.linear(hidden, layer.weight.flatten(1), layer.bias)
-        else:  # per-pixel: a batch of 1x1 images
-            hidden = layer(hidden[:, :, None, None])[:, :, 0, 0]
-    return hidden

@@ -11,8 +11,8 @@ from torch import nn
 from helpers import TINY
 from segfix import SegFix
 from segfix.model.decision import decide
-from segfix.model.inference import DirectionsOnDemand, NetworkOutputs
-from segfix.model.network import BNAct, head_at, head_at_supported
+from segfix.model.inference import DirectionsOnDemand, NetworkOutputs, head_at, head_at_supported
+from segfix.model.network import BNAct
 from segfix.model.settings import DecisionSettings
 
 
