@@ -87,12 +87,14 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
     from segfix.model.batching import to_batch
     from segfix.model.decision import decide
     from segfix.model.folding import InferenceNetwork
-    from segfix.model.inference import NetworkOutputs
+    from segfix.model.inference import DirectionsOnDemand, NetworkOutputs
+    from segfix.model.memory import keep_freed_memory
     from segfix.model.precision import autocast_context
     from segfix.ops.field import apply_field
 
     model = load(model_name, {})
     net = InferenceNetwork().get(model.net)  # what refine runs: the batch norms folded into the convolutions
+    keep_freed_memory()  # as refine does on the CPU
     image, labels = scene(shape)
     factor = model.network_scale(shape)
     network_size = tuple(max(1, round(s * factor)) for s in shape)
@@ -122,15 +124,17 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
 
         fused = decoder()
 
-        def heads():
+        def boundary_head():
             with autocast():
-                return net.boundary_head(fused), net.direction_head(fused)
+                return net.boundary_head(fused)
 
-        b, d = heads()
+        b = boundary_head()
+        precision = model.settings.inference.precision
 
-        def decision():  # boundary probability to image size, directions sampled at the candidates only
-            outputs = NetworkOutputs(b.float().softmax(1)[:, 1].contiguous(), d.float(), shape, model.align_corners)
-            return decide(outputs, model.settings.decision)
+        def decision():  # boundary probability to image size; the direction head only where it is read
+            prob = b.float().softmax(1)[:, 1].contiguous()
+            directions = DirectionsOnDemand(net.direction_head, fused, precision)
+            return decide(NetworkOutputs(prob, directions, shape, model.align_corners), model.settings.decision)
 
         field = decision()
 
@@ -141,8 +145,8 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
             f"input (to {network_size[0]}x{network_size[1]})": network_input,
             "backbone": backbone,
             "decoder": decoder,
-            "heads": heads,
-            "decision (to image size)": decision,
+            "boundary head": boundary_head,
+            "decision (direction head where read; to image size)": decision,
             "vote" if model.settings.decision.direction_vote else "shift": label_step,
         }
         return {name: median_seconds(fn, repeat=repeat, warmup=1) for name, fn in stages.items()}

@@ -24,6 +24,7 @@ from .decision import Prediction, decide, decide_maps, field_from_maps
 from .folding import InferenceNetwork
 from .hub import MODEL_CARD_TEMPLATE, ModelLoadError, SegFixHubMixin
 from .inference import NetworkOutputs, dense_prediction
+from .memory import keep_freed_memory
 from .network import SegFixNet
 from .settings import FLAT_NAMES, ModelSettings, refuse_settings_among, split_config
 
@@ -163,6 +164,8 @@ class SegFix(
         # outside the module tree: the state dict stays the network's; shared with with_settings() copies
         runner = self.__dict__.setdefault("inference_net", InferenceNetwork())
         network = runner.get(self.net, settings.inference.torch_compile)
+        if images.device.type == "cpu":
+            keep_freed_memory()  # a page fault per page of every large tensor otherwise (segfix.model.memory)
         return dense_prediction(
             network,
             images,
