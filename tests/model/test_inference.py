@@ -130,3 +130,19 @@ def test_refine_as_shipped_reads_the_head_on_demand_and_gives_the_dense_path_s_l
 
     np.testing.assert_array_equal(model.refine(image, labels), apply_field(from_dense, labels))
     assert isinstance(model.with_settings(flip_tta=True).network_outputs(image).directions, torch.Tensor)
+
+
+def test_flip_averaging_and_compiled_networks_get_the_dense_head():
+    """Flips average logits on the grid; a compiled network's features() would be the uncompiled module's."""
+    from segfix.model.inference import dense_prediction
+    from segfix.model.settings import InferenceSettings
+
+    torch.manual_seed(0)
+    net = SegFix(**TINY).eval().net
+    images = torch.randn(1, 3, 32, 40)
+    with torch.inference_mode():
+        kinds = {
+            name: type(dense_prediction(net, images, InferenceSettings(**kwargs)).directions)
+            for name, kwargs in {"plain": {}, "flip": {"flip_tta": True}, "compiled": {"torch_compile": True}}.items()
+        }
+    assert kinds == {"plain": DirectionsOnDemand, "flip": torch.Tensor, "compiled": torch.Tensor}

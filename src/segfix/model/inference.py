@@ -216,7 +216,7 @@ def predict_whole(
     size = (int(images.shape[-2]), int(images.shape[-1]))
     directions: torch.Tensor | DirectionsOnDemand
     with autocast_context(images.device, precision):
-        # any network with SegFixNet's features() and direction_head (a torch.compile'd one has neither)
+        # any network with SegFixNet's features() and direction_head
         head = getattr(net, "direction_head", None)
         if directions_on_demand and callable(getattr(net, "features", None)) and head_at_supported(head):
             features = cast(Callable[[torch.Tensor], torch.Tensor], net.features)(images)
@@ -378,8 +378,9 @@ def _network_pass(
             align_corners=align_corners,
             precision=precision,
         )
-    # Without flip averaging, the direction head runs only where a decision reads it (a tenth of the grid).
-    on_demand = not settings.flip_tta
+    # Without flip averaging, the direction head runs only where a decision reads it (a tenth of the grid). A
+    # compiled network runs whole: its features() would be the uncompiled module's (attributes pass through).
+    on_demand = not settings.flip_tta and not settings.torch_compile
     return predict_whole(net, images, align_corners=align_corners, precision=precision, directions_on_demand=on_demand)
 
 
