@@ -61,7 +61,7 @@ def main() -> None:
 
     big = np.ones(256 * 2**20, np.uint8)
     dst = np.empty_like(big)
-    copy_s = median_seconds(lambda: np.copyto(dst, big), repeat=7)
+    copy_s = median_seconds(lambda: np.copyto(dst, big), repeat=51)
     bandwidth = 2 * big.nbytes / copy_s  # read + write
     traffic = label.nbytes + offsets.nbytes + label.nbytes  # read labels + offsets, write labels
     floor = traffic / bandwidth
@@ -75,7 +75,7 @@ def main() -> None:
     impls.append(("CPU torch tensors (default: the numba kernel in place)", lambda: shift_labels(lt, ot, scale=2)))
     impls.append(("torch dense gather (CPU)", lambda: shift_labels(lt, ot, scale=2, backend="torch")))
     for name, fn in impls:
-        t = median_seconds(fn, repeat=25)
+        t = median_seconds(fn, repeat=201)  # sub-millisecond: many runs, so that a busy moment moves no median
         rows.append([name, f"{t * 1e3:.2f}", f"{floor * 1e3:.2f}", f"{t / floor:.2f}x"])
     if _kernels.HAVE_NUMBA:
         # Worst case for the default kernel: the same share of moving pixels scattered at random, not in bands.
@@ -83,7 +83,7 @@ def main() -> None:
         scattered = np.zeros_like(offsets)
         moving = rng.random(shape) < share
         scattered[:, moving] = rng.integers(-1, 2, (2, int(moving.sum())))
-        t = median_seconds(lambda: shift_labels(label, scattered, scale=2, backend="numba"), repeat=25)
+        t = median_seconds(lambda: shift_labels(label, scattered, scale=2, backend="numba"), repeat=201)
         rows.append(["numba kernel, scattered offsets", f"{t * 1e3:.2f}", f"{floor * 1e3:.2f}", f"{t / floor:.2f}x"])
     print(
         f"\nmemory copy bandwidth (read+write): {bandwidth / 1e9:.1f} GB/s; boundary pixels: {share:.1%}; "
