@@ -281,13 +281,14 @@ def vote_kernel_ready() -> bool:
 
 
 def _warm_up_vote() -> None:
-    """Run the vote kernel once on a tiny map for the common label dtypes (loading their cached compilations)."""
+    """Run the vote kernels once on a tiny map for the common label dtypes (loading their cached compilations);
+    two votes in a row, so that the kernel marking what changed is loaded too."""
     try:
         for dtype in (np.uint8, np.int64):
             labels = np.zeros(4, dtype)
             pixels = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64))
             steps = np.zeros((8, 2), np.int64)
-            vote_flat(labels, (2, 2), pixels, steps, np.full((1, 8), 0.125, np.float32), 0.0, 255, 1)
+            vote_flat(labels, (2, 2), pixels, steps, np.full((1, 8), 0.125, np.float32), 0.0, 255, 2)
         _VOTE_WARM.set()
     except Exception as error:  # noqa: BLE001 - the torch vote keeps serving; say why the kernel does not
         _logger.warning("the compiled vote could not be set up (%s); the torch vote serves", error)
