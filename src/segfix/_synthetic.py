@@ -21,6 +21,27 @@ def voronoi_labels(
     return classes[iy, ix].astype(dtype)
 
 
+def roi_head_masks(masks: np.ndarray, resolution: int = 28) -> np.ndarray:
+    """Coarse instance masks as a Mask R-CNN head draws them: each mask ``(K, H, W)`` bool is cut to its box,
+    averaged down to ``resolution`` x ``resolution`` (the head's output, as RoIAlign samples it), resampled back to the box and
+    thresholded at 0.5, then pasted where it was. Boxes are the masks' own, so only the shape is coarsened."""
+    import torch
+    import torch.nn.functional as F
+
+    out = np.zeros_like(masks, dtype=bool)
+    for k, mask in enumerate(masks):
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        if rows.size == 0:
+            continue
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        crop = torch.from_numpy(mask[box].astype(np.float32))[None, None]
+        # antialiased: each cell averages its part of the box, as RoIAlign's sampling points do
+        small = F.interpolate(crop, size=(resolution, resolution), mode="bilinear", antialias=True)
+        back = F.interpolate(small, size=crop.shape[-2:], mode="bilinear", align_corners=False)
+        out[k][box] = back[0, 0].numpy() >= 0.5
+    return out
+
+
 def reference_walk(labels: np.ndarray, offsets: np.ndarray, scale: int = 1, iterations: int = 1) -> np.ndarray:
     """The shift by a plain loop, the specification of :func:`segfix.shift_labels`: ``iterations`` steps
     ``p <- clamp(p + scale * offset[p])`` from every pixel, in Python integers. Maps ``(H, W)`` or ``(N, H, W)``."""

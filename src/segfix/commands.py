@@ -109,12 +109,13 @@ def train(args: argparse.Namespace) -> int:
     recipe = chain.stages[0] if chain else RECIPES[args.recipe] if args.recipe else TrainRecipe()
     keys = ("iterations", "batch_size", "crop_size", "lr", "workers", "precision", "optimizer", "seed", "init")
     changes: dict[str, Any] = {"resume": args.resume}
-    tuples = ("scale_range", "proportions", "paste_classes")
+    tuples = ("proportions", "paste_classes")
     weighting = ("class_balance", "thin_weight", "thin_radius", "copy_paste")
-    for key in (*keys, *weighting, *tuples, "checkpoint_every", "holdout"):
+    for key in (*keys, *weighting, *tuples, "checkpoint_every", "holdout", "cache_targets"):
         value = getattr(args, key)
         if value is not None:
             changes[key] = tuple(value) if key in tuples else value
+    changes.update(_scale_ranges(args.scale_range, len(args.dataset)))
     if args.backbone:
         changes["model"] = {**(recipe.model or {}), "backbone": args.backbone}
     if args.from_scratch:
@@ -144,6 +145,19 @@ def train(args: argparse.Namespace) -> int:
         print(f"  settings chosen on {len(held_out)} held-out images: {best}")
     print(f"  model written to {final} (load with SegFix.from_pretrained({str(final)!r}))")
     return 0
+
+
+def _scale_ranges(given: list[list[float]] | None, datasets: int) -> dict[str, Any]:
+    """``--scale-range`` given once (every dataset) or once per ``--dataset`` -> the recipe fields."""
+    if not given:
+        return {}
+    if len(given) == 1:
+        return {"scale_range": tuple(given[0])}
+    if len(given) != datasets:
+        raise UsageError(
+            f"--scale-range: expected it once (every dataset) or once per --dataset ({datasets}), got {len(given)}"
+        )
+    return {"scale_ranges": tuple(tuple(pair) for pair in given)}
 
 
 def tune(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import segfix
-from helpers import free_port
+from helpers import free_port, voronoi_labels
 from segfix import ModelLoadError, SegFix
 from segfix.model.inference import window_starts
 
@@ -84,6 +84,24 @@ def test_refine_keeps_type_dtype_shape(model, device):
         assert type(out) is type(labels) and out.dtype == labels.dtype and tuple(out.shape) == (48, 64)
     batch = model.refine(np.stack([img, img]), np.zeros((2, 48, 64), np.uint8))
     assert batch.shape == (2, 48, 64)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64"])
+def test_every_integer_dtype_refines_as_its_int64_twin_under_the_auto_guard(dtype):
+    """The model path with the thin-part guard's "auto" classes (class counts by dtype): uint16 once crashed in
+    torch's bincount. numpy and torch maps of every integer dtype give the int64 map's labels, in their dtype."""
+    torch.manual_seed(0)
+    model = SegFix(**TINY, decision=dict(thin_guard=1, thin_guard_classes="auto", boundary_threshold=0.0)).eval()
+    labels = voronoi_labels((48, 64), 12, 5, seed=1).astype(np.int64)
+    labels[:, 30] = 9  # a one-pixel pole: the only thin class
+    expected = model.refine(image(), labels.astype(np.int64))
+    assert (expected[:, 30] == 9).all() and not np.array_equal(expected, labels)
+    got = model.refine(image(), labels.astype(dtype))
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got.astype(np.int64), expected)
+    tensor = model.refine(image(), torch.from_numpy(labels.astype(dtype)))
+    assert tensor.dtype == getattr(torch, dtype)
+    np.testing.assert_array_equal(tensor.to(torch.int64).numpy(), expected)
 
 
 def test_no_boundary_heads_leave_labels_unchanged():

@@ -572,6 +572,45 @@ def test_recipes_are_validated_values():
         TrainRecipe().replace(learning_rate=0.1)
 
 
+def test_each_dataset_can_have_its_own_scale_range(tmp_path, monkeypatch):
+    """Frames of other resolutions need their own scales (CamVid 480x360 enlarged, Cityscapes 2048x1024 seen as
+    is): one range per dataset reaches that dataset's transform; one range for all is the recipe's scale_range."""
+    from segfix.cli import main
+    from segfix.data import augment
+    from segfix.training.recipes import TrainRecipe
+
+    recipe = TrainRecipe(scale_ranges=[(1, 2.5), (0.75, 1.25)])
+    assert recipe.scale_ranges == ((1.0, 2.5), (0.75, 1.25))
+    assert recipe.scale_range_of(1, 2) == (0.75, 1.25) and TrainRecipe().scale_range_of(1, 2) == (0.5, 2.0)
+    with pytest.raises(ValueError, match=r"one \(low, high\) per dataset \(3\), got 2"):
+        recipe.scale_range_of(0, 3)
+    for bad in ([(1.0, 0.5)], [(1.0,)], "1 2", [], [(True, 2.0)]):
+        with pytest.raises(ValueError, match="scale_ranges"):
+            TrainRecipe(scale_ranges=bad)
+    seen: list[tuple[float, float]] = []
+    original = augment.TrainTransform.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.scale_range)
+
+    monkeypatch.setattr(augment.TrainTransform, "__init__", spy)
+    _cityscapes_and_ade20k_fixtures(tmp_path)
+    common = [
+        "train", "--dataset", f"cityscapes={tmp_path / 'cityscapes'}", "--dataset", f"ade20k={tmp_path / 'ade20k'}",
+        "--iterations", "1", "--batch-size", "2", "--crop-size", "32", "--backbone", "test_resnet", "--from-scratch",
+        "--workers", "0", "--precision", "fp32",
+    ]  # fmt: skip
+    assert main([*common, "--output", str(tmp_path / "a"), "--scale-range", "0.5", "0.6", "--scale-range", "1", "2"]) == 0
+    assert seen == [(0.5, 0.6), (1.0, 2.0)]
+    seen.clear()
+    assert main([*common, "--output", str(tmp_path / "b"), "--scale-range", "0.7", "0.8"]) == 0
+    assert seen == [(0.7, 0.8), (0.7, 0.8)]
+    # three ranges for two datasets: a usage error before any step
+    assert main([*common, "--output", str(tmp_path / "c"), *["--scale-range", "1", "2"] * 3]) == 2
+    assert not (tmp_path / "c").exists()
+
+
 def test_train_refuses_an_unknown_option(tmp_path):
     with pytest.raises(TypeError, match="itertions"):
         train([TinySet()], tmp_path / "run", itertions=3)

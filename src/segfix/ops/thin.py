@@ -146,7 +146,9 @@ def _add_counts(label_map: LabelArray, mask: np.ndarray, ignore_index, total: di
     if labels.dtype in (np.uint8, np.uint16):
         # The usual maps: histograms of the ids as stored (torch counts uint8 4x faster than numpy's cast and
         # count), the ignore label's bin dropped; no int64 copy of the map.
-        counts = torch.bincount(as_tensor(labels).ravel()).numpy()
+        # torch has no uint16 bincount; numpy counts uint16 without a copy either
+        flat = labels.ravel()
+        counts = torch.bincount(as_tensor(flat)).numpy() if labels.dtype == np.uint8 else np.bincount(flat)
         thin_hist = np.bincount(labels[mask], minlength=counts.size)
         _merge_histograms(total, thin, counts, thin_hist, ignore_index)
         return

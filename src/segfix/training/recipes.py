@@ -44,6 +44,9 @@ class TrainRecipe:
         batch_size: global batch size, over all processes.
         crop_size: square crop side in pixels.
         scale_range: random scale factor range (low, high).
+        scale_ranges: one (low, high) per dataset instead, in the order the datasets are given (None: ``scale_range``
+            for every dataset). Datasets of other resolutions need their own: CamVid's 480x360 frames are enlarged
+            (1.0-2.5) where Cityscapes' 2048x1024 ones are seen about as they are (0.75-1.25).
         max_distance: boundary band half-width of the targets.
         class_balance: weight each boundary pixel's direction loss by its class's share of the batch's boundary
             pixels to the power ``-class_balance`` (0: off; :func:`segfix.training.losses.segment_class_weights`).
@@ -85,6 +88,7 @@ class TrainRecipe:
     batch_size: int = 8
     crop_size: int = 512
     scale_range: tuple[float, float] = (0.5, 2.0)
+    scale_ranges: tuple[tuple[float, float], ...] | None = None
     max_distance: float = 5
     class_balance: float = 0.0
     thin_weight: float = 1.0
@@ -121,10 +125,12 @@ class TrainRecipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
-        low, high = self.scale_range
-        if not 0 < low <= high:
-            raise ValueError(f"scale_range: expected (low, high) with 0 < low <= high, got {self.scale_range!r}")
-        object.__setattr__(self, "scale_range", (float(low), float(high)))
+        object.__setattr__(self, "scale_range", _scale_pair(self.scale_range, "scale_range"))
+        if self.scale_ranges is not None:
+            if isinstance(self.scale_ranges, (str, bytes)) or not self.scale_ranges:
+                raise ValueError(f"scale_ranges: expected one (low, high) per dataset, got {self.scale_ranges!r}")
+            pairs = tuple(_scale_pair(pair, "scale_ranges") for pair in self.scale_ranges)
+            object.__setattr__(self, "scale_ranges", pairs)
         if self.proportions is not None:
             if not self.proportions or min(self.proportions) < 0 or sum(self.proportions) <= 0:
                 raise ValueError(f"proportions: expected shares >= 0 with a positive sum, got {self.proportions!r}")
@@ -141,6 +147,20 @@ class TrainRecipe:
         if not isinstance(self.holdout, str):
             _positive_int(self.holdout, "holdout", low=0)
 
+    def scale_range_of(self, dataset: int, datasets: int) -> tuple[float, float]:
+        """The random scale range of the ``dataset``-th of ``datasets`` datasets.
+
+        Raises:
+            ValueError: ``scale_ranges`` holds another number of ranges than there are datasets.
+        """
+        if self.scale_ranges is None:
+            return self.scale_range
+        if len(self.scale_ranges) != datasets:
+            raise ValueError(
+                f"scale_ranges: expected one (low, high) per dataset ({datasets}), got {len(self.scale_ranges)}"
+            )
+        return self.scale_ranges[dataset]
+
     def replace(self, **changes: Any) -> TrainRecipe:
         """This recipe with some fields changed (validated); an unknown name is refused with the known ones."""
         known = {f.name for f in dataclasses.fields(self)}
@@ -148,6 +168,18 @@ class TrainRecipe:
         if unknown:
             raise TypeError(f"unknown training option(s) {unknown}; a TrainRecipe has {sorted(known)}")
         return dataclasses.replace(self, **changes)
+
+
+def _scale_pair(pair: Any, name: str) -> tuple[float, float]:
+    """(low, high) with 0 < low <= high, as floats."""
+    try:
+        low, high = pair
+        ok = all(not isinstance(v, bool) and isinstance(v, (int, float)) for v in (low, high)) and 0 < low <= high
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected (low, high) with 0 < low <= high, got {pair!r}")
+    return float(low), float(high)
 
 
 def _positive_int(value: Any, name: str, low: int = 1) -> None:

@@ -224,7 +224,7 @@ def _make_loader(
     transforms = [
         TrainTransform(
             recipe.crop_size,
-            recipe.scale_range,
+            recipe.scale_range_of(i, len(datasets)),
             ignore_index=int(getattr(d, "ignore_index", ignore_index)),
             max_distance=recipe.max_distance,
             num_directions=num_directions,
