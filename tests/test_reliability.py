@@ -306,17 +306,53 @@ def model_folder(tmp_path):
         ("window_stride", 0, "window_stride"),
         ("max_whole_pixels", 10**15, "max_whole_pixels"),
         ("boundary_threshold", float("nan"), "boundary_threshold"),
+        ("mean", [float("nan"), 0.5, 0.5], "mean/std: expected 3 finite numbers"),
+        ("std", [float("inf"), 0.5, 0.5], "mean/std: expected 3 finite numbers"),
+        ("std", [0.5, 0.5, -0.0], "mean/std: expected 3 finite numbers"),
+        ("window_stride", [2048, 600], r"window_stride: expected at most the window_size \(1024, 1024\)"),
         ("backbone_kwargs", {"checkpoint_path": "/etc/passwd"}, "read files"),
         ("backbone_kwargs", {"pretrained_cfg_overlay": {"file": "/x"}}, "read files"),
         ("backbone_kwargs", {"cache_dir": "/tmp"}, "read files"),
     ],
 )
 def test_hostile_config_values_are_refused_before_anything_is_built(model_folder, key, value, message):
+    from segfix.model.settings import FLAT_NAMES
+
     config = json.loads((model_folder / "config.json").read_text())
-    config[key] = value
+    group, name = FLAT_NAMES.get(key, ("network", key))
+    config[group][name] = value  # where save_pretrained writes it (a second copy at the top level is refused)
     (model_folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(segfix.ModelLoadError, match=re.escape(message) if "(" not in message else message):
         segfix.SegFix.from_pretrained(model_folder)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.update(iterations=3), "iterations: given twice, in decision and at the top level; keep one"),
+        (lambda c: c["decision"].update(direction_threshold=0.5), "direction_threshold: the old name of"),
+        (lambda c: c.update(direction_threshold=0.5), "direction_threshold: the old name of"),
+        (lambda c: c.update(backbone="resnet18"), "backbone: given twice, at the top level and in network"),
+    ],
+)
+def test_a_config_that_gives_a_setting_twice_is_refused(model_folder, change, message):
+    """A flat key beside its group's, or a legacy key beside its successor: one value would be dropped silently,
+    whichever came later winning."""
+    config = json.loads((model_folder / "config.json").read_text())
+    change(config)
+    (model_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(segfix.ModelLoadError, match=re.escape(message)):
+        segfix.SegFix.from_pretrained(model_folder)
+
+
+def test_window_settings_that_cannot_work_are_refused_before_a_pass():
+    """A stride longer than the window leaves pixels unseen; a tiny window every pixel never finishes."""
+    model = segfix.SegFix(**TINY)
+    with pytest.raises(ValueError, match=r"window_stride: expected at most the window_size \(16, 16\)"):
+        model.with_settings(window_size=16, window_stride=(17, 8))
+    slow = model.with_settings(inference="sliding", window_size=16, window_stride=1)
+    with pytest.raises(ValueError, match=r"takes 228,?\d* network passes|network passes over a 600x400 image"):
+        slow.refine(np.zeros((400, 600, 3), np.uint8), np.zeros((400, 600), np.uint8))
 
 
 def test_nested_or_huge_configs_are_refused(model_folder):

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_FILE_PIXELS",
     "MAX_ITERATIONS",
     "MAX_NETWORK_IMAGE_PIXELS",
+    "MAX_PASSES",
     "MAX_PASS_PIXELS",
     "MAX_SCALE",
     "MAX_SHORT_SIDE",
@@ -56,6 +57,10 @@ MAX_PASS_PIXELS = 1 << 23
 """Most pixels of one image a network pass may see (8.4 M: 2048 x 4096). Measured with EfficientNet-Lite0 at
 stride 2, a pass takes about 550 bytes per pixel (1.1 GB at 1024 x 2048), so this bounds a pass near 4.5 GB
 whatever the settings ask for."""
+
+MAX_PASSES = 4096
+"""Most sliding-window passes one image may take (a 4096x8192 image in 256 px windows at two thirds overlap
+takes 1,128; a 16 px window every pixel of a 400x600 photo would take 220,000 and never finish)."""
 
 MAX_NETWORK_IMAGE_PIXELS = 1 << 26
 """Most pixels an image may have at the network's scale: sliding windows keep full-size accumulators (one

@@ -260,6 +260,9 @@ def test_load_errors(model, tmp_path):
     with pytest.raises(ModelLoadError, match="not a readable JSON"):
         SegFix.from_pretrained(bad)
     (bad / "config.json").write_text(json.dumps({**config, "head_channels": 8}))
+    with pytest.raises(ModelLoadError, match="head_channels: given twice, at the top level and in network"):
+        SegFix.from_pretrained(bad)
+    (bad / "config.json").write_text(json.dumps({**config, "network": {**config["network"], "head_channels": 8}}))
     with pytest.raises(ModelLoadError, match="shapes do not match"):
         SegFix.from_pretrained(bad)
 

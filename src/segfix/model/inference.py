@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..limits import MAX_NETWORK_IMAGE_PIXELS, MAX_PASS_PIXELS, check_int_range
+from ..limits import MAX_NETWORK_IMAGE_PIXELS, MAX_PASS_PIXELS, MAX_PASSES, check_int_range
 from ..ops.directions import flip_direction
 from .precision import autocast_context
 from .settings import InferenceSettings
@@ -338,7 +338,14 @@ def check_pass_size(size: tuple[int, int], settings: InferenceSettings) -> None:
             f"{MAX_NETWORK_IMAGE_PIXELS / 1e6:.1f} M: lower input_scale, min_short_side, or set max_network_pixels"
         )
     if settings.uses_windows(height, width):
-        height, width = min(height, settings.window_size[0]), min(width, settings.window_size[1])
+        window, stride = settings.window_size, settings.stride
+        passes = len(window_starts(height, window[0], stride[0])) * len(window_starts(width, window[1], stride[1]))
+        if passes > MAX_PASSES:
+            raise ValueError(
+                f"window_size {window} every {stride} px takes {passes} network passes over a {width}x{height} "
+                f"image; at most {MAX_PASSES}: use a larger window_size or window_stride"
+            )
+        height, width = min(height, window[0]), min(width, window[1])
     pixels = height * width
     if pixels > MAX_PASS_PIXELS:
         gib = pixels * _BYTES_PER_PASS_PIXEL / 2**30

@@ -90,8 +90,12 @@ class Preprocessing:
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order: expected 'RGB' or 'BGR', got {self.channel_order!r}")
         mean, std = tuple(self.mean), tuple(self.std)
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean/std: expected 3 values each (std > 0), got mean={self.mean!r}, std={self.std!r}")
+        numbers = all(not isinstance(v, bool) and isinstance(v, (int, float)) for v in (*mean, *std))
+        # NaN passes every comparison false, and an infinite std turns the image into zeros: both refused
+        if len(mean) != 3 or len(std) != 3 or not numbers or not all(np.isfinite((*mean, *std))) or min(std) <= 0:
+            raise ValueError(
+                f"mean/std: expected 3 finite numbers each (std > 0), got mean={self.mean!r}, std={self.std!r}"
+            )
         object.__setattr__(self, "mean", tuple(float(v) for v in mean))
         object.__setattr__(self, "std", tuple(float(v) for v in std))
         scale = self.input_scale
@@ -122,7 +126,8 @@ class InferenceSettings:
         mode: ``'whole'``, ``'sliding'`` or ``'auto'`` (whole image up to ``max_whole_pixels``); the flat
             config key is ``inference``.
         window_size: sliding-window size (h, w); one int is square.
-        window_stride: sliding-window stride (h, w); None = two thirds of the window.
+        window_stride: sliding-window stride (h, w), at most the window in each direction; None = two thirds of
+            the window.
         max_whole_pixels: larger images use sliding windows under ``'auto'`` (bounds memory).
         precision: ``'auto'`` (bf16 where the hardware computes it natively: :mod:`segfix.model.precision`),
             ``'fp32'``, ``'bf16'`` or ``'fp16'``.
@@ -146,7 +151,13 @@ class InferenceSettings:
         window = _pair(self.window_size, "window_size", 16)
         object.__setattr__(self, "window_size", window)
         if self.window_stride is not None:
-            object.__setattr__(self, "window_stride", _pair(self.window_stride, "window_stride", 1))
+            stride = _pair(self.window_stride, "window_stride", 1)
+            if stride[0] > window[0] or stride[1] > window[1]:
+                raise ValueError(
+                    f"window_stride: expected at most the window_size {window} in each direction (a longer stride "
+                    f"leaves pixels no window sees), got {stride}"
+                )
+            object.__setattr__(self, "window_stride", stride)
         check_int_range(self.max_whole_pixels, "max_whole_pixels", 1, MAX_WHOLE_PIXELS)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {', '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
@@ -354,22 +365,48 @@ def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], ModelSettin
     """
     network: dict[str, Any] = {}
     flat: dict[str, Any] = {}
+    where: dict[str, str] = {}  # flat name -> where the config gave it, to refuse a value given twice
+
+    def take(name: str, value: Any, place: str) -> None:
+        if name in where:
+            raise ValueError(f"{name}: given twice, {where[name]} and {place}; keep one")
+        where[name] = place
+        flat[name] = value
+
     for key, value in config.items():
         if key == "network" or (key in GROUPS and isinstance(value, Mapping)):
             if not isinstance(value, Mapping):
                 raise ValueError(f"network: expected an object of network arguments, got {value!r}")
             if key == "network":
-                network.update(value)
+                for name, item in value.items():
+                    if name in network:
+                        raise ValueError(f"{name}: given twice, at the top level and in network; keep one")
+                    network[name] = item
             else:
-                flat.update({_flat_name(key, name): item for name, item in value.items()})
+                for name, item in value.items():
+                    take(_flat_name(key, name), item, f"in {key}")
         elif key in FLAT_NAMES or key == LEGACY_DIRECTION_THRESHOLD:
-            flat[key] = value
+            take(key, value, "at the top level")
         else:
+            if key in network:
+                raise ValueError(f"{key}: given twice, at the top level and in network; keep one")
             network[key] = value
+    _refuse_legacy_beside_successor(flat)
     try:
         return network, ModelSettings.from_flat(_translate_legacy(flat, direction_vote=False))
     except TypeError as error:
         raise ValueError(str(error)) from error
+
+
+def _refuse_legacy_beside_successor(flat: Mapping[str, Any]) -> None:
+    """``direction_threshold`` became ``min_vote_share`` and ``min_direction_confidence``: a config holding it
+    beside either would have one value silently dropped."""
+    successors = sorted({"min_vote_share", "min_direction_confidence"} & set(flat))
+    if LEGACY_DIRECTION_THRESHOLD in flat and successors:
+        raise ValueError(
+            f"direction_threshold: the old name of {' and '.join(successors)}, given beside it; keep "
+            f"{successors[0]} alone"
+        )
 
 
 def _flat_name(group: str, name: str) -> str:
