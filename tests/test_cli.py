@@ -236,6 +236,53 @@ def test_stats_and_help(folders, capsys):
     assert "Existing outputs are skipped" in capsys.readouterr().out
 
 
+def test_reports_never_land_in_a_folder_they_score(folders, capsys):
+    """--json/--csv/--markdown inside the predictions, the ground truth or --compare: refused before reading, and
+    every input file is left as it was."""
+    before = {p: p.read_bytes() for p in folders.rglob("*.png")}
+    for folder in ("preds", "gt", "offsets"):
+        for flag in ("--json", "--csv", "--markdown"):
+            target = folders / folder / "img0.png"
+            args = ["eval", str(folders / "preds"), str(folders / "gt"), "--num-classes", "5"]
+            code = main([*args, "--compare", str(folders / "offsets"), flag, str(target)])
+            assert code == 2 and "lies inside the input folder" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in folders.rglob("*.png")} == before
+    report = folders / "report.json"
+    assert main(["eval", str(folders / "preds"), str(folders / "gt"), "--num-classes", "5", "--json", str(report)]) == 0
+    assert "preds" in next(iter(json.loads(report.read_text())))
+
+
+def test_stats_refuses_labels_beyond_the_classes_as_eval_does(folders, capsys):
+    """Labels 0..4 with --num-classes 3: eval refused them while stats dropped them and printed numbers."""
+    for command in (["stats", str(folders / "gt")], ["eval", str(folders / "preds"), str(folders / "gt")]):
+        assert main([*command, "--num-classes", "3"]) == 2
+        assert "target: expected class" in (err := capsys.readouterr().err) and "found 3, 4" in err
+
+
+def test_trainid_predictions_against_cityscapes_label_ids(tmp_path, capsys):
+    """The usual Cityscapes case: trainId predictions, labelId ground truth. --dataset cityscapes names the way
+    out; --pred-format trainid scores it right; read as labelIds the predictions are mostly ignore: a warning."""
+    from segfix.data.datasets import decode_labels
+
+    for sub in ("pred", "gt"):
+        (tmp_path / sub).mkdir()
+    for i in range(3):
+        train_ids = voronoi_labels((32, 48), 8, 19, seed=i).astype(np.int64)
+        label_ids = decode_labels(train_ids, np.zeros_like(train_ids, np.uint8), "cityscapes-labelid")
+        Image.fromarray(train_ids.astype(np.uint8)).save(tmp_path / "pred" / f"f{i}.png")
+        Image.fromarray(label_ids).save(tmp_path / "gt" / f"f{i}.png")
+    pred, gt = str(tmp_path / "pred"), str(tmp_path / "gt")
+    assert main(["eval", pred, gt, "--dataset", "cityscapes"]) == 2
+    assert "use --dataset cityscapes-labelid, with --pred-format trainid" in capsys.readouterr().err
+    assert main(["eval", pred, gt, "--dataset", "cityscapes-labelid", "--pred-format", "trainid", "--json",
+                 str(tmp_path / "right.json")]) == 0  # fmt: skip
+    right = json.loads((tmp_path / "right.json").read_text())
+    assert next(iter(right.values()))["pixel_accuracy"] == pytest.approx(100.0)
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="decode to mostly ignore as 'cityscapes-labelid'"):
+        main(["eval", pred, gt, "--dataset", "cityscapes-labelid"])
+
+
 def test_demo(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path)]) == 0
     assert (tmp_path / "demo.png").is_file() and (tmp_path / "refined.png").is_file()

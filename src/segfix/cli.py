@@ -10,7 +10,7 @@ import traceback
 from typing import Any
 
 from ._version import __version__
-from .data.datasets import DATASETS
+from .data.datasets import DATASETS, LABEL_FORMATS
 from .data.readers import parse_holdout
 from .limits import MAX_ITERATIONS
 from .training.recipes import SEARCH_ARGUMENTS, TUNED_THIN_GUARDS
@@ -268,7 +268,6 @@ def _setting(text: str) -> tuple[str, Any]:
 
 
 def _add_refine_command(sub) -> None:
-    from .data.datasets import LABEL_FORMATS
 
     rf = sub.add_parser(
         "refine",
@@ -359,9 +358,15 @@ def _add_eval_command(sub) -> None:
     ev.add_argument("--compare", help="a second prediction folder, e.g. the refined one")
     _add_label_arguments(ev)
     ev.add_argument(
+        "--pred-format",
+        choices=LABEL_FORMATS,
+        help="how the predictions store ids when it differs from the ground truth's (e.g. trainid predictions "
+        "against Cityscapes labelIds: --dataset cityscapes-labelid --pred-format trainid)",
+    )
+    ev.add_argument(
         "--tolerances", type=_positive_float, nargs="+", default=[1, 2, 3], help="boundary F-score tolerances in px"
     )
-    ev.add_argument("--json", help="also write the scores as JSON to this file")
+    ev.add_argument("--json", help="also write the scores as JSON to this file (outside the input folders)")
     ev.add_argument("--csv", help="also write the per-class table as CSV to this file")
     ev.add_argument("--markdown", help="also write the printed table to this file")
     ev.set_defaults(run="eval_")
@@ -444,7 +449,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_label_arguments(parser: argparse.ArgumentParser) -> None:
     """--dataset, --num-classes and --label-format: how a folder of label PNGs is read (eval, stats)."""
-    from .data.datasets import LABEL_FORMATS
 
     parser.add_argument("--dataset", choices=sorted(DATASETS), help="sets classes, names, ignore label and format")
     parser.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")

@@ -254,21 +254,26 @@ def eval_(args: argparse.Namespace) -> int:
 
     num_classes, ignore, label_format, names = _label_settings(args, "eval")
     folders = [Path(args.pred)] + ([Path(args.compare)] if args.compare else [])
+    _refuse_reports_inside([args.json, args.csv, args.markdown], [*folders, Path(args.gt)])
     results = []
     for folder in folders:
         pairs = matching_pairs(folder, Path(args.gt))
         bar, update = _progress(len(pairs), f"segfix eval {folder.name}")
-        results.append(
-            evaluate_pairs(
-                pairs,
-                num_classes=num_classes,
-                stored_ignore=ignore,
-                label_format=label_format,
-                class_names=names,
-                tolerances=args.tolerances,
-                progress=update,
+        try:
+            results.append(
+                evaluate_pairs(
+                    pairs,
+                    num_classes=num_classes,
+                    stored_ignore=ignore,
+                    label_format=label_format,
+                    pred_format=args.pred_format,
+                    class_names=names,
+                    tolerances=args.tolerances,
+                    progress=update,
+                )
             )
-        )
+        except ValueError as error:
+            raise ValueError(f"{error}{_format_hint(args, str(error))}") from error
         bar.close()
     table = comparison_markdown(results[0], results[-1], folders) if len(results) == 2 else results[0].to_markdown()
     print(_plain_table(table))  # Markdown goes to --markdown; a terminal gets aligned columns
@@ -280,6 +285,26 @@ def eval_(args: argparse.Namespace) -> int:
     if args.csv:
         write_results_csv(Path(args.csv), results, folders)
     return 0
+
+
+def _refuse_reports_inside(reports: list[str | None], inputs: list[Path]) -> None:
+    """A report (--json, --csv, --markdown) may never land on or inside a folder it scores."""
+    for report in filter(None, reports):
+        real = Path(os.path.realpath(report))
+        for folder in inputs:
+            inside = Path(os.path.realpath(folder))
+            if real == inside or inside in real.parents:
+                raise UsageError(f"{report} lies inside the input folder {folder}; write reports outside every input")
+
+
+def _format_hint(args: argparse.Namespace, error: str) -> str:
+    """What to try when Cityscapes ground truth is read as trainIds (its files hold labelIds up to 33)."""
+    if args.dataset == "cityscapes" and "ground truth" in error and "target" in error:
+        return (
+            "; gtFine *_labelIds.png hold labelIds: use --dataset cityscapes-labelid, with --pred-format trainid "
+            "for predictions stored as trainIds"
+        )
+    return ""
 
 
 def stats(args: argparse.Namespace) -> int:

@@ -52,6 +52,24 @@ def test_the_network_works_at_most_at_max_network_pixels():
     assert model.refine(image, labels).shape == (96, 128)
 
 
+def test_large_frames_are_never_shrunk_below_min_network_scale():
+    """The pixel budget brings a large frame down, but not below the floor; small frames and a lower
+    input_scale are as before (CamVid's 480x360 at 1.5, the bundled photo's 600x400 at 1.27)."""
+    policy = Preprocessing(min_short_side=540, max_network_pixels=540 * 720, min_network_scale=0.75)
+    assert policy.network_scale((360, 480)) == 1.5
+    assert policy.network_scale((400, 600)) == pytest.approx((540 * 720 / (400 * 600)) ** 0.5)  # 1.27
+    assert policy.network_scale((1024, 2048)) == 0.75  # the budget alone: 0.43
+    assert policy.network_scale((2160, 3840)) == 0.75
+    assert policy.network_scale((720, 960)) == pytest.approx(0.75)  # budget: exactly 0.75
+    assert Preprocessing(max_network_pixels=100, min_network_scale=0.75, input_scale=0.5).network_scale(
+        (1024, 2048)
+    ) == 0.5  # an input_scale below the floor is the user's own choice
+    assert Preprocessing(max_network_pixels=540 * 720).network_scale((1024, 2048)) < 0.44  # 0: off, as before
+    for bad in (-0.1, 4.5, float("nan"), True, "0.75"):
+        with pytest.raises(ValueError, match="min_network_scale: expected a factor in"):
+            Preprocessing(min_network_scale=bad)
+
+
 def test_the_facade_takes_settings_groups_and_refuses_a_flat_setting():
     groups = {(group, name) for group, name in FLAT_NAMES.values()}
     assert len(groups) == len(FLAT_NAMES)  # no field reached by two names

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -124,23 +125,41 @@ def evaluate_pairs(
     num_classes: int,
     stored_ignore: int = 255,
     label_format: str = "trainid",
+    pred_format: str | None = None,
     class_names: Sequence[str] | None = None,
     tolerances: Sequence[int] = (1, 2, 3),
     progress: Callable[[int], None] | None = None,
 ) -> MetricsResult:
-    """:func:`evaluate_folder` over given (prediction, ground truth) pairs (:func:`matching_pairs`)."""
+    """:func:`evaluate_folder` over given (prediction, ground truth) pairs (:func:`matching_pairs`).
+
+    ``pred_format``: how the predictions store ids when it differs from the ground truth's ``label_format`` (None:
+    the same; then ``stored_ignore`` applies to both). Warns (``UserWarning``) when most predicted maps decode to
+    mostly ignore while their ground truth does not: a sign of predictions read in the wrong format.
+    """
     metrics = SegmentationMetrics(num_classes, ignore_index=255, tolerances=tuple(tolerances), class_names=class_names)
+    pred_format = label_format if pred_format is None else pred_format
+    pred_ignore = stored_ignore if pred_format == label_format else None
+    suspicious = 0
     for pred_path, gt_path in pairs:
         try:
             gt = read_ground_truth(gt_path, label_format, stored_ignore)
-            pred = encode_labels(read_label(pred_path), label_format, stored_ignore)
+            pred = encode_labels(read_label(pred_path), pred_format, pred_ignore)
             if pred.shape != gt.shape:
                 raise ValueError(f"size {pred.shape[::-1]} differs from the ground truth's {gt.shape[::-1]}")
             metrics.update(pred, gt)
         except (OSError, ValueError, TypeError) as error:
             raise ValueError(f"{pred_path} (ground truth {gt_path}): {error}") from error
+        suspicious += bool(np.mean(pred == 255) > 0.5 and np.mean(gt == 255) < 0.5)
         if progress is not None:
             progress(1)
+    if pairs and 2 * suspicious > len(pairs):
+        warnings.warn(
+            f"{suspicious} of {len(pairs)} predicted maps decode to mostly ignore as {pred_format!r} while their "
+            "ground truth does not: are the predictions stored in another format? (--pred-format, e.g. trainid "
+            "predictions against Cityscapes labelIds)",
+            UserWarning,
+            stacklevel=2,
+        )
     return metrics.compute()
 
 

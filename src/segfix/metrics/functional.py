@@ -482,7 +482,9 @@ class BoundaryStatistics:
             keep = (values >= 0) & (values < self.num_classes)
             return keep & (values != self.ignore_index) if self.ignore_index is not None else keep
 
-        for gt in _to_numpy_labels(target, "target", self.ignore_index):
+        maps = _to_numpy_labels(target, "target", self.ignore_index)
+        check_class_range(maps, "target", self.num_classes, self.ignore_index)  # as SegmentationMetrics: none dropped
+        for gt in maps:
             depth = segment_depth(gt, scored)
             valid = _scored(gt, self.num_classes, self.ignore_index)
             classes = gt[valid].astype(np.int64)

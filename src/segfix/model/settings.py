@@ -77,6 +77,11 @@ class Preprocessing:
             this many (0 = off): the network works at the size it was trained and tuned at, whatever the
             frame's resolution, and its outputs come back to full size for the labels (as segment-anything
             runs every image at 1024 px).
+        min_network_scale: but never shrink an image below this factor of its own size (0 = off): a boundary is
+            only as precise as the grid the network draws it on, and a large frame's coarse map errs by a few of
+            the frame's own pixels. The bundled models hold 0.75: on Cityscapes' 2048x1024 frames the network at
+            0.75 helps, at 0.6 or less (a CamVid pixel budget: 0.43) it harms (docs/results.md, "Any
+            resolution").
     """
 
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -85,6 +90,7 @@ class Preprocessing:
     input_scale: float = 1.0
     min_short_side: int = 0
     max_network_pixels: int = 0
+    min_network_scale: float = 0.0
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("RGB", "BGR"):
@@ -103,18 +109,23 @@ class Preprocessing:
             raise ValueError(f"input_scale: expected a factor in (0, 4], got {scale!r}")
         check_int_range(self.min_short_side, "min_short_side", 0, MAX_SHORT_SIDE)
         check_int_range(self.max_network_pixels, "max_network_pixels", 0, MAX_WHOLE_PIXELS)
+        floor = self.min_network_scale
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 4:
+            raise ValueError(f"min_network_scale: expected a factor in [0, 4] (0 = off), got {floor!r}")
 
     def network_scale(self, size: tuple[int, int]) -> float:
         """The factor an image of ``size`` (H, W) is resized by before the network: ``input_scale``, raised
         so that the shorter side reaches ``min_short_side`` (at most 4), then lowered so that the network
-        sees at most ``max_network_pixels``."""
+        sees at most ``max_network_pixels``, but not below ``min_network_scale`` (nor below ``input_scale``
+        where that is lower still)."""
         factor = float(self.input_scale)
         short = min(size)
         if self.min_short_side and short * factor < self.min_short_side:
             factor = min(self.min_short_side / short, 4.0)
         pixels = size[0] * size[1]
         if self.max_network_pixels and pixels * factor**2 > self.max_network_pixels:
-            factor = (self.max_network_pixels / pixels) ** 0.5
+            floor = min(float(self.min_network_scale), factor)
+            factor = max((self.max_network_pixels / pixels) ** 0.5, floor)
         return factor
 
 
