@@ -239,3 +239,25 @@ def check_class_range(labels: np.ndarray, name: str, num_classes: int, ignore_in
             f"{name}: expected class ids 0..{num_classes - 1} or the ignore label {ignore_index}, found {shown} "
             f"(is num_classes={num_classes} too small, or the ignore label not {ignore_index}?)"
         )
+
+
+def check_device_available(device: Any, name: str, fallback: str) -> torch.device:
+    """``device`` (a name or ``torch.device``) as a ``torch.device``, refused with a message naming ``name`` when
+    it cannot run here (no CUDA GPU or MPS, an index past the last GPU), and ``fallback`` as what to do instead.
+
+    Raises:
+        ValueError: an unknown device name, or one this machine lacks.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name}: expected cpu, cuda, cuda:N or mps, got {device!r}") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError(f"{name}: no CUDA GPU is available here (torch.cuda.device_count() is 0); {fallback}")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"{name}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}: MPS is not available here; {fallback}")
+    return parsed

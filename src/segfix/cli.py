@@ -427,12 +427,15 @@ def _add_models_command(sub) -> None:
     models.set_defaults(run="models")
 
 
+VERBOSE_HELP = "log progress details; tracebacks on errors"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="segfix",
         description="SegFix boundary refinement: fix the boundaries of any segmentation model's output.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=f"segfix-pytorch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_demo_command(sub)
@@ -444,12 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_command(sub)
     _add_stats_command(sub)
     _add_convert_command(sub)
+    for command in sub.choices.values():  # error lines say "-v shows the traceback": it works after the name too
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
 def _add_label_arguments(parser: argparse.ArgumentParser) -> None:
     """--dataset, --num-classes and --label-format: how a folder of label PNGs is read (eval, stats)."""
-
     parser.add_argument("--dataset", choices=sorted(DATASETS), help="sets classes, names, ignore label and format")
     parser.add_argument("--num-classes", type=_positive_int, help="classes 0..N-1 (default: from --dataset)")
     parser.add_argument(

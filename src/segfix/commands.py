@@ -455,20 +455,9 @@ def _plain_table(markdown: str) -> str:
 
 
 def check_device(name: str) -> None:
-    import torch
+    from ._checks import check_device_available
 
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device: expected cpu, cuda, cuda:N or mps, got {name!r}") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        if count == 0:
-            raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"--device {name}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
+    check_device_available(name, f"--device {name}", "use --device cpu")
 
 
 def _reader(spec: str, split: str | None = None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -61,6 +62,19 @@ def test_input_kinds_shapes_and_dtypes(model, device):
     np.testing.assert_array_equal(off_u8[0].cpu().numpy(), from_pil)
     mixed = model.predict_offsets([img, image(32, 40)])
     assert isinstance(mixed, list) and mixed[0].shape == (2, 48, 64) and mixed[1].shape == (2, 32, 40)
+
+
+def test_a_uint8_tensor_in_the_picture_layout_is_taken_as_the_numpy_image(model):
+    """(H, W, 3) and (N, H, W, 3) uint8 tensors, as torchvision.io.decode_image(...).permute or PIL gives them,
+    give the numpy image's outputs, as tensors."""
+    img = image()
+    labels = voronoi_labels((48, 64), 6, 4, seed=2)
+    expected = model.refine(img, labels)
+    got = model.refine(torch.from_numpy(img), torch.from_numpy(labels))
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_array_equal(got.numpy(), expected)
+    batch = model.predict_offsets(torch.from_numpy(np.stack([img, img])))
+    np.testing.assert_array_equal(batch[1].numpy(), model.predict_offsets(img))
 
 
 def test_batch_equals_one_by_one(model):
@@ -300,12 +314,24 @@ def test_input_errors(model):
         model.predict(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(ValueError, match=r"\(3, H, W\) or \(N, 3, H, W\)"):
         model.predict(torch.zeros(1, 4, 10, 10))
+    with pytest.raises(ValueError, match=r"\(3, H, W\) or \(N, 3, H, W\).*needs .permute\(2, 0, 1\)"):
+        model.predict(torch.zeros(10, 12, 3))  # a float (H, W, 3) tensor: which layout is meant is unclear
     with pytest.raises(ValueError, match="does not match the image size"):
         model.refine(image(), np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError, match="inference"):
         model.predict(image(), inference="tiles")
     with pytest.raises(ValueError, match="channel_order"):
         SegFix(**TINY).with_settings(channel_order="BRG")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where no CUDA GPU is")
+def test_moving_to_a_missing_gpu_says_so(model):
+    """torch's own message is about NVIDIA drivers; a user without a GPU is told to stay on the CPU."""
+    for move, name in ((model.cuda, "model.cuda()"), (lambda: model.to("cuda"), "model.to('cuda')"),
+                       (lambda: model.to(device=torch.device("cuda", 1)), "model.to('cuda:1')")):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(name) + ": no CUDA GPU is available here.*runs on the CPU"):
+            move()
+    assert model.to("cpu") is model and model.to(torch.float32) is model and model.device.type == "cpu"
 
 
 def test_bgr_normalisation_matches_the_original():

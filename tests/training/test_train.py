@@ -611,6 +611,13 @@ def test_each_dataset_can_have_its_own_scale_range(tmp_path, monkeypatch):
     assert not (tmp_path / "c").exists()
 
 
+def test_a_batch_of_one_names_the_flags_to_change(tmp_path):
+    """One crop per process small enough for 1x1 deepest features: torch's BatchNorm message alone named no flag."""
+    with pytest.raises(ValueError, match="use --batch-size of at least 2 per process, or a larger --crop-size"):
+        train([TinySet()], tmp_path / "run", model=dict(TINY), imagenet=False, iterations=1, batch_size=1,
+              crop_size=16, workers=0, progress=False, precision="fp32")  # fmt: skip
+
+
 def test_train_refuses_an_unknown_option(tmp_path):
     with pytest.raises(TypeError, match="itertions"):
         train([TinySet()], tmp_path / "run", itertions=3)

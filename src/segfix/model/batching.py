@@ -98,8 +98,10 @@ def _tensor_batch(image: torch.Tensor, device: torch.device) -> ImageBatch:
     given = describe(image)
     if image.is_meta:
         raise ValueError(f"image: expected a tensor that holds values (cpu, cuda, ...), got {given}")
+    if image.ndim in (3, 4) and image.shape[-3] != 3 and image.shape[-1] == 3 and image.dtype == torch.uint8:
+        image = image.movedim(-1, -3)  # (H, W, 3) uint8, as a decoded picture comes: taken as the numpy one is
     if image.ndim not in (3, 4) or image.shape[-3] != 3:
-        channels_last = image.ndim == 3 and image.shape[-1] == 3
+        channels_last = image.ndim in (3, 4) and image.shape[-1] == 3
         hint = "; an (H, W, 3) image needs .permute(2, 0, 1)" if channels_last else ""
         raise ValueError(f"image: expected a tensor (3, H, W) or (N, 3, H, W), got {given}{hint}")
     single = image.ndim == 3

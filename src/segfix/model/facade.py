@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_steps
+from .._checks import check_device_available, check_steps
 from ..ops.field import RefinementField, apply_field, apply_field_to_instances, check_field_labels, concat_fields
 from . import batching
 from .batching import ImageBatch, ImageInput, Labels, Masks, to_batch
@@ -29,6 +29,13 @@ from .network import SegFixNet
 from .settings import FLAT_NAMES, ModelSettings, refuse_settings_among, split_config
 
 __all__ = ["ImageInput", "ModelLoadError", "Prediction", "SegFix"]
+
+
+CPU_FALLBACK = "the model runs on the CPU as it is (leave it there, or pass device='cpu')"
+
+
+def _cuda_name(device: Any) -> Any:
+    return f"cuda:{device}" if isinstance(device, int) else device
 
 
 class SegFix(
@@ -114,6 +121,18 @@ class SegFix(
         if args or kwargs:
             raise TypeError(f"compile: takes no arguments, got {args or ''}{kwargs or ''} (torch.compile's defaults)")
         self.__dict__["settings"] = self.settings.replace(torch_compile=True)
+
+    def cuda(self, device: Any = None) -> SegFix:
+        """As ``nn.Module.cuda``, refused with a clear message where no CUDA GPU is (torch's is about drivers)."""
+        check_device_available("cuda" if device is None else _cuda_name(device), "model.cuda()", CPU_FALLBACK)
+        return super().cuda(device)
+
+    def to(self, *args: Any, **kwargs: Any) -> SegFix:
+        """As ``nn.Module.to``; a device this machine lacks is refused with a clear message."""
+        device = kwargs.get("device", args[0] if args and isinstance(args[0], (str, torch.device)) else None)
+        if device is not None:
+            check_device_available(device, f"model.to({str(device)!r})", CPU_FALLBACK)
+        return super().to(*args, **kwargs)
 
     num_directions = property(lambda self: int(self.network_config["num_directions"]), doc="D, the direction classes")
     align_corners = property(lambda self: bool(self.network_config["align_corners"]), doc="upsampling convention")

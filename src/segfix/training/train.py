@@ -330,7 +330,16 @@ def _train_step(net: SegFix, module: nn.Module, opt, batch, *, precision: str, r
     images, boundary, direction, segment = batch
     pixel_weight = _direction_pixel_weight(segment, direction >= 0, recipe)
     with autocast_context(images.device, precision):
-        boundary_logits, direction_logits = module(net.normalize(images))
+        try:
+            boundary_logits, direction_logits = module(net.normalize(images))
+        except ValueError as error:
+            if "more than 1 value per channel" not in str(error):
+                raise
+            raise ValueError(
+                f"batch normalisation needs more than one value per channel, and a batch of {images.shape[0]} "
+                f"crop(s) of {recipe.crop_size} px per process leaves the deepest features 1x1: use --batch-size "
+                "of at least 2 per process, or a larger --crop-size"
+            ) from error
     loss, parts = segfix_loss(
         boundary_logits,
         direction_logits,
