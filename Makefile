@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test test-all bench lint docs clean
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "Setting up $(VENV) once: PyTorch, timm and this package at the pinned versions (about 2 minutes)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,imagenet]"
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e ".[test,imagenet]"
 	touch $(STAMP)
 
 demo: $(STAMP)  ## refine the bundled example; writes outputs/demo/demo.png
