@@ -313,3 +313,38 @@ def test_auto_thin_classes_are_pooled_over_the_folder(tmp_path):
     assert (read_label(tmp_path / "out" / "a.png")[:, 5] == 0).all()  # the line moved: class 3 is not thin here
     per_map = segfix.ops.field.apply_field(field, a.astype(np.int64))  # a single map's own rule keeps it
     assert (per_map[:, 5] == 3).all()
+
+
+def test_a_finished_folder_is_done_only_for_what_made_it(tmp_path, capsys):
+    """Outputs finished by one model or setting are not 'already done' for another: the job records what made
+    them and refuses another source, naming what differs, with every file left as it was."""
+    images, preds = tmp_path / "images", tmp_path / "preds"
+    images.mkdir(), preds.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)).save(images / f"f{i}.png")
+        Image.fromarray(_labels(i)).save(preds / f"f{i}.png")
+    torch.manual_seed(0)
+    model = segfix.SegFix(**TINY, decision=dict(boundary_threshold=0.0)).eval()
+    out = tmp_path / "out"
+    assert refine_folder(preds, out, images_dir=images, model=model).ok
+    record = json.loads((out / ".segfix-refine.json").read_text())
+    assert record["config"]["decision"]["iterations"] == 1 and len(record["weights_sha256"]) == 64
+    finished = _hashes(out)
+    again = refine_folder(preds, out, images_dir=images, model=model)  # the same job: resumes, nothing to do
+    assert len(again.skipped) == 2 and not again.done
+    other_weights = segfix.SegFix(**TINY).eval()
+    for other, differs in (
+        (dict(model=model.with_settings(iterations=3)), "config"),
+        (dict(model=other_weights), "weights_sha256"),
+        (dict(model=model, iterations=2), "iterations"),
+    ):
+        with pytest.raises(ValueError, match=f"holds outputs made with other .*{differs}.*remove this one to redo"):
+            refine_folder(preds, out, images_dir=images, **other)
+    offsets = tmp_path / "offsets"
+    offsets.mkdir()
+    for i in range(2):
+        formats.write_offsets(offsets / f"f{i}.npz", _offsets(i))
+    code = main(["refine", str(preds), "--offsets", str(offsets), "--output", str(out)])
+    assert code == 2 and "holds outputs made with other" in capsys.readouterr().err
+    assert _hashes(out) == finished
+    assert refine_folder(preds, out, images_dir=images, model=model.with_settings(torch_compile=True)).ok  # same maps

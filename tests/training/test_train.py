@@ -744,6 +744,12 @@ def test_one_command_chains_the_recommended_models_runs_and_resumes_stage_by_sta
     assert main([*args, *short]) == 0
     assert {k: (run / f"stage{k}" / "model" / "model.safetensors").stat().st_mtime_ns for k in (1, 2)} == kept
     assert (run / "stage4" / "model" / "config.json").is_file() and (run / "model" / "config.json").is_file()
+    # The finished chain asked for more steps: refused, naming the field, instead of "model written" for nothing.
+    capsys.readouterr()
+    more = [*short[:1], "2", *short[2:]]
+    assert main([*args, *more]) == 2
+    assert "was trained by another recipe (iterations 1 there, 2 now)" in capsys.readouterr().err
+    assert {k: (run / f"stage{k}" / "model" / "model.safetensors").stat().st_mtime_ns for k in (1, 2)} == kept
 
 
 def test_thin_part_weights_lift_a_pole_and_keep_the_mean():

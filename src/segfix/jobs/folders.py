@@ -8,6 +8,7 @@ without stopping the others.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..data.datasets import decode_labels, encode_labels
 from ..data.files import (
@@ -201,6 +203,39 @@ class _Ledger:
         with self.path.open("a") as f:
             f.write(json.dumps(name) + "\n")
         self.names.add(name)
+
+
+def _claim_output(outputs: _Outputs, job: str, made_by: dict[str, Any]) -> None:
+    """Record what makes this job's outputs (``.segfix-<job>.json``: the model's config and a digest of its weights,
+    or the offsets folder; the overrides and label settings), or refuse a folder that another job made: its
+    finished files would otherwise count as done for anything asked of it.
+
+    Raises:
+        ValueError: the folder holds outputs made otherwise, naming what differs.
+    """
+    path = outputs.path(Path(f".segfix-{job}.json"))
+    made_by = json.loads(json.dumps(made_by, default=str))  # as it reads back
+    if path.is_file() and not path.is_symlink():
+        recorded = _read_json(path, f"{job} record")
+        if recorded != made_by:
+            keys = sorted(k for k in set(recorded) | set(made_by) if recorded.get(k) != made_by.get(k))
+            raise ValueError(
+                f"{outputs.root} holds outputs made with other {', '.join(keys)} (recorded in {path.name}); choose "
+                "another output folder, or remove this one to redo it (nothing is overwritten)"
+            )
+        return
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(made_by, indent=1, sort_keys=True)))
+
+
+def model_fingerprint(model) -> dict[str, Any]:
+    """What makes a model's outputs: its config (network and settings) and a SHA-256 of its weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    config = model.config
+    config["inference"] = {k: v for k, v in config["inference"].items() if k != "torch_compile"}  # same outputs
+    return {"config": config, "weights_sha256": digest.hexdigest()}
 
 
 def _ledger_name(line: str) -> str:
@@ -531,6 +566,10 @@ def refine_folder(
     """
     labels_dir, output_dir = Path(labels_dir), Path(output_dir)
     outputs = _check_refine_inputs(kind, labels_dir, output_dir, images_dir, offsets_dir, coco_results)
+    source_of = model_fingerprint(model) if model is not None else {"offsets": os.path.realpath(offsets_dir)}
+    made_by = {**source_of, "kind": kind, "label_format": label_format, "ignore_index": ignore_index,
+               "scale": scale, "iterations": iterations}  # fmt: skip
+    _claim_output(outputs, "refine", made_by)
     report, ledger = JobReport(), _Ledger(outputs, "refine", shard)
     instance = kind != "semantic"
     if kind == "coco":
@@ -780,6 +819,7 @@ def offsets_folder(
         raise FileNotFoundError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) under {images_dir}")
     report = JobReport(failed=shard.take(unreadable))
     items = shard.take(items)
+    _claim_output(outputs, "offsets", {**model_fingerprint(model), "format": file_format})
     ledger = _Ledger(outputs, "offsets", shard)
     source = _FieldSource(model, images_dir=images_dir)
 

@@ -11,6 +11,8 @@ exactly where an interrupted run stopped.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -176,6 +178,7 @@ def train(
     recipe = (recipe or TrainRecipe()).replace(**options)
     rank, world, local_rank = _distributed()
     output = Path(output)
+    claim_run(output, recipe, write=rank == 0)
     device = torch.device(recipe.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
     model_kwargs: dict[str, Any] = dict(recipe.model or {})
     model_kwargs.setdefault("ignore_index", getattr(datasets[0], "ignore_index", 255))
@@ -481,6 +484,35 @@ def _targets_for(label: np.ndarray, ignore_index: int, max_distance: float, num_
     )
 
 
+_NOT_THE_RESULT = ("resume", "progress", "workers", "device", "checkpoint_every", "validate_every", "val_coarse")
+"""Recipe fields that change how a run goes, not what it trains: a resumed run may change them."""
+
+
+def claim_run(output: Path, recipe: TrainRecipe, *, write: bool) -> None:
+    """Record the recipe a run folder is trained by (``recipe.json``), or refuse a folder trained by another: its
+    checkpoint or model would otherwise be taken as this recipe's, and a finished run would train nothing.
+
+    Raises:
+        ValueError: the folder's recorded recipe differs, naming the fields and both values.
+    """
+    path = Path(output) / "recipe.json"
+    wanted = json.loads(json.dumps(
+        {k: v for k, v in dataclasses.asdict(recipe).items() if k not in _NOT_THE_RESULT}, default=str
+    ))  # fmt: skip
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+        if changed:
+            what = "; ".join(f"{k} {recorded.get(k)!r} there, {wanted.get(k)!r} now" for k in changed)
+            raise ValueError(
+                f"{output} was trained by another recipe ({what}); choose another --output, or remove that folder "
+                "to train it again"
+            )
+    elif write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(wanted, indent=1, sort_keys=True)))
+
+
 def train_chain(
     datasets: Sequence, output: str | Path, chain: RecipeChain, *, val_dataset=None, **options: Any
 ) -> Path:
@@ -497,13 +529,14 @@ def train_chain(
     previous: Path | None = None
     for number, stage in enumerate(chain.stages, start=1):
         folder = output / f"stage{number}"
-        if (folder / "model" / "config.json").is_file() and (folder / "model" / "model.safetensors").is_file():
-            _logger.info("stage %d of %d: already done (%s)", number, len(chain.stages), folder / "model")
-            previous = folder / "model"
-            continue
         recipe = stage.replace(**options, resume=(folder / "checkpoint.pt").is_file())
         if previous is not None:
             recipe = recipe.replace(init=str(previous))
+        if (folder / "model" / "config.json").is_file() and (folder / "model" / "model.safetensors").is_file():
+            claim_run(folder, recipe, write=False)  # done, but only for the recipe asked for now
+            _logger.info("stage %d of %d: already done (%s)", number, len(chain.stages), folder / "model")
+            previous = folder / "model"
+            continue
         _logger.info("stage %d of %d -> %s", number, len(chain.stages), folder)
         last = number == len(chain.stages)
         previous = train(datasets, folder, recipe, val_dataset=val_dataset if last else None)
