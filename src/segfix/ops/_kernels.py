@@ -7,6 +7,9 @@ their numpy fallback. Results are identical either way (tests compare both).
 from __future__ import annotations
 
 import logging
+import os
+import stat
+import tempfile
 import threading
 
 import numpy as np
@@ -196,8 +199,42 @@ def _candidate_index(base, y, x, dy, dx, height, width):  # pragma: no cover - c
     return base + min(max(y + dy, 0), height - 1) * width + min(max(x + dx, 0), width - 1)
 
 
+def private_cache_dir() -> str | None:
+    """``<tmp>/segfix-numba-<uid>``, made if missing, when it is a real folder of this user's that only this user
+    can write (a folder another user made could hold code that numba would load); else None."""
+    folder = os.path.join(tempfile.gettempdir(), f"segfix-numba-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    own = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    private = stat.S_ISDIR(info.st_mode) and own and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return folder if private and os.access(folder, os.W_OK) else None
+
+
+def _compile(fn):
+    """``fn`` compiled by numba, its machine code cached across processes: beside the source, or in the user's
+    cache folder (numba's own choice), or where neither can be written (a read-only install run by a user
+    without a home) in :func:`private_cache_dir`. Without any, numba refuses ``cache=True`` at import; the kernel
+    is then compiled in every process (about 5 s, in the background: see :mod:`segfix.ops.vote`)."""
+    options = dict(nogil=True, parallel=True)
+    try:
+        return numba.njit(cache=True, **options)(fn)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        folder = private_cache_dir()
+        if folder is None:
+            _logger.info("numba kernels are compiled in this process: no folder to cache them in")
+            return numba.njit(**options)(fn)
+        previous = numba.config.CACHE_DIR
+        numba.config.CACHE_DIR = folder  # read when the cache is set up, so only these kernels use it
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        finally:
+            numba.config.CACHE_DIR = previous
+
+
 if HAVE_NUMBA:
-    _compile = numba.njit(cache=True, nogil=True, parallel=True)
     shift_kernel = _compile(_shift_once)
     shift_kernel_int8 = _compile(_shift_once_int8)
     walk_kernel = _compile(_shift_walk)
