@@ -463,6 +463,26 @@ def test_lists_of_maps_and_logits(model):
         model.refine(torch.rand(2, 3, 48, 64), torch.rand(2, 11, 48, 64))
 
 
+def test_a_list_of_maps_reads_the_auto_thin_classes_from_the_whole_list():
+    """Class 3 is a one-pixel line in map a and a thick block in map b: thin in a alone, not over both. Given in
+    one call, the maps are refined with the classes of the whole list, as a batch or a folder pools them."""
+    torch.manual_seed(0)
+    model = constant_heads(SegFix(**TINY, decision=dict(thin_guard=1, thin_guard_classes="auto")).eval(), 4)  # (0, 1)
+    a = np.zeros((48, 64), np.uint8)
+    a[:, 40:] = 1
+    a[:, 20] = 3
+    b = np.zeros((48, 64), np.uint8)
+    b[10:40, 10:50] = 3
+    assert segfix.thin_classes([a], 1) == (3,) and segfix.thin_classes([a, b], 1) == ()
+    alone = model.refine(image(), a)
+    assert (alone[:, 20] == 3).all()  # guarded: 3 is thin in a alone
+    listed, _ = model.refine([image(), image()], [a, b])
+    np.testing.assert_array_equal(listed, model.with_settings(thin_guard_classes=()).refine(image(), a))
+    assert not (listed[:, 20] == 3).all()  # refined: 3 is not thin over the list
+    batch = model.refine(np.stack([image(), image()]), np.stack([a, b]))
+    np.testing.assert_array_equal(batch[0], listed)  # the same classes as a batch of the two
+
+
 def test_from_pretrained_takes_the_mixins_map_location(model, tmp_path):
     model.save_pretrained(tmp_path / "m")
     loaded = SegFix.from_pretrained(tmp_path / "m", map_location="cpu")
