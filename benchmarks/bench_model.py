@@ -1,5 +1,6 @@
-"""The bundled model as shipped, refining a 1024x2048 image, against DenseCRF in the same run; where the time
-goes; and peak memory at 1024x2048, 2048x4096 and 4096x8192.
+"""The bundled model as shipped, refining a 1024x2048 image, against DenseCRF in the same run; real Cityscapes and
+CamVid frames with a real network's maps (when ../shared/data holds them); where the time goes; and peak memory at
+1024x2048, 2048x4096 and 4096x8192.
 
 Targets (issue #15): the recommended bundled model, with the settings it ships with (``precision="auto"``, its
 decision rule and flip setting), at least 15x faster than DenseCRF (``pydensecrf2``, 5 mean-field iterations,
@@ -76,6 +77,38 @@ def run_variant(model_name: str, variant: str, shape: tuple[int, int], repeat: i
         "vote": model.settings.decision.direction_vote,
         "network_scale": model.network_scale(shape),
     }
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_FRAMES = {
+    # held-out Cityscapes frames (benchmarks/refine_eval.py) and CamVid val frames, each with a real network's map
+    "Cityscapes 1024x2048 (ESPNet maps)": [
+        (SHARED / "cityscapes/leftImg8bit/train/aachen" / f"aachen_0000{i}_000019_leftImg8bit.png",
+         SHARED / "cityscapes/coarse_skd_espnet/train/aachen" / f"aachen_0000{i}_000019_leftImg8bit.png")
+        for i in (35, 40, 45)
+    ],
+    "CamVid 360x480 (ESPNet maps)": [
+        (SHARED / "camvid/val" / name, SHARED / "camvid/val_espnet" / name)
+        for name in ("0016E5_07959.png", "0016E5_08019.png", "0016E5_08079.png")
+    ],
+}  # fmt: skip
+"""Real frames timed beside the synthetic scene: they hold more boundary pixels (research-use data, read in
+place, skipped when absent)."""
+
+
+def run_real(model_name: str, kind: str, repeat: int) -> dict:
+    """Median seconds of ``refine`` as shipped over a few real frames of ``kind`` (the median of each frame's)."""
+    from segfix.data.files import read_image, read_label
+
+    model = load(model_name, {})
+    medians, moving = [], []
+    for image_path, labels_path in REAL_FRAMES[kind]:
+        image, labels = read_image(image_path), read_label(labels_path)
+        model.refine(image, labels)
+        medians.append(median_seconds(lambda i=image, m=labels: model.refine(i, m), repeat=repeat, warmup=0))
+        moving.append(int((model.refine(image, labels) != labels).sum()))
+    return {"total": float(np.median(medians)), "frames": len(medians), "changed": int(np.median(moving)),
+            "network_scale": model.network_scale(image.shape[:2])}  # fmt: skip
 
 
 def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
@@ -192,6 +225,8 @@ def child_main(args) -> dict:
         return run_densecrf(shape, args.repeat)
     if args.child == "split":
         return run_split(args.model, shape, args.repeat)
+    if args.child in REAL_FRAMES:
+        return run_real(args.model, args.child, args.repeat)
     if args.child == "memory":
         return run_memory(args.model, shape, {})
     if args.child == "memory, network at full resolution":
@@ -255,6 +290,19 @@ def main() -> None:
         ["configuration", "settings", "median s", "first call s", "vs DenseCRF", ">= 15x", "peak RSS MiB"],
         rows,
     )
+    real_rows = []
+    for kind, frames in REAL_FRAMES.items():
+        if all(image.is_file() and labels.is_file() for image, labels in frames):
+            r = child(kind)
+            real_rows.append(
+                [kind, str(r["frames"]), f"x{r['network_scale']:.2f}", f"{r['total']:.3f}", str(r["changed"])]
+            )
+    if real_rows:
+        print_table(
+            f"real frames ({args.model} as shipped; median over frames of each frame's median)",
+            ["frames", "count", "network", "median s", "pixels changed (median)"],
+            real_rows,
+        )
     split = child("split")
     total = sum(split.values())
     print_table(

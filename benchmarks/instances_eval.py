@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from refine_eval import CITYSCAPES_HELD_OUT, CITYSCAPES_TUNE, SHARED  # noqa: E402
+
 import segfix  # noqa: E402
 from segfix._synthetic import roi_head_masks  # noqa: E402
 from segfix.data.files import read_image, read_label  # noqa: E402
@@ -28,7 +30,6 @@ from segfix.data.readers import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_TO_TRAIN  #
 from segfix.metrics.functional import boundary_fscore_counts, boundary_fscore_from_counts  # noqa: E402
 
 from _common import machine, print_table  # noqa: E402
-from refine_eval import CITYSCAPES_HELD_OUT, CITYSCAPES_TUNE, SHARED  # noqa: E402
 
 THING_LABEL_IDS = (24, 25, 26, 27, 28, 31, 32, 33)
 """Cityscapes' instance classes by labelId: person, rider, car, truck, bus, train, motorcycle, bicycle."""
@@ -63,7 +64,9 @@ class InstanceScores:
             self.inter[c] += inter
             self.union[c] += union
             self.ious[c].append(inter / max(union, 1))
-            counts = boundary_fscore_counts(mask.astype(np.int64), gt.astype(np.int64), 2, TOLERANCES, ignore_index=None)
+            counts = boundary_fscore_counts(
+                mask.astype(np.int64), gt.astype(np.int64), 2, TOLERANCES, ignore_index=None
+            )
             self.boundary[c] += counts[1]
 
     def summary(self) -> dict:
@@ -93,8 +96,11 @@ def main(argv: list[str] | None = None) -> dict:
     extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     model = segfix.SegFix.from_pretrained(args.model, **extra)
     print(f"# Cityscapes {args.frames} frames ({len(frames)}), model {args.model!r} {extra or ''}; {machine()}")
-    print(f"# instance decision: scale {model.settings.decision.instance_scale}, iterations "
-          f"{model.settings.decision.iterations}, boundary threshold {model.settings.decision.boundary_threshold}")  # fmt: skip
+    decision = model.settings.decision
+    print(
+        f"# instance decision: scale {decision.instance_scale}, iterations {decision.iterations}, boundary threshold "
+        f"{decision.boundary_threshold}"
+    )
     rows = {"coarse (28 x 28 head)": InstanceScores(), "SegFix": InstanceScores(), "oracle": InstanceScores()}
     seconds = 0.0
     for name in frames:
@@ -126,8 +132,12 @@ def main(argv: list[str] | None = None) -> dict:
         header += [what, f"{what} SegFix", f"{what} oracle"]
     print_table("instance masks per class (coarse -> SegFix; oracle = offsets from the ground truth)", header, table)
     present = base["count"] > 0
-    means = {row: (np.mean(s["pooled_iou"][present]), np.nanmean(s["boundary_f"][present, 0])) for row, s in scores.items()}
-    print("\nmeans over classes: " + "; ".join(f"{r} IoU {i * 100:.2f} F@1 {f * 100:.2f}" for r, (i, f) in means.items()))
+    means = {
+        row: (np.mean(s["pooled_iou"][present]), np.nanmean(s["boundary_f"][present, 0])) for row, s in scores.items()
+    }
+    print(
+        "\nmeans over classes: " + "; ".join(f"{r} IoU {i * 100:.2f} F@1 {f * 100:.2f}" for r, (i, f) in means.items())
+    )
     print(f"seconds per refine_instances (network included): {seconds / max(len(frames), 1):.3f}")
     out = {
         "frames": len(frames),

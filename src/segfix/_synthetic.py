@@ -23,8 +23,9 @@ def voronoi_labels(
 
 def roi_head_masks(masks: np.ndarray, resolution: int = 28) -> np.ndarray:
     """Coarse instance masks as a Mask R-CNN head draws them: each mask ``(K, H, W)`` bool is cut to its box,
-    averaged down to ``resolution`` x ``resolution`` (the head's output, as RoIAlign samples it), resampled back to the box and
-    thresholded at 0.5, then pasted where it was. Boxes are the masks' own, so only the shape is coarsened."""
+    averaged down to ``resolution`` x ``resolution`` (the head's output, as RoIAlign samples it), resampled back
+    to the box and thresholded at 0.5, then pasted where it was. Boxes are the masks' own, so only the shape is
+    coarsened."""
     import torch
     import torch.nn.functional as F
 

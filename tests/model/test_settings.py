@@ -61,9 +61,10 @@ def test_large_frames_are_never_shrunk_below_min_network_scale():
     assert policy.network_scale((1024, 2048)) == 0.75  # the budget alone: 0.43
     assert policy.network_scale((2160, 3840)) == 0.75
     assert policy.network_scale((720, 960)) == pytest.approx(0.75)  # budget: exactly 0.75
-    assert Preprocessing(max_network_pixels=100, min_network_scale=0.75, input_scale=0.5).network_scale(
-        (1024, 2048)
-    ) == 0.5  # an input_scale below the floor is the user's own choice
+    assert (
+        Preprocessing(max_network_pixels=100, min_network_scale=0.75, input_scale=0.5).network_scale((1024, 2048))
+        == 0.5
+    )  # an input_scale below the floor is the user's own choice
     assert Preprocessing(max_network_pixels=540 * 720).network_scale((1024, 2048)) < 0.44  # 0: off, as before
     for bad in (-0.1, 4.5, float("nan"), True, "0.75"):
         with pytest.raises(ValueError, match="min_network_scale: expected a factor in"):

@@ -256,8 +256,14 @@ def test_thin_parts_and_the_guard_on_every_device(device):
 
 @pytest.mark.parametrize(
     ("offset", "ignore", "dtype"),
-    [(0, 255, np.int64), (0, 255, np.uint8), (0, 255, np.uint16), (300, 255, np.uint16), (70_000, 255, np.int64),
-     (0, -1, np.int64)],
+    [
+        (0, 255, np.int64),
+        (0, 255, np.uint8),
+        (0, 255, np.uint16),
+        (300, 255, np.uint16),
+        (70_000, 255, np.int64),
+        (0, -1, np.int64),
+    ],
 )  # histograms of the stored ids (uint8, uint16: torch has no uint16 bincount), of int64 ids, a sort for large ids,
 # and a negative ignore label
 def test_the_auto_guard_equals_thin_classes_then_thin_parts(offset, ignore, dtype):

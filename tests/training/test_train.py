@@ -601,7 +601,9 @@ def test_each_dataset_can_have_its_own_scale_range(tmp_path, monkeypatch):
         "--iterations", "1", "--batch-size", "2", "--crop-size", "32", "--backbone", "test_resnet", "--from-scratch",
         "--workers", "0", "--precision", "fp32",
     ]  # fmt: skip
-    assert main([*common, "--output", str(tmp_path / "a"), "--scale-range", "0.5", "0.6", "--scale-range", "1", "2"]) == 0
+    assert (
+        main([*common, "--output", str(tmp_path / "a"), "--scale-range", "0.5", "0.6", "--scale-range", "1", "2"]) == 0
+    )
     assert seen == [(0.5, 0.6), (1.0, 2.0)]
     seen.clear()
     assert main([*common, "--output", str(tmp_path / "b"), "--scale-range", "0.7", "0.8"]) == 0

@@ -208,10 +208,9 @@ class DecisionSettings:
             an unsure direction erase it. 0 = off (the original).
         thin_guard_classes: the guard keeps only the thin parts of these classes: ``"auto"``, those most of whose
             pixels are thin in the label maps being refined (pooled over a call's batch or list; over the whole
-            folder in ``segfix refine``), so that the rule holds on any label space; or fixed class ids, ascending, of one
-            label space (None: of every
-            class). Meant for the classes that are thin by nature (:func:`segfix.thin_classes`), so that a thick
-            class's ragged slivers are still refined.
+            folder in ``segfix refine``), so that the rule holds on any label space; or fixed class ids,
+            ascending, of one label space (None: of every class). Meant for the classes that are thin by nature
+            (:func:`segfix.thin_classes`), so that a thick class's ragged slivers are still refined.
         ignore_index: label never moved or created.
     """
 
