@@ -1,4 +1,5 @@
-"""Shared fixtures: devices, the optional CamVid data, and the --runslow switch (references: helpers.py)."""
+"""Shared fixtures: devices, the optional CamVid and Cityscapes data, and the --runslow switch (references:
+helpers.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+CITYSCAPES = CAMVID.parent / "cityscapes"
 
 
 try:  # the fuzz suite's profiles; `--hypothesis-profile thorough` runs 50x the default cases
@@ -57,3 +59,10 @@ def camvid() -> Path:
     if not (CAMVID / "valannot").is_dir():
         pytest.skip(f"CamVid data not found at {CAMVID}")
     return CAMVID
+
+
+@pytest.fixture
+def cityscapes() -> Path:
+    if not (CITYSCAPES / "gtFine" / "train" / "aachen").is_dir():
+        pytest.skip(f"Cityscapes data not found at {CITYSCAPES}")
+    return CITYSCAPES

@@ -105,8 +105,8 @@ def test_refine_with_a_model_resumes_and_reports_bad_files(folders, tmp_path, ca
     assert main(args) == 1
     assert (out / "img0.png").stat().st_mtime_ns == mtime  # finished outputs are not redone
     assert (out / "img1.png").is_file()
-    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
-    assert hidden == [".segfix-refine.done"]  # no temp files left, only the job's ledger
+    hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert hidden == [".segfix-refine.done", ".segfix-source-refine.json"]  # no temp files: the ledger, the source
     inside = ["refine", str(folders / "preds"), "--offsets", str(folders / "offsets"), "--output"]
     capsys.readouterr()
     assert main([*inside, str(folders / "preds" / "out")]) == 2
@@ -124,7 +124,7 @@ def test_killed_refine_leaves_no_half_written_file(folders):
         "count = {'n': 0}\n"
         "def dying(path, write):\n"
         "    count['n'] += 1\n"
-        "    if count['n'] == 2:\n"
+        "    if count['n'] == 3:\n"  # the first write is the job's source record, the second img0
         "        def half(tmp):\n"
         "            write(tmp); os._exit(9)\n"
         "        return real(path, half)\n"
@@ -145,7 +145,8 @@ def test_killed_refine_leaves_no_half_written_file(folders):
         _, truth, coarse = scene(i)
         expected = segfix.refine_semantic(coarse, segfix.boundary_targets(truth, min_pixels=0).offsets())
         np.testing.assert_array_equal(read_label(out / f"img{i}.png"), expected)
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".segfix-refine.done"]
+    hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert hidden == [".segfix-refine.done", ".segfix-source-refine.json"]
 
 
 def test_offsets_command_both_formats(folders, tmp_path):

@@ -246,6 +246,7 @@ def image_cases(model: segfix.SegFix, rng: np.random.Generator) -> list[Case]:
     right = {
         "uint8 HWC": image,
         "uint8 CHW tensor": tensor,
+        "uint8 HWC tensor": tensor.permute(1, 2, 0),  # taken as the numpy image is
         "float in [0, 1]": tensor.float() / 255,
         "float64 in [0, 1]": tensor.double() / 255,
         "PIL RGB": Image.fromarray(image),
@@ -263,7 +264,7 @@ def image_cases(model: segfix.SegFix, rng: np.random.Generator) -> list[Case]:
         "float array": image.astype(np.float32),
         "HxWx2 array": image[..., :2],
         "HxWx5 array": np.dstack([image, image[..., :2]]),
-        "HWC tensor": tensor.permute(1, 2, 0),
+        "HWC float tensor": tensor.permute(1, 2, 0).float() / 255,  # which layout is meant is unclear
         "int32 tensor": tensor.int(),
         "meta tensor": torch.zeros((3, 40, 48), device="meta"),
         "empty": np.zeros((0, 48, 3), np.uint8),

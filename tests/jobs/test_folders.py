@@ -327,7 +327,7 @@ def test_a_finished_folder_is_done_only_for_what_made_it(tmp_path, capsys):
     model = segfix.SegFix(**TINY, decision=dict(boundary_threshold=0.0)).eval()
     out = tmp_path / "out"
     assert refine_folder(preds, out, images_dir=images, model=model).ok
-    record = json.loads((out / ".segfix-refine.json").read_text())
+    record = json.loads((out / ".segfix-source-refine.json").read_text())
     assert record["config"]["decision"]["iterations"] == 1 and len(record["weights_sha256"]) == 64
     finished = _hashes(out)
     again = refine_folder(preds, out, images_dir=images, model=model)  # the same job: resumes, nothing to do

@@ -206,14 +206,14 @@ class _Ledger:
 
 
 def _claim_output(outputs: _Outputs, job: str, made_by: dict[str, Any]) -> None:
-    """Record what makes this job's outputs (``.segfix-<job>.json``: the model's config and a digest of its weights,
-    or the offsets folder; the overrides and label settings), or refuse a folder that another job made: its
-    finished files would otherwise count as done for anything asked of it.
+    """Record what makes this job's outputs (``.segfix-source-<job>.json``: the model's config and a digest of its
+    weights, or the offsets folder; the overrides and label settings), or refuse a folder that another job made:
+    its finished files would otherwise count as done for anything asked of it.
 
     Raises:
         ValueError: the folder holds outputs made otherwise, naming what differs.
     """
-    path = outputs.path(Path(f".segfix-{job}.json"))
+    path = outputs.path(Path(f".segfix-source-{job}.json"))
     made_by = json.loads(json.dumps(made_by, default=str))  # as it reads back
     if path.is_file() and not path.is_symlink():
         recorded = _read_json(path, f"{job} record")
@@ -566,7 +566,7 @@ def refine_folder(
     """
     labels_dir, output_dir = Path(labels_dir), Path(output_dir)
     outputs = _check_refine_inputs(kind, labels_dir, output_dir, images_dir, offsets_dir, coco_results)
-    source_of = model_fingerprint(model) if model is not None else {"offsets": os.path.realpath(offsets_dir)}
+    source_of = model_fingerprint(model) if model is not None else {"offsets": os.path.realpath(str(offsets_dir))}
     made_by = {**source_of, "kind": kind, "label_format": label_format, "ignore_index": ignore_index,
                "scale": scale, "iterations": iterations}  # fmt: skip
     _claim_output(outputs, "refine", made_by)

@@ -243,7 +243,7 @@ if HAVE_NUMBA:
     vote_kernel = _compile(_vote_once)
     mark_kernel = _compile(_mark_changed)
 else:  # pragma: no cover
-    shift_kernel = shift_kernel_int8 = walk_kernel = vote_kernel = mark_kernel = None  # type: ignore[assignment]
+    shift_kernel = shift_kernel_int8 = walk_kernel = vote_kernel = mark_kernel = None
 
 
 def shift_single(labels: np.ndarray, dy: np.ndarray, dx: np.ndarray, scale: int, iterations: int) -> np.ndarray:
