@@ -635,6 +635,84 @@ def image_file_cases(base: Path, model_folder: Path) -> list[Case]:
     return cases
 
 
+def round3_cases(base: Path, model: segfix.SegFix) -> list[Case]:
+    """Issue 35's findings: every integer label dtype on the model path with the "auto" guard, window settings
+    that cannot work, non-finite normalisation, configs that give a setting twice, finished outputs asked for by
+    another source, reports over inputs, stats beyond its classes."""
+    from segfix.cli import main
+
+    def cli(args: list[str]) -> int:
+        code = main(args)
+        if code:  # the exit code a shell would see: run() reads 1 and 2 as a clear refusal
+            raise SystemExit(code)
+        return code
+
+    cases: list[Case] = []
+    guarded = model.with_settings(thin_guard=1, thin_guard_classes="auto", boundary_threshold=0.0)
+    image = np.random.default_rng(5).integers(0, 256, (40, 48, 3)).astype(np.uint8)
+    labels = voronoi_labels((40, 48), 6, 4, seed=5).astype(np.int64)
+    labels[:, 20] = 9  # a thin class for the guard to find
+    expected = guarded.refine(image, labels)
+    for dtype in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64"):
+        for kind, wrap in (("numpy", lambda a: a), ("torch", torch.from_numpy)):
+            same = lambda r, e=expected: np.array_equal(_as_map(r, e.shape).astype(np.int64), e)  # noqa: E731
+            call = lambda d=dtype, w=wrap: guarded.refine(image, w(labels.astype(d)))  # noqa: E731
+            cases.append(Case("round 3", f"{dtype} {kind} labels, auto guard", call, same))
+    photo = np.zeros((400, 600, 3), np.uint8)
+    for name, settings in (
+        ("16 px windows every pixel", dict(inference="sliding", window_size=16, window_stride=1)),
+        ("stride longer than the window", dict(window_size=64, window_stride=(96, 32))),
+        ("NaN mean", dict(mean=(float("nan"), 0.5, 0.5))),
+        ("infinite std", dict(std=(0.5, float("inf"), 0.5))),
+    ):
+        call = lambda s=settings: model.with_settings(**s).refine(photo, np.zeros((400, 600), np.uint8))  # noqa: E731
+        cases.append(Case("round 3", name, call, REFUSE))
+    folder = base / "round3-model"
+    model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    for name, changed in (
+        ("flat key beside its group's", {**config, "iterations": 3}),
+        ("legacy key beside its successor", {**config, "decision": {**config["decision"], "direction_threshold": 0.5}}),
+    ):
+
+        def twice(c=changed, n=name):
+            other = base / f"round3-{n.split()[0]}"
+            other.mkdir(exist_ok=True)
+            (other / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+            (other / "config.json").write_text(json.dumps(c))
+            return segfix.SegFix.from_pretrained(other)
+
+        cases.append(Case("round 3", f"config: {name}", twice, REFUSE))
+    root = base / "round3-jobs"
+    for sub in ("images", "preds", "gt"):
+        (root / sub).mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(image).save(root / "images" / f"f{i}.png")
+        Image.fromarray(voronoi_labels((40, 48), 6, 4, seed=i)).save(root / "preds" / f"f{i}.png")
+        Image.fromarray(voronoi_labels((40, 48), 6, 4, seed=i)).save(root / "gt" / f"f{i}.png")
+    job = ["refine", str(root / "preds"), "--images", str(root / "images"), "--output", str(root / "out")]
+    cli([*job, "--model", str(folder)])
+    other = base / "round3-other"
+    model.with_settings(iterations=4).save_pretrained(other)
+    cases.append(Case("round 3", "finished folder, another model", lambda: cli([*job, "--model", str(other)]),
+                      REFUSE, watch=root, output=None))  # fmt: skip
+    for flag in ("--json", "--csv", "--markdown"):
+        report = [
+            "eval",
+            str(root / "preds"),
+            str(root / "gt"),
+            "--num-classes",
+            "4",
+            flag,
+            str(root / "gt" / "f0.png"),
+        ]
+        cases.append(Case("round 3", f"eval {flag} over a ground-truth file", lambda r=report: cli(r), REFUSE,
+                          watch=root))  # fmt: skip
+    stats = ["stats", str(root / "gt"), "--num-classes", "2"]
+    cases.append(Case("round 3", "stats with labels beyond --num-classes", lambda: cli(stats), REFUSE))
+    return cases
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -648,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         base = Path(tmp)
         cases = array_cases(rng) + image_cases(model, rng) + metric_cases() + file_cases(base / "files", rng)
         cases += config_cases(base) + image_file_cases(base / "image-files", base / "model")
+        cases += round3_cases(base, model)
         cases = [case for case in cases if case.group not in skip]
         import logging
 

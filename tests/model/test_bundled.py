@@ -86,11 +86,21 @@ def test_saving_the_bundled_model_keeps_its_licence_card_and_fp16_weights(bundle
 def test_the_recommended_model_is_listed_first_and_loads_offline(monkeypatch):
     import huggingface_hub.constants
 
-    if bundled_model_dir("camvid-lite0-v5") is None or bundled_model_dir("camvid-lite0-v4") is None:
+    if any(bundled_model_dir(f"camvid-lite0-v{v}") is None for v in (4, 5, 6)):
         pytest.skip("the bundled model files are not in this checkout")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    assert segfix.list_models() == ["camvid-lite0-v5", "camvid-lite0-v4"]
+    assert segfix.list_models() == ["camvid-lite0-v6", "camvid-lite0-v5", "camvid-lite0-v4"]
+    # v6, recommended: v5 for any resolution. Large frames keep at least 0.75 of their size for the network, and a
+    # pixel moves where 70 % of its direction vote agrees (instances: where the argmax direction holds 90 %).
+    v6 = segfix.SegFix.from_pretrained("camvid-lite0-v6")
+    assert v6.network_scale((360, 480)) == 1.5 and v6.network_scale((400, 600)) == pytest.approx(1.2728, abs=1e-4)
+    assert v6.network_scale((1024, 2048)) == 0.75 and v6.network_scale((2160, 3840)) == 0.75
+    changed = dict(min_network_scale=0.75, min_vote_share=0.7, min_direction_confidence=0.9)
     model = segfix.SegFix.from_pretrained("camvid-lite0-v5")
+    assert v6.settings == model.settings.replace(**changed)
+    assert not (bundled_model_dir("camvid-lite0-v6") / "model.safetensors").exists()
+    card = (bundled_model_dir("camvid-lite0-v6") / "README.md").read_text()
+    assert "research" in card.lower() and "Cityscapes" in card and "refine_eval.py" in card
     assert (
         model.settings.decision.direction_vote
         and model.settings.decision.semantic_scale == 1
