@@ -270,6 +270,8 @@ RECIPE_CHAINS: dict[str, RecipeChain] = {
         settings_of="camvid-lite0-v5",
     ),
 }
+# The recommended model: v5's weights (the same four runs) with v6's settings (its card says how they were chosen).
+RECIPE_CHAINS["camvid-lite0-v6"] = RecipeChain(RECIPE_CHAINS["camvid-lite0-v5"].stages, settings_of="camvid-lite0-v6")
 """Named chains of recipes: ``segfix train --recipe NAME`` runs every stage, resumably (plain data)."""
 
 
