@@ -227,7 +227,7 @@ def _claim_output(outputs: _Outputs, job: str, made_by: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(made_by, indent=1, sort_keys=True)))
 
 
-def model_fingerprint(model) -> dict[str, Any]:
+def _model_fingerprint(model) -> dict[str, Any]:
     """What makes a model's outputs: its config (network and settings) and a SHA-256 of its weights."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
@@ -566,7 +566,7 @@ def refine_folder(
     """
     labels_dir, output_dir = Path(labels_dir), Path(output_dir)
     outputs = _check_refine_inputs(kind, labels_dir, output_dir, images_dir, offsets_dir, coco_results)
-    source_of = model_fingerprint(model) if model is not None else {"offsets": os.path.realpath(str(offsets_dir))}
+    source_of = _model_fingerprint(model) if model is not None else {"offsets": os.path.realpath(str(offsets_dir))}
     made_by = {**source_of, "kind": kind, "label_format": label_format, "ignore_index": ignore_index,
                "scale": scale, "iterations": iterations}  # fmt: skip
     _claim_output(outputs, "refine", made_by)
@@ -819,7 +819,7 @@ def offsets_folder(
         raise FileNotFoundError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) under {images_dir}")
     report = JobReport(failed=shard.take(unreadable))
     items = shard.take(items)
-    _claim_output(outputs, "offsets", {**model_fingerprint(model), "format": file_format})
+    _claim_output(outputs, "offsets", {**_model_fingerprint(model), "format": file_format})
     ledger = _Ledger(outputs, "offsets", shard)
     source = _FieldSource(model, images_dir=images_dir)
 
