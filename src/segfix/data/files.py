@@ -7,6 +7,7 @@ Sizes are read from file headers before any pixel is decoded, so that a small fi
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import tempfile
@@ -25,6 +26,7 @@ __all__ = [
     "TEMP_PREFIX",
     "LabelStyle",
     "atomic_write",
+    "differences_from_record",
     "display_name",
     "image_size",
     "label_image",
@@ -66,6 +68,29 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def differences_from_record(path: Path, record: dict[str, Any], *, write: bool = True) -> list[str]:
+    """The keys whose values differ between ``record`` and the JSON record already at ``path`` (sorted); with no
+    record there, none, and ``record`` is written (atomically) when ``write``. What a resumable job or run keeps
+    beside its outputs, so that they count as done only for what made them.
+
+    Raises:
+        ValueError: the file at ``path`` is not a JSON object.
+    """
+    path = Path(path)
+    record = json.loads(json.dumps(record, default=str))  # as it reads back
+    if path.is_file() and not path.is_symlink():
+        try:
+            recorded = json.loads(path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not valid JSON: {error}") from None
+        if not isinstance(recorded, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(recorded).__name__}")
+        return sorted(k for k in set(recorded) | set(record) if recorded.get(k) != record.get(k))
+    if write:
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, sort_keys=True)))
+    return []
 
 
 def _temp_owner(name: str) -> tuple[int, str] | None:

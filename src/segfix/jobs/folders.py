@@ -27,6 +27,7 @@ from ..data.datasets import decode_labels, encode_labels
 from ..data.files import (
     LabelStyle,
     atomic_write,
+    differences_from_record,
     display_name,
     image_size,
     match_stem,
@@ -214,17 +215,12 @@ def _claim_output(outputs: _Outputs, job: str, made_by: dict[str, Any]) -> None:
         ValueError: the folder holds outputs made otherwise, naming what differs.
     """
     path = outputs.path(Path(f".segfix-source-{job}.json"))
-    made_by = json.loads(json.dumps(made_by, default=str))  # as it reads back
-    if path.is_file() and not path.is_symlink():
-        recorded = _read_json(path, f"{job} record")
-        if recorded != made_by:
-            keys = sorted(k for k in set(recorded) | set(made_by) if recorded.get(k) != made_by.get(k))
-            raise ValueError(
-                f"{outputs.root} holds outputs made with other {', '.join(keys)} (recorded in {path.name}); choose "
-                "another output folder, or remove this one to redo it (nothing is overwritten)"
-            )
-        return
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(made_by, indent=1, sort_keys=True)))
+    differ = differences_from_record(path, made_by)
+    if differ:
+        raise ValueError(
+            f"{outputs.root} holds outputs made with other {', '.join(differ)} (recorded in {path.name}); choose "
+            "another output folder, or remove this one to redo it (nothing is overwritten)"
+        )
 
 
 def _model_fingerprint(model) -> dict[str, Any]:

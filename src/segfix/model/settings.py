@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,7 @@ class Preprocessing:
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order: expected 'RGB' or 'BGR', got {self.channel_order!r}")
         mean, std = tuple(self.mean), tuple(self.std)
-        numbers = all(not isinstance(v, bool) and isinstance(v, (int, float)) for v in (*mean, *std))
+        numbers = all(not isinstance(v, bool) and isinstance(v, Real) for v in (*mean, *std))
         # NaN passes every comparison false, and an infinite std turns the image into zeros: both refused
         if len(mean) != 3 or len(std) != 3 or not numbers or not all(np.isfinite((*mean, *std))) or min(std) <= 0:
             raise ValueError(

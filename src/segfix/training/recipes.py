@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,7 @@ def _scale_pair(pair: Any, name: str) -> tuple[float, float]:
     """(low, high) with 0 < low <= high, as floats."""
     try:
         low, high = pair
-        ok = all(not isinstance(v, bool) and isinstance(v, (int, float)) for v in (low, high)) and 0 < low <= high
+        ok = all(not isinstance(v, bool) and isinstance(v, Real) for v in (low, high)) and 0 < low <= high
     except (TypeError, ValueError):
         ok = False
     if not ok:

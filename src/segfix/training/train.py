@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.augment import TrainTransform
-from ..data.files import atomic_write
+from ..data.files import atomic_write, differences_from_record
 from ..model.facade import SegFix
 from ..model.precision import autocast_context, resolve_precision
 from ..model.pretrained import hub_reachable, init_backbone
@@ -496,21 +496,16 @@ def claim_run(output: Path, recipe: TrainRecipe, *, write: bool) -> None:
         ValueError: the folder's recorded recipe differs, naming the fields and both values.
     """
     path = Path(output) / "recipe.json"
-    wanted = json.loads(json.dumps(
-        {k: v for k, v in dataclasses.asdict(recipe).items() if k not in _NOT_THE_RESULT}, default=str
-    ))  # fmt: skip
-    if path.is_file():
+    wanted = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in _NOT_THE_RESULT}
+    changed = differences_from_record(path, wanted, write=write)
+    if changed:
         recorded = json.loads(path.read_text())
-        changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
-        if changed:
-            what = "; ".join(f"{k} {recorded.get(k)!r} there, {wanted.get(k)!r} now" for k in changed)
-            raise ValueError(
-                f"{output} was trained by another recipe ({what}); choose another --output, or remove that folder "
-                "to train it again"
-            )
-    elif write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(wanted, indent=1, sort_keys=True)))
+        now = json.loads(json.dumps(wanted, default=str))
+        what = "; ".join(f"{k} {recorded.get(k)!r} there, {now.get(k)!r} now" for k in changed)
+        raise ValueError(
+            f"{output} was trained by another recipe ({what}); choose another --output, or remove that folder to "
+            "train it again"
+        )
 
 
 def train_chain(
