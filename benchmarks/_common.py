@@ -7,7 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from segfix._synthetic import voronoi_labels  # noqa: F401  (re-exported for the benchmarks)
+from segfix.synthetic import voronoi_labels  # noqa: F401  (re-exported for the benchmarks)
 
 
 def median_seconds(fn: Callable[[], object], *, repeat: int = 15, warmup: int = 2) -> float:
@@ -25,7 +25,7 @@ def machine() -> str:
     """The CPU (model name and whether it computes bf16 natively), its cores, and Python."""
     import os
 
-    from segfix.model.precision import cpu_computes_bf16
+    from segfix.network.precision import cpu_computes_bf16
 
     name = platform.processor() or platform.machine()
     try:

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 import segfix
-from segfix.ops import _kernels
+from segfix.ops import kernels
 from segfix.ops.shift import shift_labels
 
 from _common import machine, median_seconds, print_table, voronoi_labels
@@ -67,7 +67,7 @@ def main() -> None:
     floor = traffic / bandwidth
     rows = []
     impls = [("numpy gather (sparse)", lambda: shift_labels(label, offsets, scale=2, backend="numpy"))]
-    if _kernels.HAVE_NUMBA:
+    if kernels.HAVE_NUMBA:
         impls.insert(0, ("numba kernel (default)", lambda: shift_labels(label, offsets, scale=2, backend="numba")))
     import torch
 
@@ -77,7 +77,7 @@ def main() -> None:
     for name, fn in impls:
         t = median_seconds(fn, repeat=201)  # sub-millisecond: many runs, so that a busy moment moves no median
         rows.append([name, f"{t * 1e3:.2f}", f"{floor * 1e3:.2f}", f"{t / floor:.2f}x"])
-    if _kernels.HAVE_NUMBA:
+    if kernels.HAVE_NUMBA:
         # Worst case for the default kernel: the same share of moving pixels scattered at random, not in bands.
         rng = np.random.default_rng(0)
         scattered = np.zeros_like(offsets)

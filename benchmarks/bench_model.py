@@ -60,7 +60,7 @@ def load(name: str, overrides: dict):
 
 
 def run_variant(model_name: str, variant: str, shape: tuple[int, int], repeat: int) -> dict:
-    from segfix.model.precision import resolve_precision
+    from segfix.network.precision import resolve_precision
 
     model = load(model_name, VARIANTS[variant])
     image, labels = scene(shape)
@@ -117,13 +117,13 @@ def run_split(model_name: str, shape: tuple[int, int], repeat: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from segfix.model.batching import to_batch
-    from segfix.model.decision import decide
-    from segfix.model.folding import InferenceNetwork
-    from segfix.model.inference import DirectionsOnDemand, NetworkOutputs
-    from segfix.model.memory import keep_freed_memory
-    from segfix.model.precision import autocast_context
+    from segfix.network.precision import autocast_context
     from segfix.ops.field import apply_field
+    from segfix.prediction.decision import decide
+    from segfix.prediction.inference import InferenceNetwork
+    from segfix.prediction.inputs import to_batch
+    from segfix.prediction.memory import keep_freed_memory
+    from segfix.prediction.outputs import DirectionsOnDemand, NetworkOutputs
 
     model = load(model_name, {})
     net = InferenceNetwork().get(model.net)  # what refine runs: the batch norms folded into the convolutions

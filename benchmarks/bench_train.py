@@ -44,7 +44,8 @@ def child(precision: str, steps: int, crop: int, batch: int) -> dict:
     import torch
 
     from segfix.data.readers import CamVid
-    from segfix.training.train import RECIPES, train
+    from segfix.training.recipes import RECIPES
+    from segfix.training.train import train
 
     torch.set_num_threads(2)
     dataset = CamVid(CAMVID, "train") if (CAMVID / "train").is_dir() else Synthetic()

@@ -1,7 +1,7 @@
 """Instance masks on real Cityscapes frames: Mask R-CNN-like coarse masks before and after ``refine_instances``.
 
 Each ground-truth instance (gtFine instanceIds, ``labelId * 1000 + k``) is coarsened as a Mask R-CNN head draws
-it (:func:`segfix._synthetic.roi_head_masks`: its box averaged to 28 x 28 and resampled back, thresholded at
+it (:func:`segfix.synthetic.roi_head_masks`: its box averaged to 28 x 28 and resampled back, thresholded at
 0.5), then every frame's masks are refined with one field (``SegFix.refine_instances``, the argmax rule,
 ``instance_scale``). Prints mask IoU (pixels pooled over the class's instances, and the mean over instances)
 and boundary F at 1/2/3 px per class, before and after, and what offsets from the ground truth give (the oracle).
@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from refine_eval import CITYSCAPES_HELD_OUT, CITYSCAPES_TUNE, SHARED  # noqa: E402
 
 import segfix  # noqa: E402
-from segfix._synthetic import roi_head_masks  # noqa: E402
 from segfix.data.files import read_image, read_label  # noqa: E402
 from segfix.data.readers import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_TO_TRAIN  # noqa: E402
 from segfix.metrics.functional import boundary_fscore_counts, boundary_fscore_from_counts  # noqa: E402
+from segfix.synthetic import roi_head_masks  # noqa: E402
 
 from _common import machine, print_table  # noqa: E402
 

@@ -43,7 +43,7 @@ from segfix.data.datasets import encode_labels  # noqa: E402
 from segfix.data.files import read_image, read_label  # noqa: E402
 from segfix.data.readers import CAMVID_CLASSES, CITYSCAPES_CLASSES  # noqa: E402
 from segfix.metrics import SegmentationMetrics  # noqa: E402
-from segfix.model.precision import resolve_precision  # noqa: E402
+from segfix.network.precision import resolve_precision
 
 from _common import machine, print_table  # noqa: E402
 

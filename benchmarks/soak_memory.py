@@ -2,7 +2,8 @@
 worker threads that allocate and free large arrays beside it (as a web server's or a data loader's do).
 
 Run: ``python benchmarks/soak_memory.py [--refines 350] [--threads 2] [--model NAME]``. Each configuration runs
-in a fresh process: as shipped, and with ``allow_keeping_freed_memory(False)`` (glibc as it is) as the reference.
+in a fresh process: as shipped; with ``allow_keeping_freed_memory(False)`` (glibc as it is) as the reference; and
+with ideep's kernel cache as torch leaves it (``LRU_CACHE_CAPACITY=1024``), what segfix did before bounding it.
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def child(model_name: str, refines: int, threads: int, keep: bool) -> dict:
+def child(model_name: str, refines: int, threads: int, config: str) -> dict:
+    import os
+
     import torch
 
+    if config == "torch-cache":  # ideep's kernel cache as torch leaves it (before segfix bounded it)
+        os.environ["LRU_CACHE_CAPACITY"] = "1024"
+    keep = config != "glibc"
+
     import segfix
-    from segfix.model.memory import allow_keeping_freed_memory
+    from segfix.prediction.memory import allow_keeping_freed_memory
 
     torch.set_num_threads(2)
     allow_keeping_freed_memory(keep)
@@ -66,6 +73,13 @@ def child(model_name: str, refines: int, threads: int, keep: bool) -> dict:
     return {"rss": samples, "seconds": time.perf_counter() - start}
 
 
+CONFIGS = {
+    "kept": "as shipped (freed memory kept, kernel cache 64)",
+    "glibc": "glibc as it is (kernel cache 64)",
+    "torch-cache": "freed memory kept, kernel cache as torch keeps it (1024)",
+}
+
+
 def main() -> None:
     import segfix
 
@@ -73,15 +87,15 @@ def main() -> None:
     parser.add_argument("--refines", type=int, default=350)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=segfix.list_models()[0])
-    parser.add_argument("--child", choices=["kept", "glibc"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.model, args.refines, args.threads, args.child == "kept")))
+        print(json.dumps(child(args.model, args.refines, args.threads, args.child)))
         return
     print(f"# {args.refines} refines of random sizes (200-1100 x 200-2100), {args.threads} threads churning 40 MB "
           f"arrays, model {args.model}; {machine()}")  # fmt: skip
     rows = []
-    for name in ("kept", "glibc"):
+    for name, label in CONFIGS.items():
         cmd = [
             sys.executable,
             __file__,
@@ -95,7 +109,6 @@ def main() -> None:
         out = json.loads(
             subprocess.run([*cmd, "--model", args.model], check=True, capture_output=True, text=True).stdout
         )
-        label = "as shipped (freed memory kept)" if name == "kept" else "glibc as it is (reference)"
         rows.append([label, *(f"{v:.0f}" for v in out["rss"]), f"{out['seconds']:.0f}"])
     header = ["configuration", "start", *(f"after {50 * k}" for k in range(1, len(rows[0]) - 2)), "seconds"]
     print_table("resident memory, MiB (VmRSS), after every 50 refines", header, rows)

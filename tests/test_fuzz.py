@@ -23,10 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segfix
-from segfix._synthetic import reference_walk
 from segfix.cli import main
 from segfix.jobs import formats
 from segfix.metrics import SegmentationMetrics
+from segfix.synthetic import reference_walk
 
 LABEL_DTYPES = ["uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool"]
 OFFSET_DTYPES = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
@@ -109,7 +109,9 @@ def test_shift_labels_agrees_everywhere_and_only_copies(case):
 @given(shift_cases(), st.sampled_from([255, 0, 1, -1, 256, 2**40, None]))
 def test_refine_semantic_never_writes_or_copies_ignore(case, ignore):
     labels, offsets, scale, iterations = case
-    if labels.dtype == np.bool_:
+    if labels.dtype == np.bool_:  # a mask is no label map: refused by name, never read as 0/1 ids
+        with pytest.raises(TypeError, match="^label_map: expected an integer dtype, got numpy.ndarray"):
+            segfix.refine_semantic(labels, offsets, scale=scale, iterations=iterations, ignore_index=ignore)
         return
     if _has_unknown_negatives(labels, ignore):  # negative labels other than the ignore index: refused
         with pytest.raises(ValueError, match="^label_map: expected class ids >= 0"):
@@ -156,17 +158,17 @@ def vote_cases(draw):
 
 
 @given(vote_cases(), st.sampled_from([255, 0, 1, 256, None]), st.sampled_from([0.0, 0.3]))
-def test_vote_labels_invariants(case, ignore, min_share):
+def test_vote_labels_invariants(case, ignore, min_vote_share):
     labels, prob, moving, scale = case
     if labels.dtype == np.uint64 and (labels >= 2**63).any():  # torch, which votes, holds no larger id
         with pytest.raises(ValueError, match="^label_map: expected class ids below 2"):
-            segfix.vote_labels(labels, prob, moving, scale=scale, ignore_index=ignore, min_share=min_share)
+            segfix.vote_labels(labels, prob, moving, scale=scale, ignore_index=ignore, min_vote_share=min_vote_share)
         return
     if _has_unknown_negatives(labels, ignore):
         with pytest.raises(ValueError, match="^label_map: expected class ids >= 0"):
-            segfix.vote_labels(labels, prob, moving, scale=scale, ignore_index=ignore, min_share=min_share)
+            segfix.vote_labels(labels, prob, moving, scale=scale, ignore_index=ignore, min_vote_share=min_vote_share)
         return
-    out = segfix.vote_labels(labels, prob, moving, scale=scale, ignore_index=ignore, min_share=min_share)
+    out = segfix.vote_labels(labels, prob, moving, scale=scale, ignore_index=ignore, min_vote_share=min_vote_share)
     assert out.dtype == labels.dtype and out.shape == labels.shape
     assert set(np.unique(out)) <= set(np.unique(labels))
     np.testing.assert_array_equal(out[~moving], labels[~moving])  # only moving pixels change
@@ -180,7 +182,7 @@ def test_vote_labels_invariants(case, ignore, min_share):
         torch.from_numpy(moving),
         scale=scale,
         ignore_index=ignore,
-        min_share=min_share,
+        min_vote_share=min_vote_share,
     )
     np.testing.assert_array_equal(_as_int64(torch_out), _as_int64(out))
     none_moving = segfix.vote_labels(labels, prob, np.zeros_like(moving), scale=scale, ignore_index=ignore)
@@ -198,8 +200,11 @@ BAD_VALUES = [0, -1, 1.5, float("nan"), float("inf"), -float("inf"), "2", None, 
 def test_bad_arguments_raise_errors_that_name_them(name, value, function):
     labels = np.array([[0, 1], [1, 0]], np.uint8)
     offsets = np.zeros((2, 2, 2), np.int8)
-    if name == "scale" and value == 2**70:  # a valid, huge scale: clamps to the border
-        segfix.shift_labels(labels, offsets, scale=value)
+    if name == "scale" and value == 2**70:  # a valid, huge scale: clamps to the border (every pixel to a corner)
+        np.testing.assert_array_equal(segfix.shift_labels(labels, offsets, scale=value), labels)
+        np.testing.assert_array_equal(
+            segfix.shift_labels(labels, np.ones_like(offsets), scale=value), np.zeros_like(labels)
+        )
         return
     with pytest.raises((ValueError, TypeError)) as info:
         if function == "shift":

@@ -8,7 +8,7 @@ import numpy as np
 def test_roi_head_masks_coarsen_shapes_inside_their_boxes_only():
     """The benchmark's Mask R-CNN-like masks: a box-filling mask stays whole, a thin diagonal is smoothed (its
     one-pixel steps go), nothing leaves the box, and masks keep their order and count."""
-    from segfix._synthetic import roi_head_masks
+    from segfix.synthetic import roi_head_masks
 
     masks = np.zeros((3, 120, 160), bool)
     masks[0, 10:50, 20:100] = True  # a rectangle: its own box

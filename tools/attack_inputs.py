@@ -30,10 +30,10 @@ import torch
 from PIL import Image
 
 import segfix
-from segfix._synthetic import reference_walk, voronoi_labels
+from segfix.hub.mixin import ModelLoadError
 from segfix.jobs import formats
 from segfix.metrics import BoundaryStatistics, SegmentationMetrics
-from segfix.model.hub import ModelLoadError
+from segfix.synthetic import reference_walk, voronoi_labels
 
 CLEAR_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ModelLoadError)
 TIME_LIMIT_S = 60
@@ -189,8 +189,8 @@ def array_cases(rng: np.random.Generator) -> list[Case]:
     for name, value in (
         ("ignore_index", "255"),
         ("ignore_index", 1.5),
-        ("min_share", float("nan")),
-        ("min_share", 2.0),
+        ("min_vote_share", float("nan")),
+        ("min_vote_share", 2.0),
         ("backend", "cuda"),
     ):
         cases.append(
@@ -396,6 +396,12 @@ def file_cases(base: Path, rng: np.random.Generator) -> list[Case]:
         "npz with scale 0": lambda f: np.savez(f / "a.npz", offsets=offsets, scale=np.int64(0)),
         "npz with 10^8 iterations": lambda f: np.savez(f / "a.npz", offsets=offsets, iterations=np.int64(10**8)),
         "npz with rule bogus": lambda f: np.savez(f / "a.npz", offsets=offsets, rule=np.array("bogus")),
+        "npz with direction_vote not a bool": lambda f: np.savez(
+            f / "a.npz", offsets=offsets, direction_vote=np.array("yes")
+        ),
+        "npz with rule beside direction_vote": lambda f: np.savez(
+            f / "a.npz", offsets=offsets, rule=np.array("vote"), direction_vote=np.array(True)
+        ),
         "npz vote without probabilities": lambda f: np.savez(f / "a.npz", offsets=offsets, rule=np.array("vote")),
         "npz vote with wrong rows": lambda f: np.savez(
             f / "a.npz", offsets=offsets, rule=np.array("vote"), vote_prob=np.zeros((3, 8), np.float32)

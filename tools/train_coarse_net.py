@@ -37,9 +37,9 @@ from torch import nn
 from segfix.data.files import atomic_write, write_png
 from segfix.data.readers import CamVid, parse_holdout
 from segfix.metrics import SegmentationMetrics
-from segfix.model.network import create_backbone
-from segfix.model.precision import autocast_context, resolve_precision
-from segfix.model.pretrained import load_imagenet_backbone
+from segfix.network.precision import autocast_context, resolve_precision
+from segfix.network.segfix_net import create_backbone
+from segfix.training.imagenet import load_imagenet_backbone
 
 IGNORE = 255
 VOID = 11

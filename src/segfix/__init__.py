@@ -12,42 +12,53 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._lazy import lazy_getattr
 from ._version import __version__
 
-# Names are imported on first use (PEP 562), so that `segfix --help` and `import segfix` do not pay for torch,
-# timm and numba before anything needs them. Type checkers and IDEs read the imports below.
-_LAZY = {
+# Names are imported on first use (PEP 562), so that `segfix --help` and `import segfix` do not pay for torch, timm
+# and numba before anything needs them. Type checkers and IDEs read the imports below.
+_HOMES = {
     "DIRECTION_VECTORS": "ops.directions",
     "angle_to_direction": "ops.directions",
     "direction_to_offset": "ops.directions",
     "direction_vectors": "ops.directions",
     "flip_direction": "ops.directions",
-    "Example": "data.example",
-    "load_example": "data.example",
-    "ModelLoadError": "model.facade",
-    "Prediction": "model.facade",
-    "SegFix": "model.facade",
-    "SegFixNet": "model.network",
-    "list_models": "model.pretrained",
-    "load_imagenet_backbone": "model.pretrained",
-    "refine_instances": "ops.refine",
-    "refine_semantic": "ops.refine",
-    "shift_labels": "ops.shift",
     "BoundaryTargets": "ops.targets",
     "boundary_targets": "ops.targets",
     "gradient_kernels": "ops.targets",
     "instance_targets": "ops.targets",
+    "shift_labels": "ops.shift",
+    "refine_semantic": "ops.refine",
+    "refine_instances": "ops.refine",
+    "vote_labels": "ops.vote",
     "thin_classes": "ops.thin",
     "thin_parts": "ops.thin",
-    "vote_labels": "ops.vote",
+    "RefinementField": "ops.field",
+    "apply_field": "ops.field",
+    "apply_field_to_instances": "ops.field",
+    "field_from_offsets": "ops.field",
+    "Example": "data.example",
+    "load_example": "data.example",
+    "SegFixNet": "network.segfix_net",
+    "DecisionSettings": "hub.settings",
+    "InferenceSettings": "hub.settings",
+    "ModelSettings": "hub.settings",
+    "Preprocessing": "hub.settings",
+    "ModelLoadError": "hub.mixin",
+    "list_models": "hub.registry",
+    "NetworkOutputs": "prediction.outputs",
+    "Prediction": "prediction.outputs",
+    "SegFix": "prediction.segfix_model",
+    "load_imagenet_backbone": "training.imagenet",
 }
 
 if TYPE_CHECKING:
     from . import metrics
     from .data.example import Example, load_example
-    from .model.facade import ModelLoadError, Prediction, SegFix
-    from .model.network import SegFixNet
-    from .model.pretrained import list_models, load_imagenet_backbone
+    from .hub.mixin import ModelLoadError
+    from .hub.registry import list_models
+    from .hub.settings import DecisionSettings, InferenceSettings, ModelSettings, Preprocessing
+    from .network.segfix_net import SegFixNet
     from .ops.directions import (
         DIRECTION_VECTORS,
         angle_to_direction,
@@ -55,22 +66,23 @@ if TYPE_CHECKING:
         direction_vectors,
         flip_direction,
     )
+    from .ops.field import RefinementField, apply_field, apply_field_to_instances, field_from_offsets
     from .ops.refine import refine_instances, refine_semantic
     from .ops.shift import shift_labels
     from .ops.targets import BoundaryTargets, boundary_targets, gradient_kernels, instance_targets
     from .ops.thin import thin_classes, thin_parts
     from .ops.vote import vote_labels
+    from .prediction.outputs import NetworkOutputs, Prediction
+    from .prediction.segfix_model import SegFix
+    from .training.imagenet import load_imagenet_backbone
+
+_lazy_name = lazy_getattr(__name__, _HOMES)
 
 
 def __getattr__(name: str) -> Any:
     if name == "metrics":
         return importlib.import_module(".metrics", __name__)
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'segfix' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups are plain attribute reads
-    return value
+    return _lazy_name(name)
 
 
 def __dir__() -> list[str]:
@@ -78,24 +90,33 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "DIRECTION_VECTORS",
     "BoundaryTargets",
+    "DIRECTION_VECTORS",
+    "DecisionSettings",
     "Example",
+    "InferenceSettings",
     "ModelLoadError",
+    "ModelSettings",
+    "NetworkOutputs",
     "Prediction",
+    "Preprocessing",
+    "RefinementField",
     "SegFix",
     "SegFixNet",
-    "list_models",
-    "load_imagenet_backbone",
     "__version__",
     "angle_to_direction",
+    "apply_field",
+    "apply_field_to_instances",
     "boundary_targets",
     "direction_to_offset",
     "direction_vectors",
+    "field_from_offsets",
     "flip_direction",
     "gradient_kernels",
     "instance_targets",
+    "list_models",
     "load_example",
+    "load_imagenet_backbone",
     "metrics",
     "refine_instances",
     "refine_semantic",

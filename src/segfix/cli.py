@@ -15,7 +15,7 @@ from .data.readers import parse_holdout
 from .limits import MAX_ITERATIONS
 from .training.recipes import SEARCH_ARGUMENTS, TUNED_THIN_GUARDS
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "command_parsers", "main", "option_help"]
 
 
 # The search that ends `segfix train --holdout` refines stand-ins, whose blocky segments tell little about thin
@@ -335,7 +335,7 @@ def _add_offsets_command(sub) -> None:
         "--format",
         choices=["npz", "mat"],
         default="npz",
-        help="npz: int8, records scale and rule (default); mat: the original's layout",
+        help="npz: int8, records the settings by their config.json names (default); mat: the original's layout",
     )
     of.add_argument("--batch-size", type=_positive_int, default=4, help="images per network pass (default 4)")
     of.add_argument("--workers", type=_positive_int, default=2, help="threads reading files (default 2)")
@@ -521,6 +521,17 @@ def _holdout_type(text: str) -> int | str:
 
 # What a user can get wrong (paths, files, values, devices) surfaces as one of these: one line on stderr.
 _USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError, ImportError)
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each command's parser by its name (``{"refine": ..., "eval": ...}``), for the help checks and the docs."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(subparsers[0].choices) if subparsers else {}
+
+
+def option_help(parser: argparse.ArgumentParser) -> dict[str, str | None]:
+    """Each option's help text by its destination (None where it has none)."""
+    return {action.dest: action.help for action in parser._actions}
 
 
 def main(argv: list[str] | None = None) -> int:

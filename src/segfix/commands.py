@@ -39,8 +39,8 @@ def demo(args: argparse.Namespace) -> int:
     from . import viz
     from .data.example import load_example
     from .data.files import atomic_write, write_png
+    from .hub.registry import list_models
     from .metrics.functional import SegmentationMetrics
-    from .model.pretrained import list_models
     from .ops.refine import refine_semantic
     from .ops.targets import boundary_targets
 
@@ -51,7 +51,7 @@ def demo(args: argparse.Namespace) -> int:
     rows = [("coarse input", coarse)]
     model_name = None if args.oracle else (args.model or next(iter(list_models()), None))
     if model_name is not None:
-        from .model.facade import SegFix
+        from .prediction.segfix_model import SegFix
 
         model = SegFix.from_pretrained(model_name, device=args.device)
         model.refine(image, coarse)  # warm-up: the first call compiles kernels
@@ -88,7 +88,7 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def models(args: argparse.Namespace) -> int:
-    from .model.pretrained import BUNDLED_MODELS, list_models
+    from .hub.registry import BUNDLED_MODELS, list_models
 
     names = list_models(args.filter or "")
     if not names:
@@ -189,7 +189,8 @@ def tune(args: argparse.Namespace) -> int:
 
 
 def refine(args: argparse.Namespace) -> int:
-    from .jobs.folders import count_files, refine_folder
+    from .jobs.pairing import count_files
+    from .jobs.refine import refine_folder
 
     if (args.model is None) == (args.offsets is None):
         raise UsageError("pass exactly one of --model or --offsets")
@@ -226,7 +227,8 @@ def refine(args: argparse.Namespace) -> int:
 
 
 def offsets(args: argparse.Namespace) -> int:
-    from .jobs.folders import IMAGE_SUFFIXES, count_files, offsets_folder
+    from .jobs.offsets import offsets_folder
+    from .jobs.pairing import IMAGE_SUFFIXES, count_files
 
     model = _load_model(args.model, args.device, args.compile)
     shard = _shard(args)
@@ -328,7 +330,7 @@ def stats(args: argparse.Namespace) -> int:
 
 
 def convert(args: argparse.Namespace) -> int:
-    from .model.convert import convert_official_checkpoint
+    from .jobs.convert import convert_official_checkpoint
 
     convert_official_checkpoint(args.checkpoint, args.output, backbone=args.backbone)
     print(f"segfix convert-official: wrote {args.output} (load with SegFix.from_pretrained({args.output!r}))")
@@ -337,7 +339,8 @@ def convert(args: argparse.Namespace) -> int:
 
 def _check_settings(settings: dict[str, Any]) -> None:
     """Refuse, before any work, a ``--set`` name that is no setting (network arguments included) or a bad value."""
-    from .model.settings import FLAT_NAMES, LEGACY_DIRECTION_THRESHOLD, ModelSettings
+    from .hub.config import LEGACY_DIRECTION_THRESHOLD
+    from .hub.settings import FLAT_NAMES, ModelSettings
 
     if LEGACY_DIRECTION_THRESHOLD in settings:
         raise UsageError("--set direction_threshold: now min_direction_confidence (argmax) or min_vote_share (vote)")
@@ -375,7 +378,7 @@ def _label_settings(args: argparse.Namespace, command: str) -> tuple[int, int, s
 
 
 def _load_model(name: str, device: str | None, torch_compile: bool = False):
-    from .model.facade import SegFix
+    from .prediction.segfix_model import SegFix
 
     if device is None and "LOCAL_RANK" in os.environ:
         import torch
@@ -398,7 +401,7 @@ def _report(command: str, report, output: str, shard=None, launched: bool = Fals
     whether every file of this process succeeded."""
     own_ok = report.ok
     if shard is not None:
-        from .jobs.folders import JobReport
+        from .jobs.report import JobReport
         from .jobs.sharding import gather_on_first
 
         reports = gather_on_first(report, shard) if launched else [report]
@@ -455,7 +458,7 @@ def _plain_table(markdown: str) -> str:
 
 
 def check_device(name: str) -> None:
-    from ._checks import check_device_available
+    from .checks import check_device_available
 
     check_device_available(name, f"--device {name}", "use --device cpu")
 

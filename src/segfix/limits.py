@@ -7,10 +7,6 @@ the command line can show them in its help at once.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
 __all__ = [
     "MAX_BACKBONE_PARAMETERS",
     "MAX_FEATURE_CHANNELS",
@@ -24,8 +20,6 @@ __all__ = [
     "MAX_THIN_GUARD",
     "MAX_WHOLE_PIXELS",
     "MAX_WINDOW",
-    "check_int_range",
-    "is_int",
 ]
 
 MAX_ITERATIONS = 1024
@@ -71,21 +65,3 @@ MAX_BACKBONE_PARAMETERS = 200_000_000
 
 MAX_FEATURE_CHANNELS = 8192
 """Most feature channels the backbone levels may hand the decoder together (HRNet-W48: 720)."""
-
-
-def is_int(value: Any) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
-
-
-def check_int_range(value: Any, name: str, low: int, high: int | None = None) -> int:
-    """Require an integer (not a bool) in ``low..high`` (no upper bound for None); returns it as an int. The one
-    integer check: every bound above, and every count a user gives, goes through it.
-
-    Raises:
-        ValueError: naming the range expected and the value that arrived.
-    """
-    if not is_int(value) or value < low or (high is not None and value > high):
-        expected = f"in {low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name}: expected an integer {expected}, got {value!r}")
-    return int(value)

@@ -95,9 +95,28 @@ def test_offsets_files_record_how_to_apply_them(tmp_path):
     offsets = np.zeros((2, 4, 5), np.int8)
     offsets[1, 2, 3] = -1
     formats.write_offsets(tmp_path / "a.npz", offsets, formats.OffsetSettings(scale=1, iterations=2))
-    assert formats.read_offset_settings(tmp_path / "a.npz") == formats.OffsetSettings(1, 2, "argmax")
+    assert formats.read_offset_settings(tmp_path / "a.npz") == formats.OffsetSettings(1, 2, False)
     np.testing.assert_array_equal(formats.read_offsets(tmp_path / "a.npz"), offsets)
     formats.write_offsets(tmp_path / "old.npz", offsets)  # files without settings (and .mat) record nothing
     assert formats.read_offset_settings(tmp_path / "old.npz") == formats.OffsetSettings()
     formats.write_offsets(tmp_path / "a.mat", offsets, formats.OffsetSettings(scale=1))
     assert formats.read_offset_settings(tmp_path / "a.mat") == formats.OffsetSettings()
+
+
+def test_offsets_files_of_earlier_versions_read_under_todays_names(tmp_path):
+    """Files written before the settings had one name each said ``rule`` and ``min_share``: they read as
+    ``direction_vote`` and ``min_vote_share``; an old name beside its successor is refused, not half read."""
+    offsets = np.zeros((2, 4, 5), np.int8)
+    offsets[1, 2, 2] = 1
+    prob = np.full((1, 8), 0.125, np.float32)
+    np.savez(tmp_path / "old.npz", offsets=offsets, rule=np.array("vote"), min_share=np.float64(0.3), vote_prob=prob)
+    stored = formats.read_offset_settings(tmp_path / "old.npz")
+    assert (stored.direction_vote, stored.min_vote_share) == (True, 0.3)
+    field = formats.read_field(tmp_path / "old.npz", default_scale=2)
+    assert field.direction_vote and field.min_vote_share == 0.3
+    formats.write_field(tmp_path / "new.npz", field)
+    with np.load(tmp_path / "new.npz") as data:
+        assert "rule" not in data and "min_share" not in data and bool(data["direction_vote"])
+    np.savez(tmp_path / "both.npz", offsets=offsets, min_share=np.float64(0.3), min_vote_share=np.float64(0.5))
+    with pytest.raises(ValueError, match="both.npz: min_share: the old name of min_vote_share, given beside it"):
+        formats.read_offset_settings(tmp_path / "both.npz")

@@ -10,10 +10,10 @@ import torch
 
 import segfix
 from helpers import TINY
-from segfix.model.decision import decide, field_from_maps
-from segfix.model.inference import NetworkOutputs, bilinear_at
-from segfix.model.settings import DecisionSettings
+from segfix.hub.settings import DecisionSettings
 from segfix.ops.field import RefinementField, apply_field, apply_field_to_instances, field_from_offsets
+from segfix.prediction.decision import decide
+from segfix.prediction.outputs import NetworkOutputs
 
 
 def dense_outputs(seed: int = 0, n: int = 1, h: int = 12, w: int = 14):
@@ -21,30 +21,6 @@ def dense_outputs(seed: int = 0, n: int = 1, h: int = 12, w: int = 14):
     g = torch.Generator().manual_seed(seed)
     prob, logits = torch.rand(n, h, w, generator=g), torch.randn(n, 8, h, w, generator=g)
     return prob, logits, NetworkOutputs(prob, logits, (h, w))
-
-
-def test_decide_matches_the_thresholds_computed_by_hand():
-    prob, logits, outputs = dense_outputs()
-    softmax = logits.double().softmax(1)
-    field = decide(outputs, DecisionSettings(boundary_threshold=0.4, min_direction_confidence=0.3))
-    expected = (prob > 0.4) & (softmax.amax(1) > 0.3)
-    assert torch.equal(field.moving, expected)
-    vectors = torch.as_tensor(segfix.direction_vectors(8))
-    by_hand = torch.where(expected[:, None], vectors[logits.argmax(1)].permute(0, 3, 1, 2), 0)
-    assert torch.equal(field.offsets.long(), by_hand.long())
-    assert (field.rule, field.scale, field.direction_prob) == ("argmax", 2, None)
-
-
-def test_the_vote_field_keeps_every_boundary_pixel_and_its_probabilities():
-    prob, logits, outputs = dense_outputs(1)
-    decision = DecisionSettings(direction_vote=True, min_vote_share=0.3, semantic_scale=1)
-    field = decide(outputs, decision)
-    assert torch.equal(field.moving, prob > 0.5)  # the share is the vote's, not a per-pixel filter
-    torch.testing.assert_close(field.direction_prob, logits.softmax(1).permute(0, 2, 3, 1)[prob > 0.5])
-    assert (field.rule, field.min_share, field.scale) == ("vote", 0.3, 1)
-    # Instance fields never vote: masks are shifted.
-    instance = decide(outputs, decision, instance=True)
-    assert (instance.rule, instance.scale, instance.direction_prob) == ("argmax", 1, None)
 
 
 def test_apply_field_is_refine_semantic_for_argmax_and_vote_labels_for_the_vote():
@@ -68,11 +44,11 @@ def test_a_field_from_stored_offsets_and_probabilities_gives_the_vote_back():
     moving = vote.moving[0].numpy()
     stored = np.moveaxis(logits.softmax(1)[0].numpy(), 0, -1)[moving]
     np.testing.assert_allclose(vote.direction_prob.numpy(), stored, rtol=1e-6)
-    rebuilt = field_from_offsets(vote.offsets[0].numpy(), scale=1, rule="vote", vote_prob=stored)
+    rebuilt = field_from_offsets(vote.offsets[0].numpy(), scale=1, direction_vote=True, vote_prob=stored)
     labels = np.random.default_rng(1).integers(0, 5, (12, 14))
     np.testing.assert_array_equal(apply_field(rebuilt, labels), apply_field(vote, labels))
     with pytest.raises(ValueError, match="vote_prob"):
-        field_from_offsets(vote.offsets[0].numpy(), scale=1, rule="vote", vote_prob=stored[1:])
+        field_from_offsets(vote.offsets[0].numpy(), scale=1, direction_vote=True, vote_prob=stored[1:])
 
 
 def test_offset_files_round_trip_the_field(tmp_path):
@@ -83,7 +59,11 @@ def test_offset_files_round_trip_the_field(tmp_path):
         field = decide(outputs, decision)
         write_field(tmp_path / "f.npz", field)
         back = read_field(tmp_path / "f.npz", default_scale=2)
-        assert (back.rule, back.scale, back.iterations) == (field.rule, field.scale, field.iterations)
+        assert (back.direction_vote, back.scale, back.iterations) == (
+            field.direction_vote,
+            field.scale,
+            field.iterations,
+        )
         labels = np.random.default_rng(2).integers(0, 3, (12, 14))
         np.testing.assert_array_equal(apply_field(back, labels), apply_field(field, labels))
 
@@ -94,9 +74,9 @@ def test_fields_refuse_what_does_not_fit():
     with pytest.raises(ValueError, match="one map"):
         apply_field(field, np.zeros((12, 14), np.int64))
     with pytest.raises(ValueError, match="needs direction_prob"):
-        dataclasses.replace(field, rule="vote")
-    with pytest.raises(ValueError, match="rule"):
-        RefinementField(field.moving, field.offsets, rule="nearest")
+        dataclasses.replace(field, direction_vote=True)
+    with pytest.raises(TypeError, match="direction_vote: expected True or False"):
+        RefinementField(field.moving, field.offsets, direction_vote="vote")
     with pytest.raises(ValueError, match="iterations"):
         field.with_steps(iterations=0)
     assert len(field[1]) == 1 and torch.equal(field[1].moving, field.moving[1:])
@@ -109,35 +89,6 @@ def test_instances_take_the_field_of_their_image():
     masks[0, :6], masks[1, 6:] = True, True
     expected = segfix.refine_instances(masks, field.offsets[0].numpy(), scale=1)
     np.testing.assert_array_equal(apply_field_to_instances(field, masks), expected)
-
-
-@pytest.mark.parametrize("align_corners", [False, True])
-@pytest.mark.parametrize("grid, size", [((6, 7), (12, 14)), ((5, 9), (17, 31)), ((12, 14), (7, 5)), ((1, 3), (4, 4))])
-def test_bilinear_at_equals_interpolating_every_pixel(grid, size, align_corners):
-    g = torch.Generator().manual_seed(8)
-    maps = torch.randn(2, 8, *grid, generator=g)
-    full = torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=align_corners)
-    index = torch.meshgrid(torch.arange(2), torch.arange(size[0]), torch.arange(size[1]), indexing="ij")
-    index = tuple(i.reshape(-1) for i in index)
-    torch.testing.assert_close(bilinear_at(maps, index, size, align_corners), full[index[0], :, index[1], index[2]])
-
-
-def test_deciding_on_the_network_grid_gives_the_field_of_the_resampled_maps():
-    g = torch.Generator().manual_seed(9)
-    low = NetworkOutputs(torch.rand(2, 7, 9, generator=g), 3 * torch.randn(2, 8, 7, 9, generator=g), (14, 17))
-    prob, logits = low.full()
-    assert prob.shape == (2, 14, 17) and logits.shape == (2, 8, 14, 17)
-    full = NetworkOutputs(prob, logits, (14, 17))
-    for decision in (
-        DecisionSettings(boundary_threshold=0.3, min_direction_confidence=0.4),
-        DecisionSettings(direction_vote=True, semantic_scale=1, boundary_threshold=0.4),
-    ):
-        sparse, dense = decide(low, decision), decide(full, decision)
-        assert torch.equal(sparse.moving, dense.moving) and torch.equal(sparse.offsets, dense.offsets)
-        if decision.direction_vote:
-            torch.testing.assert_close(sparse.direction_prob, dense.direction_prob)
-            labels = np.random.default_rng(6).integers(0, 4, (2, 14, 17))
-            np.testing.assert_array_equal(apply_field(sparse, labels), apply_field(dense, labels))
 
 
 @pytest.mark.parametrize("vote", [False, True])
@@ -167,20 +118,6 @@ def test_a_batched_vote_field_splits_and_joins_by_image():
         dataclasses.replace(field, direction_prob=field.direction_prob[1:])
 
 
-def test_model_routes_share_the_field():
-    model = segfix.SegFix(**TINY).with_settings(boundary_threshold=0.2, direction_vote=True, semantic_scale=1)
-    image = np.random.default_rng(3).integers(0, 255, (40, 48, 3), dtype=np.uint8)
-    labels = np.random.default_rng(4).integers(0, 4, (40, 48)).astype(np.uint8)
-    prediction = model.predict(image, direction_prob=True)
-    from_maps = field_from_maps(
-        prediction.boundary, prediction.direction, prediction.direction_prob, model.settings.decision
-    )
-    refined = model.refine(image, labels)
-    np.testing.assert_array_equal(refined, apply_field(from_maps, labels))
-    np.testing.assert_array_equal(refined, model.refine_prediction(prediction, labels))
-    np.testing.assert_array_equal(refined, apply_field(model.predict_field(image), labels))
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_numpy_labels_meet_a_cuda_field_on_the_device():
@@ -200,7 +137,7 @@ def test_numpy_labels_meet_a_cuda_field_on_the_device():
 def test_a_label_map_is_checked_once_at_the_door(monkeypatch, vote, guard):
     """SegFix.refine -> apply_field checks the map's values once (one negative-label scan of an int64 map), and
     the inner gather, vote and thin-part opening trust it."""
-    import segfix._checks as checks
+    import segfix.checks as checks
 
     scans = []
     real = checks.check_labels_nonnegative

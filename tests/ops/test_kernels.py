@@ -19,13 +19,13 @@ SCRIPT = textwrap.dedent(
     # finds no folder beside the source nor in a home, and only NUMBA_CACHE_DIR is left.
     caching.CacheImpl._locator_classes = [caching.UserProvidedCacheLocator]
     import numba, numpy as np
-    from segfix.ops import _kernels
+    from segfix.ops import kernels
     labels = np.arange(12, dtype=np.int64).reshape(3, 4)
     dy = np.zeros((3, 4), np.int8); dx = np.ones((3, 4), np.int8)
-    out = _kernels.shift_single(labels, dy, dx, 1, 1)
+    out = kernels.shift_single(labels, dy, dx, 1, 1)
     assert (out[:, :3] == labels[:, 1:]).all() and (out[:, 3] == labels[:, 3]).all()
-    print(numba.config.CACHE_DIR or "unset", _kernels.shift_kernel_int8.stats.cache_hits.get(next(iter(
-        _kernels.shift_kernel_int8.signatures)), 0) if _kernels.shift_kernel_int8.signatures else -1)
+    print(numba.config.CACHE_DIR or "unset", kernels.shift_kernel_int8.stats.cache_hits.get(next(iter(
+        kernels.shift_kernel_int8.signatures)), 0) if kernels.shift_kernel_int8.signatures else -1)
     """
 )
 
@@ -51,7 +51,7 @@ def test_kernels_import_and_cache_where_numba_finds_no_folder(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners")
 def test_a_cache_folder_others_can_write_is_never_used(tmp_path, monkeypatch):
     """Cached machine code is code numba runs: a folder another user could write into is refused."""
-    from segfix.ops._kernels import private_cache_dir
+    from segfix.ops.kernels import private_cache_dir
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile

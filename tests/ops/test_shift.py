@@ -8,7 +8,7 @@ import torch
 
 import segfix
 from helpers import reference_walk as loop_reference
-from segfix.ops import _kernels
+from segfix.ops import kernels
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.int64, np.bool_]
 
@@ -31,7 +31,7 @@ def test_every_implementation_matches_the_loop(dtype, scale, iterations):
     np.testing.assert_array_equal(public, expected)
     shifted = segfix.shift_labels(labels, offsets, scale=scale, iterations=iterations, backend="numpy")
     np.testing.assert_array_equal(shifted, expected)
-    if _kernels.HAVE_NUMBA:
+    if kernels.HAVE_NUMBA:
         shifted = segfix.shift_labels(labels, offsets, scale=scale, iterations=iterations, backend="numba")
         np.testing.assert_array_equal(shifted, expected)
     torch_out = segfix.shift_labels(

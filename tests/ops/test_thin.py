@@ -11,10 +11,10 @@ from scipy import ndimage
 
 import segfix
 from helpers import voronoi_labels
-from segfix.model.decision import decide
-from segfix.model.inference import NetworkOutputs
-from segfix.model.settings import DecisionSettings
+from segfix.hub.settings import DecisionSettings
 from segfix.ops.field import RefinementField, apply_field
+from segfix.prediction.decision import decide
+from segfix.prediction.outputs import NetworkOutputs
 
 
 def scipy_thin(labels: np.ndarray, radius: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import segfix
 from helpers import voronoi_labels
 
 
-def reference_vote(labels, prob, moving, scale, min_share, ignore_index):
+def reference_vote(labels, prob, moving, scale, min_vote_share, ignore_index):
     """Pixel by pixel, in float64: the label with the largest summed direction probability among the
     candidates ``scale * v_d`` away (clamped); ignore candidates get no vote; ties go to the first direction."""
     h, w = labels.shape
@@ -23,7 +23,7 @@ def reference_vote(labels, prob, moving, scale, min_share, ignore_index):
         weights = [0.0 if c == ignore_index else float(p) for c, p in zip(candidates, prob[:, y, x].astype(np.float64))]
         scores = [sum(wt for c2, wt in zip(candidates, weights) if c2 == c) for c in candidates]
         best = int(np.argmax(scores))
-        if scores[best] > min_share:
+        if scores[best] > min_vote_share:
             out[y, x] = candidates[best]
     return out
 
@@ -40,12 +40,12 @@ def random_inputs(seed: int, shape=(24, 30), num_directions: int = 8):
 
 @pytest.mark.parametrize("num_directions", [4, 8, 16])
 @pytest.mark.parametrize("scale", [1, 2, 3])
-@pytest.mark.parametrize("min_share", [0.0, 0.5])
+@pytest.mark.parametrize("min_vote_share", [0.0, 0.5])
 @pytest.mark.parametrize("backend", ["numba", "torch"])
-def test_matches_reference(num_directions, scale, min_share, backend):
+def test_matches_reference(num_directions, scale, min_vote_share, backend):
     labels, prob, moving = random_inputs(scale * 10 + num_directions, num_directions=num_directions)
-    out = segfix.vote_labels(labels, prob, moving, scale=scale, min_share=min_share, backend=backend)
-    np.testing.assert_array_equal(out, reference_vote(labels, prob, moving, scale, min_share, 255))
+    out = segfix.vote_labels(labels, prob, moving, scale=scale, min_vote_share=min_vote_share, backend=backend)
+    np.testing.assert_array_equal(out, reference_vote(labels, prob, moving, scale, min_vote_share, 255))
 
 
 def test_pooling_beats_the_argmax():
@@ -138,9 +138,9 @@ def test_iterated_votes_equal_votes_in_a_row():
     moving = rng.random((2, 10, 12)) < 0.6
     in_a_row = labels
     for _ in range(3):
-        in_a_row = segfix.vote_labels(in_a_row, prob, moving, scale=1, min_share=0.2)
+        in_a_row = segfix.vote_labels(in_a_row, prob, moving, scale=1, min_vote_share=0.2)
     np.testing.assert_array_equal(
-        segfix.vote_labels(labels, prob, moving, scale=1, min_share=0.2, iterations=3), in_a_row
+        segfix.vote_labels(labels, prob, moving, scale=1, min_vote_share=0.2, iterations=3), in_a_row
     )
     with pytest.raises(ValueError, match="iterations"):
         segfix.vote_labels(labels, prob, moving, iterations=0)
@@ -157,8 +157,8 @@ def test_the_compiled_kernel_equals_the_torch_vote(dtype, ignore_index):
     prob = np.ascontiguousarray(np.moveaxis(counts, -1, 1))
     moving = rng.random(labels.shape) < 0.5
     labels = labels.astype(dtype)
-    for iterations, min_share in [(1, 0.0), (3, 0.25), (4, 0.5)]:
-        kwargs = dict(scale=2, min_share=min_share, ignore_index=ignore_index, iterations=iterations)
+    for iterations, min_vote_share in [(1, 0.0), (3, 0.25), (4, 0.5)]:
+        kwargs = dict(scale=2, min_vote_share=min_vote_share, ignore_index=ignore_index, iterations=iterations)
         compiled = segfix.vote_labels(labels, prob, moving, backend="numba", **kwargs)
         np.testing.assert_array_equal(compiled, segfix.vote_labels(labels, prob, moving, backend="torch", **kwargs))
         assert compiled.dtype == dtype
@@ -211,15 +211,15 @@ def test_auto_votes_with_torch_until_the_compiled_kernel_is_set_up_in_the_backgr
     pytest.importorskip("numba")
     code = (
         "import numpy as np, segfix\n"
-        "from segfix.ops import _kernels\n"
+        "from segfix.ops import kernels\n"
         "labels = np.array([[0, 0, 1, 1, 2]], np.uint8)\n"
         "prob = np.zeros((8, 1, 5), np.float32); prob[4] = 1.0\n"
         "moving = np.array([[False, True, False, True, False]])\n"
         "first = segfix.vote_labels(labels, prob, moving)\n"
-        "ready_at_first = _kernels.vote_kernel_ready()\n"
-        "assert _kernels._VOTE_WARM.wait(60)\n"
+        "ready_at_first = kernels.vote_kernel_ready()\n"
+        "assert kernels._VOTE_WARM.wait(60)\n"
         "later = segfix.vote_labels(labels, prob, moving)\n"
-        "loaded = all(len(k.signatures) >= 2 for k in (_kernels.vote_kernel, _kernels.mark_kernel))\n"
+        "loaded = all(len(k.signatures) >= 2 for k in (kernels.vote_kernel, kernels.mark_kernel))\n"
         "print(ready_at_first, loaded, first.tolist(), later.tolist())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 2)

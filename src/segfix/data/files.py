@@ -22,21 +22,11 @@ from PIL import Image, UnidentifiedImageError
 from ..limits import MAX_FILE_PIXELS
 
 __all__ = [
-    "MAX_FILE_PIXELS",
-    "TEMP_PREFIX",
     "LabelStyle",
     "atomic_write",
-    "differences_from_record",
-    "display_name",
-    "image_size",
-    "label_image",
-    "label_style",
-    "match_stem",
     "read_image",
     "read_label",
     "read_label_with_style",
-    "remove_own_stale_temp_files",
-    "walk_files",
     "write_label",
     "write_png",
 ]
@@ -45,7 +35,7 @@ TEMP_PREFIX = ".segfix-tmp-"
 """Name prefix of the temporary files :func:`atomic_write` creates: only files so named are ever cleaned up."""
 
 
-_HOST = socket.gethostname().replace(".", "_").replace("@", "_") or "host"
+HOST = socket.gethostname().replace(".", "_").replace("@", "_") or "host"
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -58,7 +48,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f"{TEMP_PREFIX}{os.getpid()}@{_HOST}.{path.stem[:64]}."
+    prefix = f"{TEMP_PREFIX}{os.getpid()}@{HOST}.{path.stem[:64]}."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
@@ -125,7 +115,7 @@ def remove_own_stale_temp_files(folder: Path) -> None:
         return
     for entry in entries:
         owner = _temp_owner(entry.name)
-        if owner is None or owner[1] != _HOST or not entry.is_file(follow_symlinks=False):
+        if owner is None or owner[1] != HOST or not entry.is_file(follow_symlinks=False):
             continue
         if owner[0] != os.getpid() and not _process_alive(owner[0]):
             Path(entry.path).unlink(missing_ok=True)

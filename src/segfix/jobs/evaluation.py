@@ -19,27 +19,15 @@ import numpy as np
 from ..data.datasets import DATASETS, encode_labels
 from ..data.files import atomic_write, display_name, match_stem, read_label, walk_files
 from ..metrics.functional import BoundaryStatistics, MetricsResult, SegmentationMetrics
-from .folders import PartnerIndex, index_files, require_folder
+from .pairing import PartnerIndex, index_files, require_folder
 
-__all__ = [
-    "boundary_statistics_files",
-    "boundary_statistics_folder",
-    "comparison_markdown",
-    "evaluate_folder",
-    "evaluate_pairs",
-    "ground_truth_files",
-    "matching_pairs",
-    "read_ground_truth",
-    "read_predictions",
-    "statistics_markdown",
-    "write_results_csv",
-]
+__all__ = ["boundary_statistics_folder", "evaluate_folder"]
 
 _logger = logging.getLogger(__name__)
 
 
 def matching_pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
-    """(prediction, ground truth) PNG pairs matched by relative path (:class:`segfix.jobs.folders.PartnerIndex`);
+    """(prediction, ground truth) PNG pairs matched by relative path (:class:`segfix.jobs.pairing.PartnerIndex`);
     every ground-truth map needs its own prediction. Predictions without ground truth are not scored, and a
     warning says how many.
 

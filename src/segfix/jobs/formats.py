@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import THIN_CLASSES_FROM_LABELS
+from ..checks import THIN_CLASSES_FROM_LABELS, is_int
 from ..data.files import atomic_write, image_size, read_label, write_png
-from ..limits import MAX_FILE_PIXELS, is_int
+from ..hub.config import translate_legacy_names
+from ..limits import MAX_FILE_PIXELS
 from ..ops.field import RefinementField, field_from_offsets
 
 __all__ = [
@@ -38,16 +39,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class OffsetSettings:
-    """How stored offsets are meant to be applied: ``out[p] = labels[p + scale * offset]``, ``iterations``
-    times, by the ``rule`` (``'argmax'``, or ``'vote'`` with the stored direction probabilities and
-    ``min_share``), leaving the label map's thin parts of radius ``thin_guard`` (of the classes
-    ``thin_guard_classes``, None: of all) as they are. The original's ``.mat`` files carry none (None: the
-    reader's default)."""
+    """How stored offsets are meant to be applied, by the names a :class:`~segfix.ops.field.RefinementField` and
+    ``config.json`` give them: ``out[p] = labels[p + scale * offset]``, ``iterations`` times, following the offset
+    or, with ``direction_vote``, by the vote of the stored direction probabilities (``min_vote_share``), leaving
+    the label map's thin parts of radius ``thin_guard`` (of the classes ``thin_guard_classes``, None: of all) as
+    they are. The original's ``.mat`` files carry none (None: the reader's default). Files that earlier versions
+    wrote (``rule``, ``min_share``) read through :func:`segfix.hub.config.translate_legacy_names`."""
 
     scale: int | None = None
     iterations: int | None = None
-    rule: str = "argmax"
-    min_share: float | None = None
+    direction_vote: bool = False
+    min_vote_share: float | None = None
     thin_guard: int | None = None
     thin_guard_classes: tuple[int, ...] | str | None = None
 
@@ -55,8 +57,8 @@ class OffsetSettings:
 def write_offsets(
     path: Path, offsets: np.ndarray, settings: OffsetSettings | None = None, *, vote_prob: np.ndarray | None = None
 ) -> None:
-    """Write ``(2, H, W)`` offsets: ``.npz`` (key ``offsets``, int8, compressed, plus ``scale``,
-    ``iterations``, ``rule`` and ``min_share`` when ``settings`` are given, and for the vote rule ``vote_prob``,
+    """Write ``(2, H, W)`` offsets: ``.npz`` (key ``offsets``, int8, compressed, plus the :class:`OffsetSettings`
+    by their names when ``settings`` are given, and for the vote ``vote_prob``,
     float32 ``(K, D)``: the direction probabilities of the K pixels with a non-zero offset, in row-major order)
     or ``.mat`` (the original's layout: key ``mat``, ``H x W x 2`` int64 ``(dy, dx)``; no settings)."""
     path = Path(path)
@@ -103,14 +105,20 @@ def _settings_of(data, path: Path) -> OffsetSettings:
             )
         else:
             classes = tuple(int(c) for c in stored)
-    return OffsetSettings(
-        scale=scalar("scale", "iu", int),
-        iterations=scalar("iterations", "iu", int),
-        rule=scalar("rule", "U", str) or "argmax",
-        min_share=scalar("min_share", "fiu", float),
-        thin_guard=scalar("thin_guard", "iu", int),
-        thin_guard_classes=classes,
-    )
+    stored = {
+        "scale": scalar("scale", "iu", int),
+        "iterations": scalar("iterations", "iu", int),
+        "direction_vote": scalar("direction_vote", "b", bool),
+        "rule": scalar("rule", "U", str),
+        "min_vote_share": scalar("min_vote_share", "fiu", float),
+        "min_share": scalar("min_share", "fiu", float),
+        "thin_guard": scalar("thin_guard", "iu", int),
+    }
+    try:
+        named = translate_legacy_names({k: v for k, v in stored.items() if v is not None})
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return OffsetSettings(**{"direction_vote": False, **named, "thin_guard_classes": classes})
 
 
 def read_offsets(path: Path) -> np.ndarray:
@@ -125,20 +133,20 @@ def read_offset_file(path: Path) -> tuple[np.ndarray, OffsetSettings]:
 
 
 def read_field(path: Path, *, default_scale: int, size: tuple[int, int] | None = None) -> RefinementField:
-    """An offsets file as a :class:`segfix.ops.field.RefinementField` of one image: the scale, iterations and rule
-    it records (``default_scale``, one step and the argmax rule where it records none, as the original's).
+    """An offsets file as a :class:`segfix.ops.field.RefinementField` of one image, by the settings it records
+    (``default_scale``, one step and the argmax offset where it records none, as the original's).
 
     ``size``: the ``(H, W)`` of the prediction it belongs to; a file of another size is refused from its
     header, before its arrays are read."""
     offsets, settings, vote_prob = _read_offsets(Path(path), with_votes=True, size=size)
-    if settings.rule not in ("argmax", "vote") or (settings.rule == "vote" and vote_prob is None):
-        raise ValueError(f"{path}: rule {settings.rule!r} needs what the file does not hold (vote_prob)")
+    if settings.direction_vote and vote_prob is None:
+        raise ValueError(f"{path}: direction_vote needs what the file does not hold (vote_prob)")
     return field_from_offsets(
         offsets,
         scale=settings.scale if settings.scale is not None else default_scale,
         iterations=settings.iterations or 1,
-        rule=settings.rule,
-        min_share=settings.min_share or 0.0,
+        direction_vote=settings.direction_vote,
+        min_vote_share=settings.min_vote_share or 0.0,
         vote_prob=vote_prob,
         thin_guard=settings.thin_guard or 0,
         thin_guard_classes=settings.thin_guard_classes,
@@ -146,17 +154,18 @@ def read_field(path: Path, *, default_scale: int, size: tuple[int, int] | None =
 
 
 def write_field(path: Path, field: RefinementField) -> None:
-    """Write the field of one image so that :func:`read_field` gives it back: its offsets, scale, iterations
-    and rule, and for the vote its direction probabilities at the moving pixels. ``.mat`` files hold the
+    """Write the field of one image so that :func:`read_field` gives it back: its offsets and settings, and for
+    the vote its direction probabilities at the moving pixels. ``.mat`` files hold the
     argmax offsets alone (the original's format)."""
     if len(field) != 1:
         raise ValueError(f"write_field: expected the field of one image, got {len(field)}")
     one = field.numpy()
-    min_share = one.min_share if one.rule == "vote" else None
+    vote = bool(one.direction_vote)
     classes = one.thin_guard_classes if one.thin_guard else None
-    settings = OffsetSettings(one.scale, one.iterations, one.rule, min_share, one.thin_guard or None, classes)
+    min_vote_share = one.min_vote_share if vote else None
+    settings = OffsetSettings(one.scale, one.iterations, vote, min_vote_share, one.thin_guard or None, classes)
     # The file marks the moving pixels by their nonzero offsets; the vote's rows follow them in the same order.
-    vote_prob = one.direction_prob if one.rule == "vote" else None
+    vote_prob = one.direction_prob if vote else None
     write_offsets(path, one.offsets[0], settings, vote_prob=vote_prob)
 
 

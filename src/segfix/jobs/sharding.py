@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..limits import is_int
+from ..checks import is_int
 
-__all__ = ["WHOLE_JOB", "Shard", "gather_on_first"]
+__all__ = ["Shard"]
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .._checks import (
+from ..checks import (
     check_array,
     check_class_range,
     check_labels_nonnegative,

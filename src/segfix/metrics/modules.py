@@ -35,7 +35,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "segfix.metrics.modules needs torchmetrics: pip install 'segfix-pytorch[torchmetrics]'"
     ) from error
 
-from .._checks import check_class_range, check_positive_int, describe
+from ..checks import check_class_range, check_positive_int, describe
 from .functional import boundary_fscore_counts, boundary_fscore_from_counts, boundary_iou_counts
 
 __all__ = ["BoundaryFScore", "BoundaryIoU"]

@@ -26,7 +26,7 @@ from typing import overload
 import numpy as np
 import torch
 
-from .._checks import check_array, check_integer, check_ndim, check_num_directions, describe, num_elements
+from ..checks import check_array, check_integer, check_ndim, check_num_directions, describe, num_elements
 
 __all__ = [
     "DIRECTION_VECTORS",

@@ -1,7 +1,7 @@
 """The refinement field: the one value every route of refinement goes through.
 
 A network's outputs become a :class:`RefinementField` in one decision step
-(:func:`segfix.model.decision.decide`); offset files become one too (:func:`field_from_offsets`).
+(:func:`segfix.prediction.decision.decide`); offset files become one too (:func:`field_from_offsets`).
 :func:`apply_field` applies a field to a semantic label map and :func:`apply_field_to_instances` to a stack of
 instance masks. ``SegFix.refine``, ``SegFix.refine_prediction``,
 the folder jobs, offset files and the pictures all go through these, so the same model gives the same result by
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import (
+from ..checks import (
     as_numpy,
     as_tensor,
     check_guard_classes,
@@ -38,19 +38,7 @@ from .refine import refine_instances, unchecked_refine_semantic
 from .thin import thin_parts_of_thin_classes, unchecked_thin_parts
 from .vote import unchecked_vote_labels
 
-__all__ = [
-    "RULES",
-    "RefinementField",
-    "apply_field",
-    "apply_field_to_instances",
-    "check_field_labels",
-    "concat_fields",
-    "field_from_offsets",
-]
-
-RULES = ("argmax", "vote")
-"""How a field takes labels: follow the argmax offset, or pool the direction probabilities
-(:func:`segfix.vote_labels`)."""
+__all__ = ["RefinementField", "apply_field", "apply_field_to_instances", "field_from_offsets"]
 
 
 @dataclass(frozen=True)
@@ -62,11 +50,12 @@ class RefinementField:
         offsets: int8 ``(N, 2, H, W)``, channel order ``(dy, dx)``: the argmax direction's step, zero where
             not moving.
         direction_prob: float32 ``(K, D)``, the direction probabilities of the K moving pixels in row-major
-            order (the order of ``moving.nonzero()``), needed by the ``'vote'`` rule (else None).
+            order (the order of ``moving.nonzero()``), needed by the vote (else None).
         scale: the step is ``scale * offset`` pixels.
         iterations: steps along the field.
-        rule: ``'argmax'`` or ``'vote'``.
-        min_share: with ``'vote'``, a pixel changes only when the winning label's pooled probability exceeds
+        direction_vote: each moving pixel takes the label most of its direction probability points at
+            (:func:`segfix.vote_labels`), rather than following its argmax offset.
+        min_vote_share: with ``'vote'``, a pixel changes only when the winning label's pooled probability exceeds
             this.
         thin_guard: :func:`apply_field` leaves the thin parts of the label map (:func:`segfix.thin_parts` of this
             radius, found once on the map given) as they are; 0 = off. Instance masks ignore it.
@@ -79,8 +68,8 @@ class RefinementField:
     direction_prob: Any = None
     scale: int = 2
     iterations: int = 1
-    rule: str = "argmax"
-    min_share: float = 0.0
+    direction_vote: bool = False
+    min_vote_share: float = 0.0
     thin_guard: int = 0
     thin_guard_classes: tuple[int, ...] | str | None = None
 
@@ -89,19 +78,19 @@ class RefinementField:
         check_positive_int(self.thin_guard, "thin_guard", minimum=0)
         object.__setattr__(self, "scale", check_scale(self.scale))
         object.__setattr__(self, "iterations", check_iterations(self.iterations))
-        if isinstance(self.min_share, bool) or not isinstance(self.min_share, (int, float, np.floating)):
-            raise TypeError(f"min_share: expected a number in [0, 1), got {self.min_share!r}")
-        if not 0 <= self.min_share < 1:
-            raise ValueError(f"min_share: expected a number in [0, 1), got {self.min_share!r}")
+        if isinstance(self.min_vote_share, bool) or not isinstance(self.min_vote_share, (int, float, np.floating)):
+            raise TypeError(f"min_vote_share: expected a number in [0, 1), got {self.min_vote_share!r}")
+        if not 0 <= self.min_vote_share < 1:
+            raise ValueError(f"min_vote_share: expected a number in [0, 1), got {self.min_vote_share!r}")
         if not is_integer_dtype(self.offsets) or self.moving.dtype not in (np.bool_, torch.bool):
             raise TypeError(
                 f"expected bool moving and integer offsets, got {describe(self.moving)} and {describe(self.offsets)}"
             )
         object.__setattr__(self, "thin_guard_classes", check_guard_classes(self.thin_guard_classes))
-        if self.rule not in RULES:
-            raise ValueError(f"rule: expected one of {RULES}, got {self.rule!r}")
-        if self.rule == "vote" and self.direction_prob is None:
-            raise ValueError("rule 'vote' needs direction_prob (the direction probabilities)")
+        if not isinstance(self.direction_vote, (bool, np.bool_)):
+            raise TypeError(f"direction_vote: expected True or False, got {self.direction_vote!r}")
+        if self.direction_vote and self.direction_prob is None:
+            raise ValueError("direction_vote needs direction_prob (the direction probabilities)")
         if self.moving.ndim != 3 or tuple(self.offsets.shape) != (self.moving.shape[0], 2, *self.moving.shape[1:]):
             raise ValueError(
                 f"expected moving (N, H, W) and offsets (N, 2, H, W), got {describe(self.moving)} and "
@@ -199,8 +188,8 @@ def field_from_offsets(
     *,
     scale: int,
     iterations: int = 1,
-    rule: str = "argmax",
-    min_share: float = 0.0,
+    direction_vote: bool = False,
+    min_vote_share: float = 0.0,
     vote_prob: np.ndarray | None = None,
     thin_guard: int = 0,
     thin_guard_classes: Sequence[int] | str | None = None,
@@ -208,16 +197,16 @@ def field_from_offsets(
     """A field from stored offsets ``(2, H, W)`` or ``(N, 2, H, W)`` (e.g.
     :func:`segfix.jobs.formats.read_offset_file`).
 
-    ``vote_prob``: for the ``'vote'`` rule, the direction probabilities of the moving pixels (``offsets != 0``),
-    ``(K, D)`` in row-major pixel order, as ``segfix offsets`` stores them. ``thin_guard``,
+    ``vote_prob``: for the vote (``direction_vote``), the direction probabilities of the moving pixels
+    (``offsets != 0``), ``(K, D)`` in row-major pixel order, as ``segfix offsets`` stores them. ``thin_guard``,
     ``thin_guard_classes``: see :class:`RefinementField`.
     """
     offsets = offsets[None] if offsets.ndim == 3 else offsets
     moving = (offsets != 0).any(1)
     prob: Any = None
-    if rule == "vote":
+    if direction_vote:
         if vote_prob is None:
-            raise ValueError("rule 'vote' needs the stored direction probabilities (vote_prob)")
+            raise ValueError("direction_vote needs the stored direction probabilities (vote_prob)")
         count = int(moving.sum())
         if vote_prob.ndim != 2 or vote_prob.shape[0] != count:
             raise ValueError(f"vote_prob: expected ({count}, D) for the {count} moving pixels, got {vote_prob.shape}")
@@ -225,7 +214,9 @@ def field_from_offsets(
         if isinstance(offsets, torch.Tensor):
             prob = torch.from_numpy(prob).to(offsets.device)
     classes = check_guard_classes(thin_guard_classes)
-    return RefinementField(moving, offsets, prob, scale, iterations, rule, min_share, thin_guard, classes)
+    return RefinementField(
+        moving, offsets, prob, scale, iterations, direction_vote, min_vote_share, thin_guard, classes
+    )
 
 
 def check_field_labels(labels: Any, field: RefinementField, *, single: bool, instance: bool = False) -> None:
@@ -251,7 +242,8 @@ def check_field_labels(labels: Any, field: RefinementField, *, single: bool, ins
 
 
 def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | None = 255) -> Any:
-    """Refine a semantic ``label_map`` ``(H, W)`` (a field of one image) or ``(N, H, W)`` by ``field``'s rule.
+    """Refine a semantic ``label_map`` ``(H, W)`` (a field of one image) or ``(N, H, W)`` by ``field``'s rule: its
+    argmax offsets, or the vote.
 
     This is the door: the map is checked here once (an integer array or tensor of the field's size, no negative
     label but the ignore label), and the inner functions (``unchecked_*``) trust it.
@@ -267,15 +259,8 @@ def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | N
     def own(x: Any) -> Any:  # the field's arrays in the layout of the labels: (H, W) maps drop the batch axis
         return x[0] if labels.ndim == 2 else x
 
-    if field.thin_guard:
-        classes = field.thin_guard_classes
-        if isinstance(classes, str):  # "auto": the label space's own thin classes, read from these maps
-            thin = thin_parts_of_thin_classes(labels, field.thin_guard, ignore_index=ignore_index)
-        else:
-            thin = unchecked_thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=classes)
-        field = field.frozen_at(thin if labels.ndim == 3 else thin[None])
-
-    if field.rule == "argmax":
+    field = _frozen_at_thin_parts(field, labels, ignore_index)
+    if not field.direction_vote:
         refined = unchecked_refine_semantic(
             labels, own(field.offsets), scale=field.scale, iterations=field.iterations, ignore_index=ignore_index
         )
@@ -285,11 +270,34 @@ def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | N
             field.direction_prob,
             own(field.moving),
             scale=field.scale,
-            min_share=field.min_share,
+            min_vote_share=field.min_vote_share,
             ignore_index=ignore_index,
             iterations=field.iterations,
         )
     return back(refined)
+
+
+def freeze_thin_parts(field: RefinementField, label_map: Any, *, ignore_index: int | None = 255) -> RefinementField:
+    """The field with its thin-part guard spent: the thin parts of ``label_map`` (``(H, W)`` for a field of one
+    image, or ``(N, H, W)``; by ``thin_guard`` and ``thin_guard_classes``) no longer move, and ``thin_guard`` is 0.
+    Applying the result step by step, each step on the last one's output, gives what :func:`apply_field` gives
+    with all the steps at once: the guard reads the map it was given, never a half-refined one."""
+    ignore_index = check_label_map(label_map, ignore_index)
+    labels, _ = _labels_where_field_is(label_map, field)
+    field = _field_where_labels_are(field, labels)
+    check_field_labels(labels, field, single=len(field) == 1)
+    return dataclasses.replace(_frozen_at_thin_parts(field, labels, ignore_index), thin_guard=0)
+
+
+def _frozen_at_thin_parts(field: RefinementField, labels: Any, ignore_index: int | None) -> RefinementField:
+    if not field.thin_guard:
+        return field
+    classes = field.thin_guard_classes
+    if isinstance(classes, str):  # "auto": the label space's own thin classes, read from these maps
+        thin = thin_parts_of_thin_classes(labels, field.thin_guard, ignore_index=ignore_index)
+    else:
+        thin = unchecked_thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=classes)
+    return field.frozen_at(thin if labels.ndim == 3 else thin[None])
 
 
 def apply_field_to_instances(

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import (
+from ..checks import (
     LabelArray,
     check_array,
     check_label_map,
@@ -18,7 +18,7 @@ from .._checks import (
 from .directions import direction_to_offset
 from .shift import shift_labels, unchecked_shift_labels
 
-__all__ = ["refine_instances", "refine_semantic", "resolve_offsets", "unchecked_refine_semantic"]
+__all__ = ["refine_instances", "refine_semantic"]
 
 
 def resolve_offsets(offsets, boundary, direction, num_directions: int):

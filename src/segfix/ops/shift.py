@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import (
+from ..checks import (
     LabelArray,
     bounded_offsets,
     check_array,
@@ -34,10 +34,9 @@ from .._checks import (
     describe,
     native_byte_order,
 )
-from ..limits import MAX_ITERATIONS
-from . import _kernels
+from . import kernels
 
-__all__ = ["BACKENDS", "MAX_ITERATIONS", "shift_labels", "unchecked_shift_labels"]
+__all__ = ["BACKENDS", "shift_labels"]
 
 """Most steps :func:`shift_labels` takes (the paper uses one or two; each step is a pass over the map)."""
 
@@ -90,7 +89,7 @@ def shift_labels(
     scale = check_scale(scale)
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
-    if backend == "numba" and not _kernels.HAVE_NUMBA:
+    if backend == "numba" and not kernels.HAVE_NUMBA:
         raise ImportError("backend 'numba': numba is not installed (pip install numba)")
     check_iterations(iterations)
     field: Any = _check_shift_inputs(labels, offsets)  # numpy with numpy labels, torch with torch ones
@@ -113,7 +112,7 @@ def unchecked_shift_labels(
     field = bounded_offsets(field, limit)
     if isinstance(labels, torch.Tensor):
         host = backend in ("numba", "numpy") or (
-            backend == "auto" and labels.device.type == "cpu" and _kernels.HAVE_NUMBA
+            backend == "auto" and labels.device.type == "cpu" and kernels.HAVE_NUMBA
         )
         if host:
             if labels.device.type != "cpu":
@@ -166,7 +165,7 @@ def _shift_numpy(
 ) -> np.ndarray:
     """numpy implementation; ``use_numba=None`` picks the compiled kernel when numba is installed."""
     if use_numba is None:
-        use_numba = _kernels.HAVE_NUMBA
+        use_numba = kernels.HAVE_NUMBA
     if labels.ndim == 2:
         return _shift_numpy_map(labels, offsets, scale, iterations, use_numba)
     out = np.empty(labels.shape, dtype=labels.dtype)
@@ -180,7 +179,7 @@ def _shift_numpy_map(labels: np.ndarray, field: np.ndarray, scale: int, iteratio
     labels = np.ascontiguousarray(labels)
     dy, dx = np.ascontiguousarray(field[0]), np.ascontiguousarray(field[1])
     if use_numba:
-        return _kernels.shift_single(labels, dy, dx, scale, iterations)
+        return kernels.shift_single(labels, dy, dx, scale, iterations)
     out = labels.copy()
     _shift_numpy_sparse(out, labels, dy, dx, scale, iterations)
     return out

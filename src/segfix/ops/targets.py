@@ -40,7 +40,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from .._checks import (
+from ..checks import (
     check_array,
     check_integer,
     check_labels_nonnegative,
@@ -52,7 +52,7 @@ from .._checks import (
 )
 from .directions import angle_to_direction, direction_to_offset
 
-__all__ = ["BoundaryTargets", "boundary_targets", "gradient_kernels", "instance_targets", "segment_depth"]
+__all__ = ["BoundaryTargets", "boundary_targets", "gradient_kernels", "instance_targets"]
 
 BorderMode = Literal["zero", "replicate"]
 ZeroGradientMode = Literal["angle_zero", "no_direction"]

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import LabelArray, as_numpy, as_tensor, check_class_ids, check_label_map, check_positive_int, computable
+from ..checks import LabelArray, as_numpy, as_tensor, check_class_ids, check_label_map, check_positive_int, computable
 
-__all__ = ["thin_classes", "thin_parts", "thin_parts_of_thin_classes", "unchecked_thin_parts"]
+__all__ = ["thin_classes", "thin_parts"]
 
 MAJORITY = 0.5
 """The share of a class's pixels that must be thin for :func:`thin_classes` to call the class thin."""

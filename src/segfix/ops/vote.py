@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import (
+from ..checks import (
     LabelArray,
     as_tensor,
     check_array,
@@ -30,10 +30,10 @@ from .._checks import (
     computable,
     describe,
 )
-from . import _kernels
+from . import kernels
 from .directions import direction_vectors
 
-__all__ = ["VOTE_BACKENDS", "unchecked_vote_labels", "vote_labels"]
+__all__ = ["VOTE_BACKENDS", "vote_labels"]
 
 VOTE_BACKENDS = ("auto", "numba", "torch")
 """``vote_labels(backend=...)``: ``'auto'`` is the compiled kernel on the CPU (where numba is installed; torch
@@ -49,7 +49,7 @@ def vote_labels(
     moving: np.ndarray | torch.Tensor,
     *,
     scale: int = 1,
-    min_share: float = 0.0,
+    min_vote_share: float = 0.0,
     ignore_index: int | None = 255,
     iterations: int = 1,
     backend: str = "auto",
@@ -63,7 +63,7 @@ def vote_labels(
             the K moving pixels alone, in row-major order (the order of ``moving.nonzero()``).
         moving: boolean ``(H, W)`` / ``(N, H, W)``: the pixels that may change (the predicted boundary).
         scale: distance of the candidate pixels, in steps of the direction vectors.
-        min_share: a pixel changes only when the winning label's probability exceeds this (0: always).
+        min_vote_share: a pixel changes only when the winning label's probability exceeds this (0: always).
         ignore_index: label that gets no votes and is never changed; ``None`` if every value is a class.
         iterations: votes in a row, each on the labels the last one left (a label travels up to
             ``iterations * scale`` pixels).
@@ -81,10 +81,10 @@ def vote_labels(
         array([[0, 0, 0, 1]])
     """
     labels, prob, mask, ignore_index, scale = _checked_vote_inputs(
-        label_map, direction_prob, moving, scale, min_share, ignore_index
+        label_map, direction_prob, moving, scale, min_vote_share, ignore_index
     )
     check_iterations(iterations)
-    return _vote_back(label_map, labels, prob, mask, scale, min_share, ignore_index, iterations, backend)
+    return _vote_back(label_map, labels, prob, mask, scale, min_vote_share, ignore_index, iterations, backend)
 
 
 def unchecked_vote_labels(
@@ -93,22 +93,22 @@ def unchecked_vote_labels(
     moving: Any,
     *,
     scale: int,
-    min_share: float,
+    min_vote_share: float,
     ignore_index: int | None,
     iterations: int,
 ) -> LabelArray:
     """:func:`vote_labels` on inputs its caller has checked once (:func:`segfix.ops.field.apply_field`): a valid
     label map and its effective ignore label, the moving pixels' probabilities ``(K, D)`` in row-major order,
-    a bool mask of the map's shape, an int ``scale``, ``min_share`` in [0, 1), ``iterations`` in bounds."""
+    a bool mask of the map's shape, an int ``scale``, ``min_vote_share`` in [0, 1), ``iterations`` in bounds."""
     labels = computable(as_tensor(label_map), "label_map")
     mask = as_tensor(moving, labels.device)
     prob = as_tensor(direction_prob, labels.device)
     if label_map.ndim == 2:
         labels, mask = labels[None], mask[None]
-    return _vote_back(label_map, labels, prob, mask, scale, min_share, ignore_index, iterations, "auto")
+    return _vote_back(label_map, labels, prob, mask, scale, min_vote_share, ignore_index, iterations, "auto")
 
 
-def _vote_back(label_map, labels, prob, mask, scale, min_share, ignore_index, iterations, backend) -> Any:
+def _vote_back(label_map, labels, prob, mask, scale, min_vote_share, ignore_index, iterations, backend) -> Any:
     """The vote on batched tensors, given back in ``label_map``'s type, dtype and shape."""
     compiled = _compiled(backend, labels)
     out = _vote(
@@ -116,7 +116,7 @@ def _vote_back(label_map, labels, prob, mask, scale, min_share, ignore_index, it
         prob,
         mask,
         scale=scale,
-        min_share=min_share,
+        min_vote_share=min_vote_share,
         ignore_index=ignore_index,
         iterations=iterations,
         compiled=compiled,
@@ -136,7 +136,7 @@ def _compiled(backend: str, labels: torch.Tensor) -> bool:
         return False
     usable = labels.device.type == "cpu" and labels.dtype in _COMPILED_DTYPES
     if backend == "numba":
-        if not _kernels.HAVE_NUMBA:
+        if not kernels.HAVE_NUMBA:
             raise ImportError("backend 'numba': numba is not installed (pip install numba)")
         if not usable:
             raise ValueError(
@@ -146,18 +146,18 @@ def _compiled(backend: str, labels: torch.Tensor) -> bool:
         return True
     # The compiled kernel's first use in a process sets numba up (about 0.5 s); until a background thread has
     # done that, the torch vote (the same labels, a few times slower) serves, so a first refine is not delayed.
-    return usable and _kernels.HAVE_NUMBA and _kernels.vote_kernel_ready()
+    return usable and kernels.HAVE_NUMBA and kernels.vote_kernel_ready()
 
 
-def _checked_vote_inputs(label_map, direction_prob, moving, scale, min_share, ignore_index):
+def _checked_vote_inputs(label_map, direction_prob, moving, scale, min_vote_share, ignore_index):
     """Validate :func:`vote_labels`' arguments -> batched tensors (labels, the moving pixels' probabilities
     ``(K, D)``, mask) on the labels' device, the effective ignore label and the scale."""
     ignore_index = check_label_map(label_map, ignore_index)
     scale = check_scale(scale)
-    if isinstance(min_share, bool) or not isinstance(min_share, (int, float, np.integer, np.floating)):
-        raise TypeError(f"min_share: expected a number in [0, 1), got {min_share!r}")
-    if not 0 <= min_share < 1:
-        raise ValueError(f"min_share: expected a number in [0, 1), got {min_share!r}")
+    if isinstance(min_vote_share, bool) or not isinstance(min_vote_share, (int, float, np.integer, np.floating)):
+        raise TypeError(f"min_vote_share: expected a number in [0, 1), got {min_vote_share!r}")
+    if not 0 <= min_vote_share < 1:
+        raise ValueError(f"min_vote_share: expected a number in [0, 1), got {min_vote_share!r}")
     check_array(direction_prob, "direction_prob")
     check_array(moving, "moving")
     batched = label_map.ndim == 3
@@ -195,7 +195,7 @@ def _vote(
     mask: torch.Tensor,
     *,
     scale: int,
-    min_share: float,
+    min_vote_share: float,
     ignore_index: int | None,
     iterations: int = 1,
     compiled: bool = False,
@@ -220,7 +220,7 @@ def _vote(
         pixels = (b.numpy(), y.numpy(), x.numpy())
         steps = vectors.contiguous().numpy()
         weights_np = weights.contiguous().numpy()
-        out_np = _kernels.vote_flat(flat, (h, w), pixels, steps, weights_np, min_share, ignore_index, iterations)
+        out_np = kernels.vote_flat(flat, (h, w), pixels, steps, weights_np, min_vote_share, ignore_index, iterations)
         return torch.from_numpy(out_np).view(n, h, w)
     if ignore_index is not None:  # an ignore pixel never changes, in any iteration
         keep = labels[b, y, x] != ignore_index
@@ -229,11 +229,11 @@ def _vote(
     tx = (x[:, None] + vectors[None, :, 1]).clamp_(0, w - 1)
     out = labels
     for _ in range(iterations):
-        out = _vote_once(out, b, y, x, ty, tx, weights, min_share, ignore_index)
+        out = _vote_once(out, b, y, x, ty, tx, weights, min_vote_share, ignore_index)
     return out
 
 
-def _vote_once(labels, b, y, x, ty, tx, weights, min_share: float, ignore_index: int | None) -> torch.Tensor:
+def _vote_once(labels, b, y, x, ty, tx, weights, min_vote_share: float, ignore_index: int | None) -> torch.Tensor:
     """One vote: each pixel ``(b, y, x)`` takes the label its candidates ``(b, ty, tx)`` pool most weight on."""
     out = labels.clone()
     candidates = labels[b[:, None], ty, tx]  # (K, D)
@@ -247,6 +247,6 @@ def _vote_once(labels, b, y, x, ty, tx, weights, min_share: float, ignore_index:
     if score.numel():
         share, best = score.max(1)
         winner = candidates.gather(1, best[:, None])[:, 0]
-        change = share > min_share
+        change = share > min_vote_share
         out[b[change], y[change], x[change]] = winner[change]
     return out

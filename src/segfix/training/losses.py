@@ -8,7 +8,7 @@ from torch import nn
 
 from ..ops.thin import unchecked_thin_parts
 
-__all__ = ["SegFixLoss", "segfix_loss", "segment_class_weights", "thin_part_weights"]
+__all__ = ["SegFixLoss", "segfix_loss"]
 
 
 def _balanced_weights(target: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ..data.files import atomic_write
-from ..model.facade import SegFix
-from .recipes import TRAIN_THIN_GUARDS, TUNED_MIN_SHORT_SIDES, TUNED_THIN_GUARDS
+from ..prediction.segfix_model import SegFix
+from .recipes import TRAIN_THIN_GUARDS, TUNED_MIN_SHORT_SIDES
 from .tuning import kept_grids, select_settings
 
-__all__ = ["TRAIN_THIN_GUARDS", "TUNED_MIN_SHORT_SIDES", "TUNED_THIN_GUARDS", "tune_and_save"]
+__all__ = ["tune_and_save"]
 
 _logger = logging.getLogger(__name__)
 

@@ -13,19 +13,10 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-from ..limits import check_int_range
-from ..model.precision import PRECISIONS
+from ..checks import check_int_range
+from ..network.precision import PRECISIONS
 
-__all__ = [
-    "RECIPES",
-    "RECIPE_CHAINS",
-    "SEARCH_ARGUMENTS",
-    "TRAIN_THIN_GUARDS",
-    "TUNED_MIN_SHORT_SIDES",
-    "TUNED_THIN_GUARDS",
-    "RecipeChain",
-    "TrainRecipe",
-]
+__all__ = ["RECIPES", "RECIPE_CHAINS", "RecipeChain", "TrainRecipe"]
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -39,7 +30,7 @@ class TrainRecipe:
         model: :class:`segfix.SegFix` arguments (backbone, decoder, ...); ``num_directions`` also sets the targets.
         init: start from this trained model (bundled name, folder or Hub id) instead of ImageNet: its
             architecture and weights are used and ``model`` may only add inference settings. For fine-tuning.
-        imagenet: initialise the backbone from ImageNet weights (:func:`segfix.model.pretrained.init_backbone`); False
+        imagenet: initialise the backbone from ImageNet weights (:func:`segfix.training.imagenet.init_backbone`); False
             trains from scratch, on purpose, with a warning.
         iterations: training steps.
         batch_size: global batch size, over all processes.
@@ -71,7 +62,7 @@ class TrainRecipe:
         val_coarse: folder of coarse predictions ``<name>.png`` of the validation set, to measure the gain.
         device: where to train (None: the process's GPU, else the CPU).
         precision: ``'auto'`` (bf16 on CUDA and on CPUs with bf16 instructions, else fp32:
-            :mod:`segfix.model.precision`), ``'fp32'``, ``'bf16'`` or ``'fp16'``.
+            :mod:`segfix.network.precision`), ``'fp32'``, ``'bf16'`` or ``'fp16'``.
         channels_last: None: True on CUDA.
         progress: show a progress bar (rank 0).
         instance: train on instance targets (``Sample.instance_ids``).

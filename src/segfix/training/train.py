@@ -30,23 +30,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.augment import TrainTransform
 from ..data.files import atomic_write, differences_from_record
-from ..model.facade import SegFix
-from ..model.precision import autocast_context, resolve_precision
-from ..model.pretrained import hub_reachable, init_backbone
+from ..hub.registry import hub_reachable
+from ..network.precision import autocast_context, resolve_precision
+from ..prediction.segfix_model import SegFix
+from .imagenet import init_backbone
 from .losses import segfix_loss, segment_class_weights, thin_part_weights
-from .recipes import RECIPES, RecipeChain, TrainRecipe
+from .recipes import RecipeChain, TrainRecipe
 
-__all__ = [
-    "RECIPES",
-    "MixedBatchSampler",
-    "TrainRecipe",
-    "TrainState",
-    "evaluate_offsets",
-    "poly_lr",
-    "train",
-    "train_chain",
-    "training_precision",
-]
+__all__ = ["train", "train_chain", "training_precision"]
 
 _logger = logging.getLogger(__name__)
 
@@ -60,7 +51,7 @@ class TrainState:
 
 
 def training_precision(device: torch.device) -> str:
-    """What ``precision='auto'`` trains in on ``device`` (see :func:`segfix.model.precision.resolve_precision`): bf16
+    """What ``precision='auto'`` trains in on ``device`` (see :func:`segfix.network.precision.resolve_precision`): bf16
     on CUDA and on CPUs with bf16 instructions (AVX512-BF16, AMX), else fp32."""
     return resolve_precision("auto", device)
 
@@ -184,7 +175,7 @@ def train(
     model_kwargs.setdefault("ignore_index", getattr(datasets[0], "ignore_index", 255))
     # A resumed run takes its weights from the checkpoint: no ImageNet initialisation (None) first.
     imagenet = None if recipe.resume else recipe.imagenet
-    net = _build_network(model_kwargs, init=recipe.init, imagenet=imagenet, seed=recipe.seed)
+    net = build_network(model_kwargs, init=recipe.init, imagenet=imagenet, seed=recipe.seed)
     channels_last = device.type == "cuda" if recipe.channels_last is None else recipe.channels_last
     net.to(device)
     if channels_last:
@@ -293,7 +284,7 @@ class _Run:
         meter.close()
 
 
-def _build_network(model_kwargs: dict, *, init, imagenet: bool | None, seed: int) -> SegFix:
+def build_network(model_kwargs: dict, *, init, imagenet: bool | None, seed: int) -> SegFix:
     """A new model (backbone from ImageNet unless told otherwise) or, with ``init``, a trained one to fine-tune."""
     torch.manual_seed(seed)  # the same initial weights on every process and every run
     if init is not None:

@@ -4,12 +4,13 @@
 :func:`choose_row` takes the cheapest of those close to the best gain. The coarse predictions are best a real
 segmentation network's (``coarse``: the model to be refined, or any network that never saw those images):
 how much to move depends on how a network errs. Without them, :func:`coarse_proxy` stands in for one. Settings
-are built as values (``model.with_settings``, :class:`segfix.model.settings.DecisionSettings`): the model given is
+are built as values (``model.with_settings``, :class:`segfix.hub.settings.DecisionSettings`): the model given is
 never changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -18,25 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..hub.settings import Preprocessing
 from ..metrics.functional import SegmentationMetrics, confusion_matrix
-from ..model.decision import decide
-from ..model.facade import SegFix
-from ..model.settings import Preprocessing
-from ..ops.field import apply_field
-from ..ops.thin import thin_classes, thin_parts
+from ..ops.thin import thin_classes
+from ..prediction.decision import decide
+from ..prediction.labels import LabelSpace
+from ..prediction.refinement import pooled_thin_classes, refine_labels_by_steps
+from ..prediction.segfix_model import SegFix
 from .recipes import SEARCH_ARGUMENTS
 
-__all__ = [
-    "COST_MARGIN",
-    "TUNED_KEYS",
-    "choose_row",
-    "coarse_proxy",
-    "SEARCH_ARGUMENTS",
-    "guard_candidates",
-    "kept_grids",
-    "pixel_budget",
-    "select_settings",
-]
+__all__ = ["choose_row", "coarse_proxy", "pixel_budget", "select_settings"]
 
 COST_MARGIN = 0.05
 """mIoU points a cheaper setting may trail the best one by and still be chosen by :func:`select_settings`."""
@@ -53,7 +45,7 @@ TUNED_KEYS = (
     "thin_guard",
     "thin_guard_classes",
 )
-"""The settings :func:`select_settings` chooses (flat names, see :data:`segfix.model.settings.FLAT_NAMES`)."""
+"""The settings :func:`select_settings` chooses (flat names, see :data:`segfix.hub.settings.FLAT_NAMES`)."""
 
 
 def kept_grids(model: SegFix, search: Iterable[str]) -> dict[str, tuple]:
@@ -181,30 +173,34 @@ class _Search:
         }
 
     def fields(self, row: Mapping[str, Any]) -> list:
-        # The guard is applied per network (on its own maps), never again on a half-refined map.
-        decision = self.model.settings.replace(**{k: row[k] for k in _DECIDED_KEYS}, thin_guard=0).decision
+        decision = self.model.settings.replace(**{k: row[k] for k in _DECIDED_KEYS}).decision
         return [decide(out, decision) for out in self.outputs[row["flip_tta"], row["min_short_side"]]]
 
     def rows(self, decided: dict, scales: Sequence[int], iterations: Sequence[int], guards: Sequence) -> list[dict]:
         fields = self.fields(decided)
+        steps = sorted(set(iterations))
         rows = []
         for scale, guard in itertools.product(scales, guards):
-            guarded = self.scorer.guarded(fields, *guard)
-            # k steps are one step taken on the result of k - 1: each count of iterations continues the last.
-            refined: Mapping[str, Sequence[np.ndarray]] = dict(self.coarse)
-            done = 0
-            for steps in sorted(iterations):
-                refined = self.scorer.refine(_with_steps(guarded, scale, steps - done), refined)
-                done = steps
-                row = {**decided, "semantic_scale": scale, "iterations": steps}
+            guarded = [_guarded_field(f, scale, *guard) for f in fields]
+            refined = self.scorer.refine_by_steps(guarded, steps)
+            for i, count in enumerate(steps):
+                row = {**decided, "semantic_scale": scale, "iterations": count}
                 row.update(thin_guard=guard[0], thin_guard_classes=guard[1])
-                rows.append({**row, **self.scorer.gains(refined)})
+                rows.append({**row, **self.scorer.gains({name: maps[i] for name, maps in refined.items()})})
         return rows
 
     def boundary_gain(self, row: Mapping[str, Any]) -> float:
-        guarded = self.scorer.guarded(self.fields(row), row["thin_guard"], row["thin_guard_classes"])
-        stepped = _with_steps(guarded, row["semantic_scale"], row["iterations"])
-        return self.scorer.boundary_gain(self.scorer.refine(stepped, self.coarse))
+        guarded = [
+            _guarded_field(f, row["semantic_scale"], row["thin_guard"], row["thin_guard_classes"])
+            for f in self.fields(row)
+        ]
+        refined = self.scorer.refine_by_steps(guarded, [row["iterations"]])
+        return self.scorer.boundary_gain({name: maps[0] for name, maps in refined.items()})
+
+
+def _guarded_field(field, scale: int, thin_guard: int, classes) -> Any:
+    """A decided field with a candidate's scale and thin-part guard (the steps are set by the scorer)."""
+    return dataclasses.replace(field.with_steps(scale=scale), thin_guard=thin_guard, thin_guard_classes=classes)
 
 
 def pixel_budget(sizes: Sequence[tuple[int, int]], min_short_side: int, input_scale: float = 1.0) -> int:
@@ -225,38 +221,27 @@ class _Scorer:
         self.dataset, self.samples, self.coarse = dataset, samples, coarse
         self.before = {name: self._iou(maps) for name, maps in coarse.items()}
         self.before_f: dict | None = None
-        self._thin: dict[tuple, list[np.ndarray]] = {}
+        self._thin: dict[tuple, tuple[int, ...]] = {}
 
-    def guarded(
-        self, fields: Sequence, thin_guard: int, classes: tuple[int, ...] | str | None = None
-    ) -> dict[str, list]:
-        """The fields (one per sample) for each network's maps, with the thin parts of radius ``thin_guard`` (of
-        ``classes``, None: of all) of that network's coarse maps frozen (not those of a half-refined map); 0: the
-        fields as given."""
-        if not thin_guard:
-            return {name: list(fields) for name in self.coarse}
-        return {
-            name: [f.frozen_at(t[None]) for f, t in zip(fields, self._thin_parts(name, thin_guard, classes))]
-            for name in self.coarse
-        }
+    def refine_by_steps(self, fields: Sequence, steps: Sequence[int]) -> dict[str, list[list[np.ndarray]]]:
+        """Each network's maps refined by the fields (one per sample) at each count of ``steps``:
+        ``{network: [maps at steps[0], maps at steps[1], ...]}``. The ``"auto"`` thin classes are each network's
+        own, pooled over its maps (as a folder job pools a folder's)."""
+        space = LabelSpace(ignore_index=self.dataset.ignore_index)
+        refined = {}
+        for name, maps in self.coarse.items():
+            pooled = self._pooled(name, fields[0].thin_guard) if fields and fields[0].thin_guard else None
+            per_sample = [
+                refine_labels_by_steps(f, m, steps, label_space=space, pooled=pooled) for f, m in zip(fields, maps)
+            ]
+            refined[name] = [list(maps_at) for maps_at in zip(*per_sample)]
+        return refined
 
-    def refine(
-        self, fields: Mapping[str, Sequence], maps: Mapping[str, Sequence[np.ndarray]]
-    ) -> dict[str, list[np.ndarray]]:
-        """Each network's maps refined by its own fields (one per sample, as from :meth:`guarded`)."""
-        ignore = self.dataset.ignore_index
-        return {
-            name: [apply_field(f, m, ignore_index=ignore) for f, m in zip(fields[name], ms)]
-            for name, ms in maps.items()
-        }
-
-    def _thin_parts(self, name: str, radius: int, classes: tuple[int, ...] | str | None) -> list[np.ndarray]:
-        key = (name, radius, classes)
+    def _pooled(self, name: str, radius: int) -> tuple[int, ...]:
+        key = (name, radius)
         if key not in self._thin:
-            ignore = self.dataset.ignore_index
-            if isinstance(classes, str):  # "auto": this network's thin classes, pooled over its maps as a folder job
-                classes = thin_classes(self.coarse[name], radius, ignore_index=ignore)
-            self._thin[key] = [thin_parts(m, radius, ignore_index=ignore, classes=classes) for m in self.coarse[name]]
+            space = LabelSpace(ignore_index=self.dataset.ignore_index)
+            self._thin[key] = pooled_thin_classes(self.coarse[name], radius, label_space=space)
         return self._thin[key]
 
     def _iou(self, maps: Sequence[np.ndarray]) -> np.ndarray:
@@ -298,7 +283,9 @@ def guard_candidates(
     pairs = [(int(r[0]), r[1]) for r in radii if isinstance(r, tuple)]
     plain = [int(r) for r in radii if not isinstance(r, tuple)]
     guards: list[tuple[int, tuple[int, ...] | None]] = [(0, None)] if 0 in plain else []
-    guards += [(r, None if r == 0 or classes is None else tuple(classes)) for r, classes in pairs]
+    # a pair's classes: None (every class), "auto" (each network's own thin classes, pooled over its maps) or ids
+    guards += [(r, None if r == 0 or classes is None else classes if isinstance(classes, str) else tuple(classes))
+               for r, classes in pairs]  # fmt: skip
     present = {int(c) for label in labels for c in np.unique(label) if c != ignore_index}
     for radius in sorted(r for r in set(plain) if r):
         guards.append((radius, None))
@@ -306,10 +293,6 @@ def guard_candidates(
         if thin and set(thin) != present:
             guards.append((radius, thin))
     return guards
-
-
-def _with_steps(fields: Mapping[str, Sequence], scale: int, iterations: int) -> dict[str, list]:
-    return {name: [f.with_steps(scale, iterations) for f in fs] for name, fs in fields.items()}
 
 
 def _contenders(rows: Sequence[dict], min_class_gain: float | None, margin: float = COST_MARGIN) -> list[dict]:

@@ -1,0 +1,108 @@
+"""What CPU inference keeps in the process: freed memory for reuse (Linux with glibc), and a bounded cache of
+compiled convolution kernels.
+
+A refine of a 1024x2048 image allocates and frees about 70 MB of tensors (the float image, the network's
+activations, the decision's maps). glibc hands large blocks back to the kernel when they are freed, and the next
+refine takes them again one page fault at a time: up to 17 K faults and 35 ms of kernel time per refine on a
+2-core AMD EPYC, which made the median refine 0.110 s against 0.091 s with the memory kept (five interleaved
+processes each, ``camvid-lite0-v5`` as shipped).
+
+The first time a model runs on the CPU, :func:`keep_freed_memory` raises glibc's thresholds for that (blocks
+under 64 MiB are reused rather than mapped afresh; up to 256 MiB of free memory stays in the process). The
+setting is process-wide: ``allow_keeping_freed_memory(False)`` before the first refine leaves glibc as it is;
+after it, it sets glibc's default thresholds back. Elsewhere (macOS, Windows, musl) nothing is changed. glibc keeps
+free memory per malloc arena, and each thread that allocates gets one (at most 8 per core): a process whose own
+worker threads churn arrays of tens of MB keeps up to what each thread last freed (measured: after one 1024x2048
+refine, two threads freeing 40 MB arrays left 77 MiB more resident than glibc as it is, eight threads 305 MiB). Such
+a process may prefer ``allow_keeping_freed_memory(False)`` and its slower refines.
+
+oneDNN (through ideep) compiles the convolutions of every input size it meets and keeps up to 1024 of them: a
+process refining images of random sizes grew by 1.5 GB in 200 refines. :func:`bound_kernel_cache`, called with
+:func:`keep_freed_memory` at the first CPU run, sets ideep's ``LRU_CACHE_CAPACITY`` to
+:data:`KERNEL_CACHE_CAPACITY` unless the environment sets it already (``LRU_CACHE_CAPACITY=1024`` restores torch's
+own). ideep reads it when it first runs a convolution, so it takes effect where no convolution ran before in the
+process. A refine at one size needs a few dozen kernels; at 64 the same refines ran as fast (0.120 against 0.124 s
+at 1024x2048) and the process stayed flat (``benchmarks/soak_memory.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+import threading
+
+__all__ = ["KERNEL_CACHE_CAPACITY", "allow_keeping_freed_memory", "bound_kernel_cache", "freed_memory_kept"]
+
+_LOG = logging.getLogger(__name__)
+
+# mallopt parameters (malloc.h) and the values used
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEPT_THRESHOLDS = {"mmap": 64 << 20, "trim": 256 << 20}
+DEFAULT_THRESHOLDS = {"mmap": 128 << 10, "trim": 128 << 10}  # glibc's starting values
+
+_lock = threading.Lock()
+_state = {"allowed": True, "applied": False}
+
+
+def glibc_mallopt():
+    """glibc's ``mallopt``, or None where the C library is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.mallopt if hasattr(libc, "gnu_get_libc_version") else None
+    except OSError:
+        return None
+
+
+def _set(thresholds: dict[str, int]) -> bool:
+    mallopt = glibc_mallopt()
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, thresholds["mmap"])) and bool(mallopt(_M_TRIM_THRESHOLD, thresholds["trim"]))
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's thresholds once per process, unless :func:`allow_keeping_freed_memory` said no; what a
+    model calls before it runs on the CPU. Returns whether they are raised now."""
+    with _lock:
+        if _state["allowed"] and not _state["applied"]:
+            _state["applied"] = _set(KEPT_THRESHOLDS)
+            if _state["applied"]:
+                _LOG.debug("glibc keeps freed blocks under 64 MiB for reuse (segfix.prediction.memory)")
+        return _state["applied"]
+
+
+def allow_keeping_freed_memory(allowed: bool) -> None:
+    """Allow (the default) or refuse :func:`keep_freed_memory`; refusing after it ran sets glibc's default
+    thresholds back (without glibc's own adjustment of them, which a set value turns off)."""
+    with _lock:
+        _state["allowed"] = bool(allowed)
+        if not allowed and _state["applied"]:
+            _set(DEFAULT_THRESHOLDS)
+            _state["applied"] = False
+
+
+def freed_memory_kept() -> bool:
+    """Whether this process runs with the raised thresholds."""
+    return _state["applied"]
+
+
+KERNEL_CACHE_CAPACITY = 64
+"""Compiled convolution kernels ideep keeps (torch's default: 1024), see :func:`bound_kernel_cache`."""
+
+_CACHE_VARIABLE = "LRU_CACHE_CAPACITY"
+
+
+def bound_kernel_cache() -> int:
+    """Bound ideep's cache of compiled kernels to :data:`KERNEL_CACHE_CAPACITY` unless ``LRU_CACHE_CAPACITY`` is set
+    already; returns the capacity in force from then on (what the environment says)."""
+    with _lock:
+        if _CACHE_VARIABLE not in os.environ:
+            os.environ[_CACHE_VARIABLE] = str(KERNEL_CACHE_CAPACITY)
+            _LOG.debug("ideep keeps at most %d compiled kernels (segfix.prediction.memory)", KERNEL_CACHE_CAPACITY)
+        value = os.environ[_CACHE_VARIABLE]
+    return int(value) if value.isdigit() else -1

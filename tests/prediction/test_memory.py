@@ -1,0 +1,89 @@
+"""CPU inference keeps freed memory for reuse (glibc): checked by page faults in fresh processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from segfix.prediction import memory
+from segfix.prediction.memory import glibc_mallopt
+
+pytestmark = pytest.mark.skipif(glibc_mallopt() is None, reason="not glibc: nothing is changed there")
+
+FAULTS = """
+import resource, sys
+import torch
+from segfix.prediction import memory
+
+def faults():  # five 48 MiB tensors allocated, written and freed: above glibc's own largest mmap threshold (32 MiB)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):  # (torch, not numpy: numpy asks for huge pages, a fault per 2 MiB)
+        block = torch.empty(48 << 20, dtype=torch.uint8)
+        block[::4096] = 1
+        del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+default = faults()
+if sys.argv[1] == "keep":
+    assert memory.keep_freed_memory() and memory.freed_memory_kept()
+    faults()  # the first block is faulted in once
+print(default, faults())
+"""
+
+
+def run(code: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_kept_memory_is_reused_without_page_faults():
+    pages = (48 << 20) // 4096
+    default, still_default = map(int, run(FAULTS, "default"))
+    assert default >= 4 * pages and still_default >= 4 * pages  # each block mapped and faulted afresh
+    default, kept = map(int, run(FAULTS, "keep"))
+    assert default >= 4 * pages and kept <= pages  # at most one placement faulted in, then reused
+
+
+REFINE = """
+import sys
+import numpy as np, torch
+from segfix import SegFix
+from segfix.prediction import memory
+sys.path.insert(0, "tests")
+from helpers import TINY
+if sys.argv[1] == "refuse":
+    memory.allow_keeping_freed_memory(False)
+model = SegFix(**TINY).eval()
+model.refine(np.zeros((32, 40, 3), np.uint8), np.zeros((32, 40), np.uint8))
+print(memory.freed_memory_kept())
+memory.allow_keeping_freed_memory(False)  # after the fact: glibc's default thresholds again
+print(memory.freed_memory_kept(), memory.keep_freed_memory())
+"""
+
+
+@pytest.mark.parametrize(("choice", "expected"), [("default", ["True", "False", "False"]), ("refuse", ["False"] * 3)])
+def test_a_cpu_refine_keeps_freed_memory_unless_refused(choice, expected):
+    assert run(REFINE, choice) == expected
+
+
+def test_the_kernel_cache_is_bounded_unless_the_environment_says_otherwise():
+    """The first CPU run sets ideep's LRU_CACHE_CAPACITY to 64 where nothing set it, and leaves a user's value."""
+    code = (
+        "import os, numpy as np, segfix\n"
+        "from helpers import TINY\n"
+        "segfix.SegFix(**TINY).eval().refine(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.uint8))\n"
+        "print(os.environ.get('LRU_CACHE_CAPACITY'))\n"
+    )
+    tests = str(Path(__file__).parents[1])
+    env = {k: v for k, v in os.environ.items() if k != "LRU_CACHE_CAPACITY"}
+    env["PYTHONPATH"] = os.pathsep.join([tests, *sys.path])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == str(memory.KERNEL_CACHE_CAPACITY) == "64"
+    env["LRU_CACHE_CAPACITY"] = "1024"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "1024"
