@@ -33,7 +33,7 @@ class Synthetic:
         return 32
 
     def __getitem__(self, i: int):
-        from segfix.data.readers import Sample
+        from segfix.data.datasets import Sample
 
         label = voronoi_labels((360, 480), 40, 11, seed=i).astype(np.int64)
         image = np.stack([label * 20, label * 7 % 255, 255 - label * 20], -1).astype(np.uint8)
@@ -43,7 +43,7 @@ class Synthetic:
 def child(precision: str, steps: int, crop: int, batch: int) -> dict:
     import torch
 
-    from segfix.data.readers import CamVid
+    from segfix.data.datasets import CamVid
     from segfix.training.recipes import RECIPES
     from segfix.training.train import train
 
@@ -86,7 +86,7 @@ def child(precision: str, steps: int, crop: int, batch: int) -> dict:
 def data_share(steps: int, crop: int, batch: int) -> float:
     """Time to produce one batch in the main process, as a share of one bf16 training step's time."""
     from segfix.data.augment import TrainTransform
-    from segfix.data.readers import CamVid
+    from segfix.data.datasets import CamVid
 
     dataset = CamVid(CAMVID, "train") if (CAMVID / "train").is_dir() else Synthetic()
     transform = TrainTransform(crop, (0.75, 1.5), ignore_index=255)

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from refine_eval import CITYSCAPES_HELD_OUT, CITYSCAPES_TUNE, SHARED  # noqa: E402
 
 import segfix  # noqa: E402
+from segfix.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_TO_TRAIN  # noqa: E402
 from segfix.data.files import read_image, read_label  # noqa: E402
-from segfix.data.readers import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_TO_TRAIN  # noqa: E402
 from segfix.metrics.functional import boundary_fscore_counts, boundary_fscore_from_counts  # noqa: E402
 from segfix.synthetic import roi_head_masks  # noqa: E402
 

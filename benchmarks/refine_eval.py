@@ -38,10 +38,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import segfix  # noqa: E402
-import segfix.data.readers  # noqa: E402
-from segfix.data.datasets import encode_labels  # noqa: E402
+import segfix.data.datasets  # noqa: E402
+from segfix.data.datasets import CAMVID_CLASSES, CITYSCAPES_CLASSES  # noqa: E402
 from segfix.data.files import read_image, read_label  # noqa: E402
-from segfix.data.readers import CAMVID_CLASSES, CITYSCAPES_CLASSES  # noqa: E402
+from segfix.data.registry import encode_labels  # noqa: E402
 from segfix.metrics import SegmentationMetrics  # noqa: E402
 from segfix.network.precision import resolve_precision
 
@@ -86,8 +86,8 @@ def camvid(root: Path, split: str, *, holdout: str = "10", holdout_coarse: str |
     if split == "holdout":
         if holdout_coarse is None:
             raise SystemExit("camvid-holdout: expected --holdout-coarse DIR (the predictions of the held-out frames)")
-        reader = segfix.data.readers.CamVid(root, "train")
-        _, held = reader.split(segfix.data.readers.parse_holdout(holdout))
+        reader = segfix.data.datasets.CamVid(root, "train")
+        _, held = reader.split(segfix.data.datasets.parse_holdout(holdout))
         names = [image.name for image, _ in held.pairs]
         images, labels, coarse = root / "train", root / "trainannot", Path(holdout_coarse)
     else:

@@ -1,6 +1,6 @@
 """Train a tiny SegFix model on synthetic scenes, then evaluate the refinement it gives.
 
-A real run uses a dataset reader instead (``segfix.data.readers.CamVid(root)``, ``Cityscapes``, ``ADE20K``,
+A real run uses a dataset reader instead (``segfix.data.datasets.CamVid(root)``, ``Cityscapes``, ``ADE20K``,
 ``FolderPairs``) and more steps; see docs/training.md. Run: ``python examples/train_eval.py``.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from segfix import SegFix
-from segfix.data.readers import Sample
+from segfix.data.datasets import Sample
 from segfix.metrics import SegmentationMetrics
 from segfix.training.train import evaluate_offsets, train
 from segfix.training.tuning import coarse_proxy

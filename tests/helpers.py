@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segfix.data.readers import Sample
+from segfix.data.datasets import Sample
 from segfix.synthetic import reference_walk, voronoi_labels
 
 __all__ = ["TINY", "TinySet", "free_port", "read_label", "reference_walk", "voronoi_labels"]

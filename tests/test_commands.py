@@ -253,7 +253,7 @@ def test_stats_refuses_labels_beyond_the_classes_as_eval_does(folders, capsys):
 def test_trainid_predictions_against_cityscapes_label_ids(tmp_path, capsys):
     """The usual Cityscapes case: trainId predictions, labelId ground truth. --dataset cityscapes names the way
     out; --pred-format trainid scores it right; read as labelIds the predictions are mostly ignore: a warning."""
-    from segfix.data.datasets import decode_labels
+    from segfix.data.registry import decode_labels
 
     for sub in ("pred", "gt"):
         (tmp_path / sub).mkdir()

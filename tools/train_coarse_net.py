@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segfix.data.datasets import CamVid, parse_holdout
 from segfix.data.files import atomic_write, write_png
-from segfix.data.readers import CamVid, parse_holdout
 from segfix.metrics import SegmentationMetrics
 from segfix.network.precision import autocast_context, resolve_precision
 from segfix.network.segfix_net import create_backbone

@@ -10,8 +10,8 @@ import traceback
 from typing import Any
 
 from ._version import __version__
-from .data.datasets import DATASETS, LABEL_FORMATS
-from .data.readers import parse_holdout
+from .data.datasets import parse_holdout
+from .data.registry import DATASETS, LABEL_FORMATS
 from .limits import MAX_ITERATIONS
 from .training.recipes import SEARCH_ARGUMENTS, TUNED_THIN_GUARDS
 

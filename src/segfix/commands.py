@@ -40,7 +40,7 @@ def demo(args: argparse.Namespace) -> int:
     from .data.example import load_example
     from .data.files import atomic_write, write_png
     from .hub.registry import list_models
-    from .metrics.functional import SegmentationMetrics
+    from .metrics.accumulators import SegmentationMetrics
     from .ops.refine import refine_semantic
     from .ops.targets import boundary_targets
 
@@ -357,7 +357,7 @@ def _preset(dataset: str | None) -> tuple[int | None, int, str, str | None]:
     """(num_classes, ignore label as stored, label format, palette) of ``--dataset`` (defaults without one)."""
     if dataset is None:
         return None, 255, "trainid", None
-    from .data.datasets import DATASETS
+    from .data.registry import DATASETS
 
     info = DATASETS[dataset]
     return info.num_classes, info.stored_ignore, info.label_format, info.palette
@@ -366,7 +366,7 @@ def _preset(dataset: str | None) -> tuple[int | None, int, str, str | None]:
 def _label_settings(args: argparse.Namespace, command: str) -> tuple[int, int, str, list[str]]:
     """(num_classes, stored ignore label, label format, class names) from --dataset / --num-classes /
     --label-format."""
-    from .data.datasets import DATASETS
+    from .data.registry import DATASETS
 
     num_classes, ignore, label_format, _ = _preset(args.dataset)
     num_classes = args.num_classes or num_classes
@@ -464,7 +464,7 @@ def check_device(name: str) -> None:
 
 
 def _reader(spec: str, split: str | None = None):
-    from .data.datasets import dataset_from_spec
+    from .data.registry import dataset_from_spec
 
     try:
         return dataset_from_spec(spec, split)

@@ -8,7 +8,7 @@ import torch
 import segfix
 from helpers import TINY, voronoi_labels
 from segfix.data.augment import TrainTransform, hflip
-from segfix.data.readers import Sample
+from segfix.data.datasets import Sample
 from segfix.training.train import train
 
 TINY_MODEL = TINY

@@ -258,8 +258,8 @@ def test_every_bundled_model_refines_any_label_space_alike(name):
 
 
 def _cityscapes_frame(root, name: str):
-    from segfix.data.datasets import encode_labels
     from segfix.data.files import read_image, read_label
+    from segfix.data.registry import encode_labels
 
     city = root / "leftImg8bit" / "train" / "aachen"
     truth = encode_labels(

@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segfix.data import datasets
+from segfix.data import registry
 from segfix.jobs import formats
 
 
 def test_label_encodings_round_trip():
     label_ids = np.array([[7, 26, 0, 33], [3, 24, 7, 7]], np.uint8)
-    train = datasets.encode_labels(label_ids, "cityscapes-labelid")
+    train = registry.encode_labels(label_ids, "cityscapes-labelid")
     np.testing.assert_array_equal(train, [[0, 13, 255, 18], [255, 11, 0, 0]])
-    np.testing.assert_array_equal(datasets.decode_labels(train, label_ids, "cityscapes-labelid"), label_ids)
+    np.testing.assert_array_equal(registry.decode_labels(train, label_ids, "cityscapes-labelid"), label_ids)
     ade = np.array([[0, 1, 150]], np.uint8)
-    classes = datasets.encode_labels(ade, "ade20k")
+    classes = registry.encode_labels(ade, "ade20k")
     np.testing.assert_array_equal(classes, [[255, 0, 149]])
-    np.testing.assert_array_equal(datasets.decode_labels(classes, ade, "ade20k"), ade)
+    np.testing.assert_array_equal(registry.decode_labels(classes, ade, "ade20k"), ade)
     with pytest.raises(ValueError, match="label format"):
-        datasets.encode_labels(ade, "voc")
+        registry.encode_labels(ade, "voc")
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".mat"])

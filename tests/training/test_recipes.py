@@ -25,7 +25,7 @@ def _write_png(path, array) -> None:
 def _cityscapes_and_ade20k_fixtures(root, count: int = 8):
     """Folders laid out exactly as the two datasets ship: Cityscapes' leftImg8bit/ + gtFine/ (labelIds and
     labelTrainIds), ADE20K's ADEChallengeData2016/images + annotations (0 = "other", not scored)."""
-    from segfix.data.readers import CITYSCAPES_LABEL_TO_TRAIN
+    from segfix.data.datasets import CITYSCAPES_LABEL_TO_TRAIN
 
     to_train = np.full(256, 255, np.uint8)
     for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():

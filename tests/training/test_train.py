@@ -12,7 +12,7 @@ from PIL import Image
 import segfix
 from helpers import TINY, free_port, voronoi_labels
 from segfix.data.augment import TrainTransform
-from segfix.data.readers import Sample
+from segfix.data.datasets import Sample
 from segfix.training.train import MixedBatchSampler, poly_lr, train
 from segfix.training.tuning import coarse_proxy
 
@@ -87,7 +87,7 @@ def _write_png(path, array) -> None:
 def _cityscapes_and_ade20k_fixtures(root, count: int = 8):
     """Folders laid out exactly as the two datasets ship: Cityscapes' leftImg8bit/ + gtFine/ (labelIds and
     labelTrainIds), ADE20K's ADEChallengeData2016/images + annotations (0 = "other", not scored)."""
-    from segfix.data.readers import CITYSCAPES_LABEL_TO_TRAIN
+    from segfix.data.datasets import CITYSCAPES_LABEL_TO_TRAIN
 
     to_train = np.full(256, 255, np.uint8)
     for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
@@ -255,7 +255,7 @@ def test_the_unified_recipe_trains_on_cityscapes_and_ade20k_layouts(tmp_path):
     """The mission's recipe, runnable end to end: Cityscapes + ADE20K mixed 8 + 8 in every batch, two steps,
     from the command line, and the saved model loads and refines."""
     from segfix.cli import main
-    from segfix.data import readers as data
+    from segfix.data import datasets as data
     from segfix.training.recipes import RECIPES
 
     _cityscapes_and_ade20k_fixtures(tmp_path)

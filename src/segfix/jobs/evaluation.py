@@ -1,7 +1,7 @@
 """Folder evaluation behind ``segfix eval`` and ``segfix stats``: predictions against ground truth, and how much
 of each class lies near a boundary, with the tables they print and write.
 
-Label PNGs are read in the dataset's stored format (:data:`segfix.data.datasets.LABEL_FORMATS`); the dataset's ignore
+Label PNGs are read in the dataset's stored format (:data:`segfix.data.registry.LABEL_FORMATS`); the dataset's ignore
 label becomes 255. A file that cannot be read, or whose size differs from its ground truth, stops the job with an
 error naming both files.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import DATASETS, encode_labels
 from ..data.files import atomic_write, display_name, match_stem, read_label, walk_files
-from ..metrics.functional import BoundaryStatistics, MetricsResult, SegmentationMetrics
+from ..data.registry import DATASETS, encode_labels
+from ..metrics.accumulators import BoundaryStatistics, MetricsResult, SegmentationMetrics
 from .pairing import PartnerIndex, index_files, require_folder
 
 __all__ = ["boundary_statistics_folder", "evaluate_folder"]

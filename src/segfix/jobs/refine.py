@@ -51,7 +51,7 @@ _logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _SemanticMaps:
     """Adapter for label PNGs: read, refine by a field, write back in the file's own mode and palette (and the
-    optional picture). Stored ids become class ids by :func:`segfix.data.datasets.encode_labels`, the dataset's stored
+    optional picture). Stored ids become class ids by :func:`segfix.data.registry.encode_labels`, the dataset's stored
     ignore value among them, so that the ignore label lives in class space (255) from there on."""
 
     label_format: str

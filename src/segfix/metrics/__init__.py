@@ -1,17 +1,17 @@
 """Segmentation metrics as the paper measures them: mIoU, boundary F-score, Boundary IoU.
 
-The functions and :class:`SegmentationMetrics` live in :mod:`segfix.metrics.functional` and are re-exported
-here; torchmetrics ``Metric`` classes (``BoundaryFScore``, ``BoundaryIoU``) are in :mod:`segfix.metrics.modules`
+The per-image counts live in :mod:`segfix.metrics.functional`, :class:`SegmentationMetrics` and
+:class:`BoundaryStatistics` in :mod:`segfix.metrics.accumulators`, all re-exported here; torchmetrics ``Metric``
+classes (``BoundaryFScore``, ``BoundaryIoU``) are in :mod:`segfix.metrics.modules`
 (``pip install segfix-pytorch[torchmetrics]``).
 """
 
+from .accumulators import BoundaryStatistics, MetricsResult, SegmentationMetrics
 from .functional import (
-    BoundaryStatistics,
-    MetricsResult,
-    SegmentationMetrics,
     boundary_fscore_counts,
     boundary_fscore_from_counts,
     boundary_iou_counts,
+    class_iou,
     confusion_matrix,
     mask_boundary,
 )
@@ -23,6 +23,7 @@ __all__ = [
     "boundary_fscore_counts",
     "boundary_fscore_from_counts",
     "boundary_iou_counts",
+    "class_iou",
     "confusion_matrix",
     "mask_boundary",
 ]

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from ..checks import describe
-from ..data.datasets import decode_labels, encode_labels
 from ..data.files import label_image, label_style
+from ..data.registry import decode_labels, encode_labels
 
 __all__ = ["LabelSpace", "label_map_as_ids"]
 
@@ -32,7 +32,7 @@ class LabelSpace:
 
     Attributes:
         label_format: ``'trainid'``, ``'cityscapes-labelid'`` or ``'ade20k'``
-            (:data:`segfix.data.datasets.LABEL_FORMATS`); None: the values are class ids as they are, and
+            (:data:`segfix.data.registry.LABEL_FORMATS`); None: the values are class ids as they are, and
             ``ignore_index`` says which one is ignored.
         stored_ignore: with a format, a stored value that means ignore besides the format's own.
         ignore_index: without a format, the label never moved or created (None: none).

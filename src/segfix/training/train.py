@@ -156,7 +156,7 @@ def train(
     """Train a SegFix model; returns the folder of the final model (loadable by ``SegFix.from_pretrained``).
 
     Args:
-        datasets: readers from :mod:`segfix.data.readers` (or anything yielding :class:`segfix.data.readers.Sample`).
+        datasets: readers from :mod:`segfix.data.datasets` (or anything yielding :class:`segfix.data.datasets.Sample`).
         output: run folder: ``checkpoint.pt`` (resumable), ``model/`` (final), ``history.jsonl``.
         recipe: every setting of the run (:class:`segfix.training.recipes.TrainRecipe`; default its defaults).
         val_dataset: validate on it (:func:`evaluate_offsets`) every ``validate_every`` steps and at the end.
@@ -432,7 +432,7 @@ def evaluate_offsets(
     * with ``coarse_dir``: ``miou_gain`` and ``f1px_gain`` of refining the coarse predictions there.
     """
     from ..data.files import read_label
-    from ..metrics.functional import SegmentationMetrics
+    from ..metrics.accumulators import SegmentationMetrics
 
     tp = fp = fn = correct = total = 0
     before = SegmentationMetrics(dataset.num_classes, ignore_index=dataset.ignore_index, tolerances=(1,))

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..hub.settings import Preprocessing
-from ..metrics.functional import SegmentationMetrics, confusion_matrix
+from ..metrics.accumulators import SegmentationMetrics
+from ..metrics.functional import class_iou, confusion_matrix
 from ..ops.thin import thin_classes
 from ..prediction.decision import decide
 from ..prediction.labels import LabelSpace
@@ -249,9 +250,7 @@ class _Scorer:
         confusion = np.zeros((n, n + 1), np.int64)
         for m, s in zip(maps, self.samples):
             confusion += confusion_matrix(m, s.label, n, ignore_index=ignore)
-        tp = np.diag(confusion[:, :n]).astype(np.float64)
-        union = confusion.sum(axis=1) + confusion[:, :n].sum(axis=0) - tp
-        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+        return class_iou(confusion)
 
     def gains(self, refined: Mapping[str, Sequence[np.ndarray]]) -> dict:
         """Mean mIoU gain over the networks, the worst class's IoU change on any, and the gain by network."""
