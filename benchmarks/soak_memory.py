@@ -3,7 +3,7 @@ worker threads that allocate and free large arrays beside it (as a web server's 
 
 Run: ``python benchmarks/soak_memory.py [--refines 350] [--threads 2] [--model NAME]``. Each configuration runs
 in a fresh process: as shipped; with ``allow_keeping_freed_memory(False)`` (glibc as it is) as the reference; and
-with ideep's kernel cache as torch leaves it (``LRU_CACHE_CAPACITY=1024``), what segfix did before bounding it.
+with oneDNN's and ideep's kernel caches as torch leaves them (1024 each), what segfix did before bounding them.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def child(model_name: str, refines: int, threads: int, config: str) -> dict:
 
     import torch
 
-    if config == "torch-cache":  # ideep's kernel cache as torch leaves it (before segfix bounded it)
-        os.environ["LRU_CACHE_CAPACITY"] = "1024"
+    if config == "torch-cache":  # the kernel caches as torch leaves them (before segfix bounded them)
+        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = os.environ["LRU_CACHE_CAPACITY"] = "1024"
     keep = config != "glibc"
 
     import segfix
@@ -74,9 +74,9 @@ def child(model_name: str, refines: int, threads: int, config: str) -> dict:
 
 
 CONFIGS = {
-    "kept": "as shipped (freed memory kept, kernel cache 64)",
-    "glibc": "glibc as it is (kernel cache 64)",
-    "torch-cache": "freed memory kept, kernel cache as torch keeps it (1024)",
+    "kept": "as shipped (freed memory kept, kernel caches 128)",
+    "glibc": "glibc as it is (kernel caches 128)",
+    "torch-cache": "freed memory kept, kernel caches as torch keeps them (1024)",
 }
 
 

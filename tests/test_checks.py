@@ -6,34 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from segfix.checks import (
-    check_class_ids,
-    check_guard_classes,
-    check_int_range,
-    check_label_map,
-    check_scale,
-    describe,
-    effective_ignore,
-    is_int,
-)
-from segfix.limits import MAX_SCALE
+from segfix.checks import check_class_ids, check_guard_classes, check_label_map, check_scale, describe, effective_ignore
 
 
 def test_describe_names_type_dtype_shape_and_device():
     assert describe(np.zeros((2, 3), np.uint16)) == "numpy.ndarray(dtype=uint16, shape=(2, 3))"
     assert describe(torch.zeros(4, dtype=torch.int64)) == "torch.Tensor(dtype=torch.int64, shape=(4,), device=cpu)"
     assert describe([1, 2]) == "list"
-
-
-def test_int_range_is_inclusive_and_refuses_bools_and_floats():
-    assert (
-        check_int_range(1, "scale", 1, MAX_SCALE) == 1
-        and check_int_range(np.int64(MAX_SCALE), "s", 1, MAX_SCALE) == MAX_SCALE
-    )
-    for bad in (0, MAX_SCALE + 1, True, 1.0, "2"):
-        with pytest.raises(ValueError, match=rf"scale: expected an integer in 1..{MAX_SCALE}, got"):
-            check_int_range(bad, "scale", 1, MAX_SCALE)
-    assert is_int(np.uint8(3)) and not is_int(True) and not is_int(3.0)
 
 
 def test_scale_and_guard_classes():

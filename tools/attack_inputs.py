@@ -736,14 +736,17 @@ def main(argv: list[str] | None = None) -> int:
         cases = [case for case in cases if case.group not in skip]
         import logging
 
-        logging.disable(logging.WARNING)
+        logging.disable(logging.WARNING)  # the cases' own warnings; given back below, so a caller's logging works
         table: dict[str, Counter] = {}
-        for case in cases:
-            with contextlib.redirect_stdout(io.StringIO()):
-                outcome = run(case)
-            if outcome != "right" and outcome != "clear error":
-                print(f"    -> {outcome}", file=sys.stderr)
-            table.setdefault(case.group, Counter())[outcome] += 1
+        try:
+            for case in cases:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    outcome = run(case)
+                if outcome != "right" and outcome != "clear error":
+                    print(f"    -> {outcome}", file=sys.stderr)
+                table.setdefault(case.group, Counter())[outcome] += 1
+        finally:
+            logging.disable(logging.NOTSET)
     columns = ("right", "clear error", "wrong output", "data lost", "hang")
     print("| group | cases | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 2) + "|")

@@ -1,4 +1,5 @@
-"""Every check of a user's input, in one place (the bounds themselves are data, in :mod:`segfix.limits`).
+"""Every check of a user's arrays, tensors and values (the bounds, and the range check of a plain number, are in
+:mod:`segfix.limits`, which imports no torch: the command line's parser uses them).
 
 Every check raises ``ValueError`` or ``TypeError`` with a message that names what was expected and what
 arrived. Private implementations trust their inputs; only public entry points call these.
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .limits import MAX_ITERATIONS
+from .limits import MAX_ITERATIONS, check_int_range, is_int
 
 SUPPORTED_NUM_DIRECTIONS = (4, 8, 16)
 
@@ -261,21 +262,3 @@ def check_device_available(device: Any, name: str, fallback: str) -> torch.devic
     if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{name}: MPS is not available here; {fallback}")
     return parsed
-
-
-def is_int(value: Any) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
-
-
-def check_int_range(value: Any, name: str, low: int, high: int | None = None) -> int:
-    """Require an integer (not a bool) in ``low..high`` (no upper bound for None); returns it as an int. The one
-    integer check: every bound above, and every count a user gives, goes through it.
-
-    Raises:
-        ValueError: naming the range expected and the value that arrived.
-    """
-    if not is_int(value) or value < low or (high is not None and value > high):
-        expected = f"in {low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name}: expected an integer {expected}, got {value!r}")
-    return int(value)

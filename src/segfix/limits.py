@@ -1,4 +1,6 @@
-"""The bounds segfix puts on what an input, a setting or a model config may ask for, in one place.
+"""The bounds segfix puts on what an input, a setting or a model config may ask for, in one place, and the range
+check of a plain number against them (:func:`check_int_range`; every check of arrays and tensors is in
+:mod:`segfix.checks`).
 
 Each is far above any real use and far below what exhausts a machine; each is checked before anything is
 allocated (docs/security.md names the test that holds it). Plain numbers, importable without torch, so that
@@ -7,7 +9,13 @@ the command line can show them in its help at once.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 __all__ = [
+    "check_int_range",
+    "is_int",
     "MAX_BACKBONE_PARAMETERS",
     "MAX_FEATURE_CHANNELS",
     "MAX_FILE_PIXELS",
@@ -65,3 +73,21 @@ MAX_BACKBONE_PARAMETERS = 200_000_000
 
 MAX_FEATURE_CHANNELS = 8192
 """Most feature channels the backbone levels may hand the decoder together (HRNet-W48: 720)."""
+
+
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def check_int_range(value: Any, name: str, low: int, high: int | None = None) -> int:
+    """Require an integer (not a bool) in ``low..high`` (no upper bound for None); returns it as an int. The one
+    integer check: every bound above, and every count a user gives, goes through it.
+
+    Raises:
+        ValueError: naming the range expected and the value that arrived.
+    """
+    if not is_int(value) or value < low or (high is not None and value > high):
+        expected = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name}: expected an integer {expected}, got {value!r}")
+    return int(value)

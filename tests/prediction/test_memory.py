@@ -72,18 +72,27 @@ def test_a_cpu_refine_keeps_freed_memory_unless_refused(choice, expected):
 
 
 def test_the_kernel_cache_is_bounded_unless_the_environment_says_otherwise():
-    """The first CPU run sets ideep's LRU_CACHE_CAPACITY to 64 where nothing set it, and leaves a user's value."""
+    """The first CPU run bounds oneDNN's and ideep's kernel caches at 128 each where nothing set them, and leaves a
+    user's value as it is."""
+    # oneDNN reads the capacity at its first convolution: the one that folds the batch norms comes first
     code = (
         "import os, numpy as np, segfix\n"
         "from helpers import TINY\n"
+        "from segfix.prediction.inference import InferenceNetwork\n"
+        "real, seen = InferenceNetwork.get, []\n"
+        "def get(self, *args):\n"
+        "    seen.append(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))\n"
+        "    return real(self, *args)\n"
+        "InferenceNetwork.get = get\n"
         "segfix.SegFix(**TINY).eval().refine(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.uint8))\n"
-        "print(os.environ.get('LRU_CACHE_CAPACITY'))\n"
+        "assert seen and seen[0] == os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], seen\n"
+        "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), os.environ.get('LRU_CACHE_CAPACITY'))\n"
     )
     tests = str(Path(__file__).parents[1])
-    env = {k: v for k, v in os.environ.items() if k != "LRU_CACHE_CAPACITY"}
+    env = {k: v for k, v in os.environ.items() if k not in memory.KERNEL_CACHE_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join([tests, *sys.path])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
-    assert out.strip() == str(memory.KERNEL_CACHE_CAPACITY) == "64"
+    assert out.split() == ["128", "128"] and memory.KERNEL_CACHE_CAPACITY == 128
     env["LRU_CACHE_CAPACITY"] = "1024"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
-    assert out.strip() == "1024"
+    assert out.split() == ["128", "1024"]

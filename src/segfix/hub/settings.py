@@ -20,8 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_guard_classes, check_int_range, is_int
-from ..limits import MAX_ITERATIONS, MAX_SCALE, MAX_SHORT_SIDE, MAX_THIN_GUARD, MAX_WHOLE_PIXELS, MAX_WINDOW
+from ..checks import check_guard_classes
+from ..limits import (
+    MAX_ITERATIONS,
+    MAX_SCALE,
+    MAX_SHORT_SIDE,
+    MAX_THIN_GUARD,
+    MAX_WHOLE_PIXELS,
+    MAX_WINDOW,
+    check_int_range,
+    is_int,
+)
 from ..network.precision import PRECISIONS
 
 __all__ = ["FLAT_NAMES", "DecisionSettings", "InferenceSettings", "ModelSettings", "Preprocessing"]

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import THIN_CLASSES_FROM_LABELS, is_int
+from ..checks import THIN_CLASSES_FROM_LABELS
 from ..data.files import atomic_write, image_size, read_label, write_png
 from ..hub.config import translate_legacy_names
-from ..limits import MAX_FILE_PIXELS
+from ..limits import MAX_FILE_PIXELS, is_int
 from ..ops.field import RefinementField, field_from_offsets
 
 __all__ = [

@@ -77,8 +77,9 @@ class _SemanticMaps:
         stored, style = loaded
         if field.size != stored.shape:
             raise ValueError(f"prediction size {stored.shape} does not match offsets/image {field.size}")
-        needs_pool = field.thin_guard and isinstance(field.thin_guard_classes, str) and self.folder_thin_classes
-        pooled = self.folder_thin_classes(field.thin_guard) if needs_pool else None
+        pool = self.folder_thin_classes
+        needs_pool = field.thin_guard and isinstance(field.thin_guard_classes, str) and pool is not None
+        pooled = pool(field.thin_guard) if needs_pool and pool is not None else None
         space = self.label_space()
         return refine_labels(field, stored, label_space=space, pooled=pooled), style, stored
 

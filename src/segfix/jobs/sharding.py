@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..checks import is_int
+from ..limits import is_int
 
 __all__ = ["Shard"]
 

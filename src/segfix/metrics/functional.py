@@ -72,7 +72,8 @@ def confusion_matrix(prediction, target, num_classes: int, *, ignore_index: int 
     """Confusion counts over the valid pixels of one map or a batch.
 
     Args:
-        prediction, target: integer label maps ``(H, W)`` or ``(N, H, W)``.
+        prediction: integer label map ``(H, W)`` or ``(N, H, W)``.
+        target: the ground truth, of the same shape.
         num_classes: classes are ``0 .. num_classes - 1``.
         ignore_index: target pixels with this value are not counted. Any other value outside
             ``0 .. num_classes - 1``, in either map, raises ``ValueError``.

@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_int_range
 from ..hub.settings import InferenceSettings
-from ..limits import MAX_NETWORK_IMAGE_PIXELS, MAX_PASS_PIXELS, MAX_PASSES
+from ..limits import MAX_NETWORK_IMAGE_PIXELS, MAX_PASS_PIXELS, MAX_PASSES, check_int_range
 from ..network.folding import FoldingError, fold_batchnorm
 from ..network.precision import autocast_context
 from ..ops.directions import flip_direction

@@ -16,13 +16,15 @@ worker threads churn arrays of tens of MB keeps up to what each thread last free
 refine, two threads freeing 40 MB arrays left 77 MiB more resident than glibc as it is, eight threads 305 MiB). Such
 a process may prefer ``allow_keeping_freed_memory(False)`` and its slower refines.
 
-oneDNN (through ideep) compiles the convolutions of every input size it meets and keeps up to 1024 of them: a
-process refining images of random sizes grew by 1.5 GB in 200 refines. :func:`bound_kernel_cache`, called with
-:func:`keep_freed_memory` at the first CPU run, sets ideep's ``LRU_CACHE_CAPACITY`` to
-:data:`KERNEL_CACHE_CAPACITY` unless the environment sets it already (``LRU_CACHE_CAPACITY=1024`` restores torch's
-own). ideep reads it when it first runs a convolution, so it takes effect where no convolution ran before in the
-process. A refine at one size needs a few dozen kernels; at 64 the same refines ran as fast (0.120 against 0.124 s
-at 1024x2048) and the process stayed flat (``benchmarks/soak_memory.py``).
+oneDNN compiles the convolutions of every input size it meets and keeps them, up to 1024 in its primitive cache
+and 1024 in ideep's: a process refining images of random sizes grew by 1.5 GB in 200 refines and kept growing.
+:func:`bound_kernel_cache`, called with :func:`keep_freed_memory` at the first CPU run, sets both capacities
+(``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, ``LRU_CACHE_CAPACITY``) to :data:`KERNEL_CACHE_CAPACITY` where the environment
+does not set them (setting either to 1024 restores torch's own). oneDNN and ideep read them when they first compile
+a convolution, so it takes effect where none ran before in the process. Measured over 120 refines of random sizes
+(RSS after 40, 80, 120; then the median 1024x2048 refine): torch's 1024 grew 1505, 1920, 2200 MiB (0.126 s); 128
+held 1296, 1295, 1352 MiB (0.108 s); 64 held 1183, 1246, 1246 MiB but refined slower (0.151 s: one refine needs
+more kernels than that).
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ import os
 import sys
 import threading
 
-__all__ = ["KERNEL_CACHE_CAPACITY", "allow_keeping_freed_memory", "bound_kernel_cache", "freed_memory_kept"]
+__all__ = [
+    "KERNEL_CACHE_CAPACITY",
+    "KERNEL_CACHE_VARIABLES",
+    "allow_keeping_freed_memory",
+    "bound_kernel_cache",
+    "freed_memory_kept",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -91,18 +99,19 @@ def freed_memory_kept() -> bool:
     return _state["applied"]
 
 
-KERNEL_CACHE_CAPACITY = 64
-"""Compiled convolution kernels ideep keeps (torch's default: 1024), see :func:`bound_kernel_cache`."""
+KERNEL_CACHE_CAPACITY = 128
+"""Compiled convolution kernels oneDNN and ideep each keep (torch's default: 1024), see :func:`bound_kernel_cache`."""
 
-_CACHE_VARIABLE = "LRU_CACHE_CAPACITY"
+KERNEL_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
 
-def bound_kernel_cache() -> int:
-    """Bound ideep's cache of compiled kernels to :data:`KERNEL_CACHE_CAPACITY` unless ``LRU_CACHE_CAPACITY`` is set
-    already; returns the capacity in force from then on (what the environment says)."""
+def bound_kernel_cache() -> dict[str, str]:
+    """Bound oneDNN's and ideep's caches of compiled kernels to :data:`KERNEL_CACHE_CAPACITY` each, where the
+    environment does not set them already; returns the capacities in force from then on (what the environment
+    says)."""
     with _lock:
-        if _CACHE_VARIABLE not in os.environ:
-            os.environ[_CACHE_VARIABLE] = str(KERNEL_CACHE_CAPACITY)
-            _LOG.debug("ideep keeps at most %d compiled kernels (segfix.prediction.memory)", KERNEL_CACHE_CAPACITY)
-        value = os.environ[_CACHE_VARIABLE]
-    return int(value) if value.isdigit() else -1
+        for name in KERNEL_CACHE_VARIABLES:
+            if name not in os.environ:
+                os.environ[name] = str(KERNEL_CACHE_CAPACITY)
+                _LOG.debug("%s=%d (segfix.prediction.memory)", name, KERNEL_CACHE_CAPACITY)
+        return {name: os.environ[name] for name in KERNEL_CACHE_VARIABLES}

@@ -179,11 +179,11 @@ class SegFix(
         settings = self.settings if inference is None else self.settings.replace(inference=inference)
         factor = self.network_scale((int(images.shape[-2]), int(images.shape[-1])))
         # outside the module tree: the state dict stays the network's; shared with with_settings() copies
+        if images.device.type == "cpu":  # before the first convolution, folding's probe included: read once there
+            keep_freed_memory()  # a page fault per page of every large tensor otherwise (segfix.prediction.memory)
+            bound_kernel_cache()  # oneDNN keeps the kernels of every image size it meets otherwise
         runner = self.__dict__.setdefault("inference_net", InferenceNetwork())
         network = runner.get(self.net, settings.inference.torch_compile)
-        if images.device.type == "cpu":
-            keep_freed_memory()  # a page fault per page of every large tensor otherwise (segfix.prediction.memory)
-            bound_kernel_cache()  # one compiled kernel set per image size, up to 1024, otherwise
         return dense_prediction(
             network,
             images,

@@ -13,7 +13,7 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-from ..checks import check_int_range
+from ..limits import check_int_range
 from ..network.precision import PRECISIONS
 
 __all__ = ["RECIPES", "RECIPE_CHAINS", "RecipeChain", "TrainRecipe"]
