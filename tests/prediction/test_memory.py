@@ -46,7 +46,9 @@ def test_kept_memory_is_reused_without_page_faults():
     default, still_default = map(int, run(FAULTS, "default"))
     assert default >= 4 * pages and still_default >= 4 * pages  # each block mapped and faulted afresh
     default, kept = map(int, run(FAULTS, "keep"))
-    assert default >= 4 * pages and kept <= pages  # at most one placement faulted in, then reused
+    # At most two placements faulted in, then reused: glibc may alternate a block between two places in the heap
+    # (seen in 1 of 3 runs, before this session's changes too); without the kept memory every block faults afresh.
+    assert default >= 4 * pages and kept <= 2 * pages
 
 
 REFINE = """
