@@ -38,3 +38,10 @@ def test_a_label_space_without_a_format_leaves_ids_as_they_are():
     cityscapes = LabelSpace("cityscapes-labelid")
     assert cityscapes.class_ignore == CLASS_IGNORE
     np.testing.assert_array_equal(cityscapes.encode(np.array([7, 0], np.uint8)), [0, 255])
+
+
+def test_a_label_space_refuses_what_it_cannot_decode():
+    with pytest.raises(ValueError, match="label_format: expected None or one of"):
+        LabelSpace("labelme")
+    with pytest.raises(ValueError, match="stored_ignore: expected an integer or None, got '0'"):
+        LabelSpace("trainid", stored_ignore="0")

@@ -97,8 +97,11 @@ def test_steps_continue_the_last_step_as_one_call_per_count_would(model, scenes)
     stepped = refine_labels_by_steps(field, maps[0], [1, 2, 4])
     for count, got in zip([1, 2, 4], stepped):
         np.testing.assert_array_equal(got, refine_labels(field.with_steps(iterations=count), maps[0]))
-    with pytest.raises(ValueError, match="ascending step counts"):
-        refine_labels_by_steps(field, maps[0], [2, 1])
+    numpy_counts = refine_labels_by_steps(field, maps[0], list(np.array([1, 2, 4])))
+    assert all((a == b).all() for a, b in zip(numpy_counts, stepped))
+    for bad in ([2, 1], [0, 1], [], [1.5]):
+        with pytest.raises(ValueError, match="ascending step counts"):
+            refine_labels_by_steps(field, maps[0], bad)
 
 
 def test_a_label_space_refines_stored_ids_as_their_class_ids(model, scenes):

@@ -18,7 +18,8 @@ from PIL import Image
 
 from ..checks import describe
 from ..data.files import label_image, label_style
-from ..data.registry import decode_labels, encode_labels
+from ..data.registry import LABEL_FORMATS, decode_labels, encode_labels
+from ..limits import is_int
 
 __all__ = ["LabelSpace", "label_map_as_ids"]
 
@@ -41,6 +42,14 @@ class LabelSpace:
     label_format: str | None = None
     stored_ignore: int | None = None
     ignore_index: int | None = CLASS_IGNORE
+
+    def __post_init__(self) -> None:
+        if self.label_format is not None and self.label_format not in LABEL_FORMATS:
+            raise ValueError(f"label_format: expected None or one of {LABEL_FORMATS}, got {self.label_format!r}")
+        for name in ("stored_ignore", "ignore_index"):
+            value = getattr(self, name)
+            if value is not None and not is_int(value):
+                raise ValueError(f"{name}: expected an integer or None, got {value!r}")
 
     @property
     def class_ignore(self) -> int | None:

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..limits import is_int
 from ..ops.field import RefinementField, apply_field, freeze_thin_parts
 from ..ops.thin import thin_classes
 from .labels import LabelSpace, label_map_as_ids
@@ -75,7 +76,7 @@ def refine_labels_by_steps(
 ) -> list[Any]:
     """:func:`refine_labels` at each count of ``steps`` (ascending) of one field, each continuing the last: the
     same maps as one call per count, for the cost of the largest. The thin parts are read from ``label_map``."""
-    if not steps or any(not isinstance(s, int) or s < 1 for s in steps) or list(steps) != sorted(set(steps)):
+    if not steps or any(not is_int(s) or s < 1 for s in steps) or list(steps) != sorted(set(steps)):
         raise ValueError(f"steps: expected ascending step counts of at least 1, got {steps!r}")
     ids, restore = label_map_as_ids(label_map)
     current = label_space.encode(ids)
@@ -83,7 +84,7 @@ def refine_labels_by_steps(
     frozen = freeze_thin_parts(_with_pool(field, pooled), current, ignore_index=ignore)
     results, done = [], 0
     for count in steps:
-        current = apply_field(frozen.with_steps(iterations=count - done), current, ignore_index=ignore)
-        done = count
+        current = apply_field(frozen.with_steps(iterations=int(count) - done), current, ignore_index=ignore)
+        done = int(count)
         results.append(restore(label_space.decode(current, ids)))
     return results
