@@ -98,3 +98,32 @@ def test_the_kernel_cache_is_bounded_unless_the_environment_says_otherwise():
     env["LRU_CACHE_CAPACITY"] = "1024"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.split() == ["128", "1024"]
+
+
+TRIM = """
+import sys
+import torch
+from segfix.prediction import memory
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS:"))
+
+memory.KEPT_FREE_BYTES = int(sys.argv[1]) << 20
+assert memory.keep_freed_memory()
+blocks = [torch.empty(48 << 20, dtype=torch.uint8) for _ in range(3)]
+for block in blocks:
+    block[::4096] = 1
+del blocks, block  # 144 MiB freed, and kept
+held = rss()
+memory.keep_freed_memory()  # the next pass: over the budget, the free memory goes back
+print(held - rss())
+"""
+
+
+def test_free_memory_beyond_the_budget_is_given_back_before_the_next_pass():
+    """A process that meets images of every size must not pile up what each left: free memory held beyond
+    KEPT_FREE_BYTES goes back to the system before the next CPU pass; within it, it stays for reuse."""
+    (over,) = map(int, run(TRIM, "64"))
+    (within,) = map(int, run(TRIM, "1024"))
+    assert over >= 100 and within <= 2, (over, within)
