@@ -66,3 +66,36 @@ def cityscapes() -> Path:
     if not (CITYSCAPES / "gtFine" / "train" / "aachen").is_dir():
         pytest.skip(f"Cityscapes data not found at {CITYSCAPES}")
     return CITYSCAPES
+
+
+@pytest.fixture
+def model():
+    """A tiny untrained SegFix (test_resnet backbone, 16 channels), seeded: what the model tests run on unless a
+    module names its own."""
+    from helpers import TINY16
+    from segfix import SegFix
+
+    torch.manual_seed(0)
+    return SegFix(**TINY16).eval()
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Three scenes as a user's folders: images, ground truth, coarse predictions (shifted by 2 px) and offsets
+    files from the ground truth (.mat for the first, .npz for the others)."""
+    from PIL import Image
+
+    import segfix
+    from helpers import scene
+    from segfix.jobs import formats
+
+    for sub in ("images", "preds", "gt", "offsets"):
+        (tmp_path / sub).mkdir()
+    for i in range(3):
+        image, truth, coarse = scene(i)
+        Image.fromarray(image).save(tmp_path / "images" / f"img{i}.png")
+        Image.fromarray(truth).save(tmp_path / "gt" / f"img{i}.png")
+        Image.fromarray(coarse).save(tmp_path / "preds" / f"img{i}.png")
+        offsets = segfix.boundary_targets(truth, min_pixels=0).offsets()
+        formats.write_offsets(tmp_path / "offsets" / f"img{i}.{'mat' if i == 0 else 'npz'}", offsets)
+    return tmp_path

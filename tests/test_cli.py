@@ -5,36 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import segfix
-from helpers import voronoi_labels
 from segfix.cli import main
-from segfix.jobs import formats
-
-
-def scene(i: int):
-    truth = voronoi_labels((40, 56), 8, 5, seed=i)
-    coarse = truth.copy()
-    coarse[:, 2:] = truth[:, :-2]
-    image = np.stack([truth.astype(np.int64) * 50 % 256] * 3, -1).astype(np.uint8)
-    return image, truth, coarse
-
-
-@pytest.fixture
-def folders(tmp_path):
-    for sub in ("images", "preds", "gt", "offsets"):
-        (tmp_path / sub).mkdir()
-    for i in range(3):
-        image, truth, coarse = scene(i)
-        Image.fromarray(image).save(tmp_path / "images" / f"img{i}.png")
-        Image.fromarray(truth).save(tmp_path / "gt" / f"img{i}.png")
-        Image.fromarray(coarse).save(tmp_path / "preds" / f"img{i}.png")
-        offsets = segfix.boundary_targets(truth, min_pixels=0).offsets()
-        formats.write_offsets(tmp_path / "offsets" / f"img{i}.{'mat' if i == 0 else 'npz'}", offsets)
-    return tmp_path
 
 
 def test_stats_and_help(folders, capsys):

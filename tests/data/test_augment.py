@@ -6,51 +6,9 @@ import numpy as np
 import torch
 
 import segfix
-from helpers import TINY, voronoi_labels
+from helpers import TRAIN_ARGS, TinySet, saved_weights, voronoi_labels
 from segfix.data.augment import TrainTransform, hflip
-from segfix.data.datasets import Sample
 from segfix.training.train import train
-
-TINY_MODEL = TINY
-
-
-class TinySet:
-    """In-memory dataset of Voronoi scenes whose image colours follow the labels."""
-
-    num_classes, ignore_index, class_names = 4, 255, ["a", "b", "c", "d"]
-
-    def __init__(self, n=6, size=(40, 48), seed=0):
-        self.samples = []
-        for i in range(n):
-            label = voronoi_labels(size, 6, 4, seed=seed * 100 + i).astype(np.int64)
-            image = np.stack([(label * 60) % 256, (label * 90) % 256, (label * 30) % 256], -1).astype(np.uint8)
-            self.samples.append(Sample(image=image, label=label, name=f"s{i}"))
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        return self.samples[i]
-
-
-def weights(folder):
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "model.safetensors"))
-
-
-COMMON = dict(
-    model=TINY_MODEL,
-    imagenet=False,
-    batch_size=2,
-    crop_size=32,
-    workers=0,
-    lr=0.01,
-    progress=False,
-    checkpoint_every=1,
-    scale_range=(0.8, 1.2),
-    seed=5,
-)
 
 
 def test_hflip_remaps_directions_like_recomputed_targets():
@@ -99,9 +57,9 @@ def test_paste_segments_copies_the_chosen_classes_pixel_for_pixel():
 
 
 def test_copy_paste_runs_are_seeded(tmp_path):
-    pasting = dict(COMMON, copy_paste=1.0, paste_classes=(1,), iterations=2)
-    a = weights(train([TinySet(4)], tmp_path / "a", **pasting))
-    b = weights(train([TinySet(4)], tmp_path / "b", **pasting))
-    plain = weights(train([TinySet(4)], tmp_path / "plain", **dict(pasting, copy_paste=0.0)))
+    pasting = dict(TRAIN_ARGS, copy_paste=1.0, paste_classes=(1,), iterations=2)
+    a = saved_weights(train([TinySet(4)], tmp_path / "a", **pasting))
+    b = saved_weights(train([TinySet(4)], tmp_path / "b", **pasting))
+    plain = saved_weights(train([TinySet(4)], tmp_path / "plain", **dict(pasting, copy_paste=0.0)))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], plain[k]) for k in a)  # the pasted images were trained on

@@ -9,20 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import free_port
+from helpers import free_port, random_image
 from segfix import ModelLoadError, SegFix
-
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=16, head_channels=16)
-
-
-@pytest.fixture
-def model() -> SegFix:
-    torch.manual_seed(0)
-    return SegFix(**TINY).eval()
-
-
-def image(h=48, w=64, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def seed_cache(saved, cache, repo="org/segfix-tiny", revision="main"):
@@ -44,7 +32,7 @@ def test_save_load_round_trip(model, tmp_path):
     assert {p.name for p in (tmp_path / "m").iterdir()} >= {"config.json", "model.safetensors", "README.md"}
     loaded = SegFix.from_pretrained(tmp_path / "m")
     assert not loaded.training
-    img = image()
+    img = random_image()
     np.testing.assert_array_equal(loaded.predict(img).boundary_prob, model.predict(img).boundary_prob)
     np.testing.assert_array_equal(loaded.predict_offsets(img), model.predict_offsets(img))
     overridden = SegFix.from_pretrained(tmp_path / "m", semantic_scale=1, inference="sliding")
@@ -62,7 +50,7 @@ def test_load_from_seeded_hub_cache_offline(model, tmp_path, monkeypatch):
     seed_cache(tmp_path / "m", tmp_path / "cache")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     loaded = SegFix.from_pretrained("org/segfix-tiny", cache_dir=tmp_path / "cache")
-    np.testing.assert_array_equal(loaded.predict_offsets(image()), model.predict_offsets(image()))
+    np.testing.assert_array_equal(loaded.predict_offsets(random_image()), model.predict_offsets(random_image()))
     loaded2 = SegFix.from_pretrained("org/segfix-tiny", cache_dir=tmp_path / "cache", local_files_only=True)
     assert loaded2.config == loaded.config
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
@@ -83,7 +71,7 @@ def test_unreachable_hub_reads_the_cache_at_once(model, tmp_path, monkeypatch):
     seed_cache(tmp_path / "m", tmp_path / "cache")
     start = time.perf_counter()
     loaded = SegFix.from_pretrained("org/segfix-tiny", cache_dir=tmp_path / "cache")
-    np.testing.assert_array_equal(loaded.predict_offsets(image()), model.predict_offsets(image()))
+    np.testing.assert_array_equal(loaded.predict_offsets(random_image()), model.predict_offsets(random_image()))
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
         SegFix.from_pretrained("org/absent", cache_dir=tmp_path / "cache")
     assert time.perf_counter() - start < 10
@@ -169,7 +157,7 @@ def test_push_to_hub_uploads_a_loadable_folder(model, tmp_path, monkeypatch):
     assert uploaded["repo"] == "org/segfix-test"
     assert "segfix" in (folder / "README.md").read_text()
     np.testing.assert_array_equal(
-        SegFix.from_pretrained(folder).predict_offsets(image()), model.predict_offsets(image())
+        SegFix.from_pretrained(folder).predict_offsets(random_image()), model.predict_offsets(random_image())
     )
 
 

@@ -5,67 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
-from skimage.morphology import disk
 
-from helpers import voronoi_labels
+from helpers import reference_scores, seg2bmap_reference, voronoi_labels
 from segfix.metrics import SegmentationMetrics, confusion_matrix, mask_boundary
 from segfix.metrics.functional import class_iou
-
-
-def seg2bmap_reference(seg):
-    """DAVIS seg2bmap, written as in the original (zero-filled neighbours, then the last row/column fixed)."""
-    seg = seg.astype(bool)
-    e = np.zeros_like(seg)
-    s = np.zeros_like(seg)
-    se = np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = seg ^ e | seg ^ s | seg ^ se
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = 0
-    return b
-
-
-def reference_scores(preds, gts, num_classes, ignore, tolerances, ratio):
-    inter = np.zeros(num_classes)
-    union = np.zeros(num_classes)
-    bcounts = np.zeros((num_classes, len(tolerances), 4))
-    biou = np.zeros((num_classes, 2))
-    for p, g in zip(preds, gts):
-        valid = g != ignore
-        d = max(1, int(round(ratio * np.hypot(*g.shape))))
-        for c in range(num_classes):
-            pc, gc = (p == c) & valid, (g == c) & valid
-            inter[c] += (pc & gc).sum()
-            union[c] += (pc | gc).sum()
-            pb, gb = seg2bmap_reference(pc), seg2bmap_reference(gc)
-            for i, t in enumerate(tolerances):
-                bcounts[c, i] += [
-                    (pb & ndimage.binary_dilation(gb, structure=disk(t))).sum(),
-                    pb.sum(),
-                    (gb & ndimage.binary_dilation(pb, structure=disk(t))).sum(),
-                    gb.sum(),
-                ]
-            bands = []
-            for m in (p == c, g == c):
-                padded = np.pad(m, 1)
-                eroded = ndimage.binary_erosion(padded, np.ones((3, 3)), iterations=d)[1:-1, 1:-1]
-                bands.append(m & ~eroded & valid)
-            biou[c] += [(bands[0] & bands[1]).sum(), (bands[0] | bands[1]).sum()]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / union, np.nan)
-        f = {}
-        for i, t in enumerate(tolerances):
-            mp, npred, mg, ngt = bcounts[:, i].T
-            prec = np.where(npred > 0, mp / np.maximum(npred, 1), 0.0)
-            rec = np.where(ngt > 0, mg / np.maximum(ngt, 1), 0.0)
-            fs = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-300), 0.0)
-            f[t] = np.where(npred + ngt > 0, fs, np.nan)
-        b = np.where(biou[:, 1] > 0, biou[:, 0] / np.maximum(biou[:, 1], 1), np.nan)
-    return iou, f, b
 
 
 def test_hand_computed_tiny_map():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY
+from helpers import TINY, constant_heads, random_image
 from segfix import SegFix
 from segfix.prediction.decision import decide
 from segfix.prediction.inference import window_starts
@@ -56,7 +56,7 @@ def test_window_starts():
 
 
 def test_sliding_equals_whole_when_one_window_covers(model):
-    img = image(64, 64)
+    img = random_image(64, 64)
     model = model.with_settings(window_size=(64, 64), window_stride=(64, 64))
     whole = model.predict(img, inference="whole")
     sliding = model.predict(img, inference="sliding")
@@ -67,7 +67,7 @@ def test_sliding_equals_whole_when_one_window_covers(model):
 def test_sliding_overlaps_average_to_the_same_constant_field():
     model = constant_heads(SegFix(**TINY).eval(), direction=6)
     model = model.with_settings(window_size=(32, 32), window_stride=(20, 20))
-    img = image(64, 96)
+    img = random_image(64, 96)
     whole = model.predict(img, inference="whole")
     sliding = model.predict(img, inference="sliding")
     np.testing.assert_allclose(sliding.boundary_prob, whole.boundary_prob, atol=1e-6)
@@ -76,7 +76,7 @@ def test_sliding_overlaps_average_to_the_same_constant_field():
 
 def test_input_scale_returns_full_size(model):
     model = model.with_settings(input_scale=0.5)
-    p = model.predict(image(64, 80))
+    p = model.predict(random_image(64, 80))
     assert p.boundary_prob.shape == (64, 80)
 
 
@@ -90,32 +90,7 @@ def test_normalising_after_the_resize_matches_normalising_before(channel_order):
     )
     seen = []
     model.net.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0].double()))
-    model.eval().predict(image(70, 90))
-    full = torch.from_numpy(image(70, 90)).permute(2, 0, 1)[None].double() / 255.0
+    model.eval().predict(random_image(70, 90))
+    full = torch.from_numpy(random_image(70, 90)).permute(2, 0, 1)[None].double() / 255.0
     expected = torch.nn.functional.interpolate(model.normalize(full), size=seen[-1].shape[-2:], mode="bilinear")
     torch.testing.assert_close(seen[-1], expected, atol=1e-5, rtol=0)
-
-
-TINY16 = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=16, head_channels=16)
-
-
-@pytest.fixture
-def model() -> SegFix:
-    torch.manual_seed(0)
-    return SegFix(**TINY16).eval()
-
-
-def constant_heads(model: SegFix, direction: int, boundary: bool = True) -> SegFix:
-    """Make both heads output constant logits: boundary or not, and one fixed direction class."""
-    for head, target in ((model.net.boundary_head, 1 if boundary else 0), (model.net.direction_head, direction)):
-        bn = head[1]
-        with torch.no_grad():
-            bn.weight.zero_()
-            bn.bias.fill_(1.0)  # hidden activations are 1 everywhere
-            head[2].weight.zero_()
-            head[2].weight[target] = 1.0
-    return model
-
-
-def image(h=48, w=64, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)

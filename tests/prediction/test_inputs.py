@@ -7,34 +7,22 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import voronoi_labels
+from helpers import TINY16, random_image, voronoi_labels
 from segfix import SegFix
-
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=16, head_channels=16)
-
-
-@pytest.fixture
-def model() -> SegFix:
-    torch.manual_seed(0)
-    return SegFix(**TINY).eval()
-
-
-def image(h=48, w=64, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def test_input_kinds_shapes_and_dtypes(model, device):
     model.to(device)
-    img = image()
+    img = random_image()
     p = model.predict(img)
     assert p.boundary_prob.shape == (48, 64) and p.boundary_prob.dtype == np.float32
     assert p.direction.dtype == np.int64 and p.boundary.dtype == bool
     assert p.direction.min() >= 0 and p.direction.max() < 8
     from_pil = model.predict_offsets(Image.fromarray(img))
     assert from_pil.shape == (2, 48, 64) and from_pil.dtype == np.int8
-    stack = model.predict_offsets(np.stack([img, image(seed=1)]))
+    stack = model.predict_offsets(np.stack([img, random_image(seed=1)]))
     assert stack.shape == (2, 2, 48, 64)
-    as_list = model.predict_offsets([img, image(seed=1)])
+    as_list = model.predict_offsets([img, random_image(seed=1)])
     np.testing.assert_array_equal(as_list, stack)
     t = torch.from_numpy(img).permute(2, 0, 1).float().div(255).to(device)
     off_t = model.predict_offsets(t)
@@ -42,14 +30,14 @@ def test_input_kinds_shapes_and_dtypes(model, device):
     np.testing.assert_array_equal(off_t.cpu().numpy(), from_pil)
     off_u8 = model.predict_offsets(torch.from_numpy(img).permute(2, 0, 1)[None].to(device))
     np.testing.assert_array_equal(off_u8[0].cpu().numpy(), from_pil)
-    mixed = model.predict_offsets([img, image(32, 40)])
+    mixed = model.predict_offsets([img, random_image(32, 40)])
     assert isinstance(mixed, list) and mixed[0].shape == (2, 48, 64) and mixed[1].shape == (2, 32, 40)
 
 
 def test_a_uint8_tensor_in_the_picture_layout_is_taken_as_the_numpy_image(model):
     """(H, W, 3) and (N, H, W, 3) uint8 tensors, as torchvision.io.decode_image(...).permute or PIL gives them,
     give the numpy image's outputs, as tensors."""
-    img = image()
+    img = random_image()
     labels = voronoi_labels((48, 64), 6, 4, seed=2)
     expected = model.refine(img, labels)
     got = model.refine(torch.from_numpy(img), torch.from_numpy(labels))
@@ -69,8 +57,8 @@ def test_input_errors(model):
     with pytest.raises(ValueError, match=r"\(3, H, W\) or \(N, 3, H, W\).*needs .permute\(2, 0, 1\)"):
         model.predict(torch.zeros(10, 12, 3))  # a float (H, W, 3) tensor: which layout is meant is unclear
     with pytest.raises(ValueError, match="does not match the image size"):
-        model.refine(image(), np.zeros((10, 10), np.uint8))
+        model.refine(random_image(), np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError, match="inference"):
-        model.predict(image(), inference="tiles")
+        model.predict(random_image(), inference="tiles")
     with pytest.raises(ValueError, match="channel_order"):
-        SegFix(**TINY).with_settings(channel_order="BRG")
+        SegFix(**TINY16).with_settings(channel_order="BRG")

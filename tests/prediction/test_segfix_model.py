@@ -9,36 +9,12 @@ import pytest
 import torch
 
 import segfix
-from helpers import voronoi_labels
+from helpers import TINY16, constant_heads, random_image, voronoi_labels
 from segfix import SegFix
-
-TINY = dict(backbone="test_resnet", out_indices=(1, 2, 3), decoder_channels=16, head_channels=16)
-
-
-@pytest.fixture
-def model() -> SegFix:
-    torch.manual_seed(0)
-    return SegFix(**TINY).eval()
-
-
-def constant_heads(model: SegFix, direction: int, boundary: bool = True) -> SegFix:
-    """Make both heads output constant logits: boundary or not, and one fixed direction class."""
-    for head, target in ((model.net.boundary_head, 1 if boundary else 0), (model.net.direction_head, direction)):
-        bn = head[1]
-        with torch.no_grad():
-            bn.weight.zero_()
-            bn.bias.fill_(1.0)  # hidden activations are 1 everywhere
-            head[2].weight.zero_()
-            head[2].weight[target] = 1.0
-    return model
-
-
-def image(h=48, w=64, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def test_batch_equals_one_by_one(model):
-    imgs = [image(seed=s) for s in range(3)]
+    imgs = [random_image(seed=s) for s in range(3)]
     batch = model.predict(imgs)
     for i, img in enumerate(imgs):
         single = model.predict(img)
@@ -48,7 +24,7 @@ def test_batch_equals_one_by_one(model):
 
 def test_refine_keeps_type_dtype_shape(model, device):
     model.to(device)
-    img = image()
+    img = random_image()
     for labels in (
         np.zeros((48, 64), np.uint8),
         np.zeros((48, 64), np.int32),
@@ -65,38 +41,38 @@ def test_every_integer_dtype_refines_as_its_int64_twin_under_the_auto_guard(dtyp
     """The model path with the thin-part guard's "auto" classes (class counts by dtype): uint16 once crashed in
     torch's bincount. numpy and torch maps of every integer dtype give the int64 map's labels, in their dtype."""
     torch.manual_seed(0)
-    model = SegFix(**TINY, decision=dict(thin_guard=1, thin_guard_classes="auto", boundary_threshold=0.0)).eval()
+    model = SegFix(**TINY16, decision=dict(thin_guard=1, thin_guard_classes="auto", boundary_threshold=0.0)).eval()
     labels = voronoi_labels((48, 64), 12, 5, seed=1).astype(np.int64)
     labels[:, 30] = 9  # a one-pixel pole: the only thin class
-    expected = model.refine(image(), labels.astype(np.int64))
+    expected = model.refine(random_image(), labels.astype(np.int64))
     assert (expected[:, 30] == 9).all() and not np.array_equal(expected, labels)
-    got = model.refine(image(), labels.astype(dtype))
+    got = model.refine(random_image(), labels.astype(dtype))
     assert got.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(got.astype(np.int64), expected)
-    tensor = model.refine(image(), torch.from_numpy(labels.astype(dtype)))
+    tensor = model.refine(random_image(), torch.from_numpy(labels.astype(dtype)))
     assert tensor.dtype == getattr(torch, dtype)
     np.testing.assert_array_equal(tensor.to(torch.int64).numpy(), expected)
 
 
 def test_no_boundary_heads_leave_labels_unchanged():
-    model = constant_heads(SegFix(**TINY).eval(), direction=3, boundary=False)
+    model = constant_heads(SegFix(**TINY16).eval(), direction=3, boundary=False)
     labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
-    np.testing.assert_array_equal(model.refine(image(), labels), labels)
+    np.testing.assert_array_equal(model.refine(random_image(), labels), labels)
     masks = np.random.default_rng(1).random((3, 48, 64)) < 0.5
-    np.testing.assert_array_equal(model.refine_instances(image(), masks), masks)
+    np.testing.assert_array_equal(model.refine_instances(random_image(), masks), masks)
 
 
 @pytest.mark.parametrize("direction", [0, 3, 5])
 def test_forced_direction_shifts_like_shift_labels(direction):
-    model = constant_heads(SegFix(**TINY).eval(), direction=direction)
+    model = constant_heads(SegFix(**TINY16).eval(), direction=direction)
     labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
     offsets = np.zeros((2, 48, 64), np.int8)
     offsets[0], offsets[1] = segfix.direction_vectors(8)[direction]
-    np.testing.assert_array_equal(model.predict_offsets(image()), offsets)
+    np.testing.assert_array_equal(model.predict_offsets(random_image()), offsets)
     expected = segfix.shift_labels(labels, offsets, scale=2)
-    np.testing.assert_array_equal(model.refine(image(), labels), expected)
+    np.testing.assert_array_equal(model.refine(random_image(), labels), expected)
     masks = np.random.default_rng(1).random((2, 48, 64)) < 0.5
-    np.testing.assert_array_equal(model.refine_instances(image(), masks), segfix.shift_labels(masks, offsets))
+    np.testing.assert_array_equal(model.refine_instances(random_image(), masks), segfix.shift_labels(masks, offsets))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where no CUDA GPU is")
@@ -110,7 +86,7 @@ def test_moving_to_a_missing_gpu_says_so(model):
 
 
 def test_bgr_normalisation_matches_the_original():
-    model = SegFix(**TINY).with_settings(channel_order="BGR", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    model = SegFix(**TINY16).with_settings(channel_order="BGR", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     x = torch.rand(1, 3, 4, 5)
     expected = (x[:, [2, 1, 0]] - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
         [0.229, 0.224, 0.225]
@@ -133,7 +109,7 @@ def test_imagenet_weights_line_up():
 
 
 def test_flip_tta_averages_the_mirrored_pass(model):
-    img = image(48, 64)
+    img = random_image(48, 64)
     plain = model.predict(img)
     mirrored = model.predict(np.ascontiguousarray(img[:, ::-1]))
     tta = model.with_settings(flip_tta=True).predict(img)
@@ -151,9 +127,12 @@ def test_flip_tta_averages_the_mirrored_pass(model):
 def test_direction_vote_refine_equals_vote_labels(device):
     torch.manual_seed(0)
     model = (
-        SegFix(**TINY).with_settings(direction_vote=True, min_vote_share=0.2, boundary_threshold=0.45).eval().to(device)
+        SegFix(**TINY16)
+        .with_settings(direction_vote=True, min_vote_share=0.2, boundary_threshold=0.45)
+        .eval()
+        .to(device)
     )
-    img = image()
+    img = random_image()
     labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
     p = model.predict(img, direction_prob=True)
     assert p.direction_prob.shape == (8, 48, 64) and p.direction_prob.dtype == np.float32
@@ -173,29 +152,29 @@ def test_direction_vote_refine_equals_vote_labels(device):
 
 def test_direction_vote_with_a_certain_direction_is_the_argmax_shift():
     # Constant heads put almost all probability on one direction: the vote then moves like the argmax.
-    model = constant_heads(SegFix(**TINY).with_settings(direction_vote=True).eval(), direction=5)
-    assert model.predict(image(), direction_prob=True).direction_prob[5].min() > 0.999
+    model = constant_heads(SegFix(**TINY16).with_settings(direction_vote=True).eval(), direction=5)
+    assert model.predict(random_image(), direction_prob=True).direction_prob[5].min() > 0.999
     labels = np.random.default_rng(0).integers(0, 19, (48, 64)).astype(np.uint8)
-    expected = segfix.shift_labels(labels, model.predict_offsets(image()), scale=2)
-    np.testing.assert_array_equal(model.refine(image(), labels), expected)
+    expected = segfix.shift_labels(labels, model.predict_offsets(random_image()), scale=2)
+    np.testing.assert_array_equal(model.refine(random_image(), labels), expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_the_modules_own_dtype_is_used(model, dtype):
     labels = np.random.default_rng(1).integers(0, 4, (48, 64)).astype(np.uint8)
-    reference = model.predict(image())
-    low = SegFix(**TINY).eval()
+    reference = model.predict(random_image())
+    low = SegFix(**TINY16).eval()
     low.load_state_dict(model.state_dict())
     low.to(dtype)
-    prediction = low.predict(image())  # used to fail: input float32 against half weights
+    prediction = low.predict(random_image())  # used to fail: input float32 against half weights
     assert prediction.boundary_prob.dtype == np.float32
     np.testing.assert_allclose(prediction.boundary_prob, reference.boundary_prob, atol=0.05)
-    assert low.refine(image(), labels).dtype == np.uint8
+    assert low.refine(random_image(), labels).dtype == np.uint8
 
 
 def test_lists_of_maps_and_logits(model):
     labels = [np.random.default_rng(i).integers(0, 4, (48, 64)).astype(np.uint8) for i in range(2)]
-    images = [image(seed=0), image(seed=1)]
+    images = [random_image(seed=0), random_image(seed=1)]
     out = model.refine(images, labels)
     assert isinstance(out, list) and len(out) == 2
     for img, lab, refined in zip(images, labels, out):
@@ -205,7 +184,7 @@ def test_lists_of_maps_and_logits(model):
     (one,) = model.refine(images[0], labels[:1])  # one image, its map in a list
     np.testing.assert_array_equal(one, out[0])
     with pytest.raises(TypeError, match=r"logits.*argmax\(0\)"):
-        model.refine(image(), np.random.default_rng(0).random((11, 48, 64), np.float32))
+        model.refine(random_image(), np.random.default_rng(0).random((11, 48, 64), np.float32))
     with pytest.raises(TypeError, match=r"logits.*argmax\(1\)"):
         model.refine(torch.rand(2, 3, 48, 64), torch.rand(2, 11, 48, 64))
 
@@ -214,17 +193,17 @@ def test_a_list_of_maps_reads_the_auto_thin_classes_from_the_whole_list():
     """Class 3 is a one-pixel line in map a and a thick block in map b: thin in a alone, not over both. Given in
     one call, the maps are refined with the classes of the whole list, as a batch or a folder pools them."""
     torch.manual_seed(0)
-    model = constant_heads(SegFix(**TINY, decision=dict(thin_guard=1, thin_guard_classes="auto")).eval(), 4)  # (0, 1)
+    model = constant_heads(SegFix(**TINY16, decision=dict(thin_guard=1, thin_guard_classes="auto")).eval(), 4)  # (0, 1)
     a = np.zeros((48, 64), np.uint8)
     a[:, 40:] = 1
     a[:, 20] = 3
     b = np.zeros((48, 64), np.uint8)
     b[10:40, 10:50] = 3
     assert segfix.thin_classes([a], 1) == (3,) and segfix.thin_classes([a, b], 1) == ()
-    alone = model.refine(image(), a)
+    alone = model.refine(random_image(), a)
     assert (alone[:, 20] == 3).all()  # guarded: 3 is thin in a alone
-    listed, _ = model.refine([image(), image()], [a, b])
-    np.testing.assert_array_equal(listed, model.with_settings(thin_guard_classes=()).refine(image(), a))
+    listed, _ = model.refine([random_image(), random_image()], [a, b])
+    np.testing.assert_array_equal(listed, model.with_settings(thin_guard_classes=()).refine(random_image(), a))
     assert not (listed[:, 20] == 3).all()  # refined: 3 is not thin over the list
-    batch = model.refine(np.stack([image(), image()]), np.stack([a, b]))
+    batch = model.refine(np.stack([random_image(), random_image()]), np.stack([a, b]))
     np.testing.assert_array_equal(batch[0], listed)  # the same classes as a batch of the two

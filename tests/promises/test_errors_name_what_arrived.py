@@ -17,21 +17,9 @@ import torch
 from PIL import Image
 
 import segfix
-from helpers import TINY, read_label, voronoi_labels
+from helpers import TINY, image_and_labels, read_label, voronoi_labels
 from segfix.cli import main
 from segfix.jobs import formats
-
-
-@pytest.fixture(scope="module")
-def tiny_vote_model():
-    torch.manual_seed(0)
-    return segfix.SegFix(**TINY).with_settings(direction_vote=True, boundary_threshold=0.0).eval()
-
-
-def _image_and_labels(seed: int = 0):
-    labels = voronoi_labels((40, 48), 6, 5, seed=seed)
-    image = np.stack([labels.astype(np.int64) * 40 % 256] * 3, -1).astype(np.uint8)
-    return image, labels
 
 
 def _run_cli(args, capsys):
@@ -53,7 +41,7 @@ def _run_cli(args, capsys):
     ],
 )
 def test_refine_refuses_bad_steps(tiny_vote_model, kwargs, name):
-    image, labels = _image_and_labels()
+    image, labels = image_and_labels()
     with pytest.raises(ValueError, match=name):
         tiny_vote_model.refine(image, labels, **kwargs)
     argmax = segfix.SegFix(**TINY).eval()
@@ -71,7 +59,7 @@ def test_cli_refuses_bad_scale_iterations_and_batch_size(tmp_path, capsys, value
 
 
 def test_image_errors_name_what_arrived(tiny_vote_model):
-    _, labels = _image_and_labels()
+    _, labels = image_and_labels()
     cases = [
         (np.zeros((0, 40, 48, 3), np.uint8), "at least one image"),
         (torch.zeros(3, 0, 0), "at least one image"),

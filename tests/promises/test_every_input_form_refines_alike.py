@@ -12,20 +12,8 @@ import torch
 from PIL import Image
 
 import segfix
-from helpers import TINY, voronoi_labels
+from helpers import image_and_labels, voronoi_labels
 from segfix.metrics import SegmentationMetrics
-
-
-@pytest.fixture(scope="module")
-def tiny_vote_model():
-    torch.manual_seed(0)
-    return segfix.SegFix(**TINY).with_settings(direction_vote=True, boundary_threshold=0.0).eval()
-
-
-def _image_and_labels(seed: int = 0):
-    labels = voronoi_labels((40, 48), 6, 5, seed=seed)
-    image = np.stack([labels.astype(np.int64) * 40 % 256] * 3, -1).astype(np.uint8)
-    return image, labels
 
 
 def _wrap_case():
@@ -43,7 +31,7 @@ def _write(path: Path, array: np.ndarray) -> Path:
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64, np.int16, np.int32])
 def test_vote_model_accepts_every_integer_label_dtype(tiny_vote_model, dtype):
-    image, labels = _image_and_labels()
+    image, labels = image_and_labels()
     expected = tiny_vote_model.refine(image, labels.astype(np.int64))
     out = tiny_vote_model.refine(image, labels.astype(dtype))
     assert out.dtype == dtype
@@ -66,7 +54,7 @@ def test_wide_unsigned_torch_labels_in_refine_semantic_and_metrics(dtype):
 
 
 def test_a_mirrored_view_refines_like_a_copy(tiny_vote_model):
-    image, labels = _image_and_labels(5)
+    image, labels = image_and_labels(5)
     mirrored_image, mirrored_labels = image[:, ::-1], np.fliplr(labels)
     out = tiny_vote_model.refine(mirrored_image, mirrored_labels)
     np.testing.assert_array_equal(out, tiny_vote_model.refine(mirrored_image.copy(), mirrored_labels.copy()))
@@ -153,7 +141,7 @@ def test_empty_maps():
     ],
 )
 def test_float_images_outside_the_unit_range_are_refused(tiny_vote_model, make, shown):
-    image, labels = _image_and_labels()
+    image, labels = image_and_labels()
     tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
     tensor[0, 0, 0], tensor[0, 0, 1] = 0, 255
     with pytest.raises(ValueError, match=r"^image: expected float values in \[0, 1\], got values in") as info:
@@ -181,7 +169,7 @@ def test_sixteen_bit_grey_images_are_read_by_their_range(tmp_path):
 
 def test_refine_takes_pil_label_maps_bool_masks_and_grey_or_rgba_images(tiny_vote_model):
     """Every common form of an image or a label map, refined as its plain twin is, and handed back in its form."""
-    image, labels = _image_and_labels()
+    image, labels = image_and_labels()
     expected = tiny_vote_model.refine(image, labels)
     palette = Image.fromarray(labels)
     palette.putpalette([v for c in range(256) for v in (c, 255 - c, c // 2)])

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import segfix
@@ -21,12 +20,6 @@ from segfix.cli import main
 from segfix.jobs import formats
 
 SRC = Path(segfix.__file__).parent
-
-
-@pytest.fixture(scope="module")
-def tiny_vote_model():
-    torch.manual_seed(0)
-    return segfix.SegFix(**TINY).with_settings(direction_vote=True, boundary_threshold=0.0).eval()
 
 
 @pytest.fixture

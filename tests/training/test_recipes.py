@@ -5,47 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import segfix
-from helpers import voronoi_labels
-
-
-def weights(folder):
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "model.safetensors"))
-
-
-def _write_png(path, array) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-def _cityscapes_and_ade20k_fixtures(root, count: int = 8):
-    """Folders laid out exactly as the two datasets ship: Cityscapes' leftImg8bit/ + gtFine/ (labelIds and
-    labelTrainIds), ADE20K's ADEChallengeData2016/images + annotations (0 = "other", not scored)."""
-    from segfix.data.datasets import CITYSCAPES_LABEL_TO_TRAIN
-
-    to_train = np.full(256, 255, np.uint8)
-    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
-        to_train[label_id] = train_id
-    label_ids = np.array(
-        [7, 8, 11, 21, 23, 24, 26, 0]
-    )  # road, sidewalk, building, vegetation, sky, person, car, unlabeled
-    for i in range(count):
-        city = ("aachen", "bremen")[i % 2]
-        stem = f"{city}_{i:06d}_000019"
-        segments = voronoi_labels((64, 96), 6, len(label_ids), seed=i)
-        ids = label_ids[segments].astype(np.uint8)
-        image = np.stack([ids * 9, ids * 5, 255 - ids * 7], -1).astype(np.uint8)
-        _write_png(root / "cityscapes" / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png", image)
-        _write_png(root / "cityscapes" / "gtFine" / "train" / city / f"{stem}_gtFine_labelIds.png", ids)
-        _write_png(root / "cityscapes" / "gtFine" / "train" / city / f"{stem}_gtFine_labelTrainIds.png", to_train[ids])
-        ade = voronoi_labels((64, 96), 6, 5, seed=100 + i).astype(np.uint8)  # 0 = other, 1..4 = classes
-        base = root / "ade20k" / "ADEChallengeData2016"
-        _write_png(base / "images" / "training" / f"ADE_train_{i + 1:08d}.jpg", np.stack([ade * 50] * 3, -1))
-        _write_png(base / "annotations" / "training" / f"ADE_train_{i + 1:08d}.png", ade)
+from helpers import cityscapes_and_ade20k_folders, voronoi_labels, write_png_at
 
 
 def test_recipes_are_validated_values():
@@ -94,7 +56,7 @@ def test_each_dataset_can_have_its_own_scale_range(tmp_path, monkeypatch):
         seen.append(self.scale_range)
 
     monkeypatch.setattr(augment.TrainTransform, "__init__", spy)
-    _cityscapes_and_ade20k_fixtures(tmp_path)
+    cityscapes_and_ade20k_folders(tmp_path)
     common = [
         "train", "--dataset", f"cityscapes={tmp_path / 'cityscapes'}", "--dataset", f"ade20k={tmp_path / 'ade20k'}",
         "--iterations", "1", "--batch-size", "2", "--crop-size", "32", "--backbone", "test_resnet", "--from-scratch",
@@ -126,8 +88,8 @@ def test_one_command_chains_the_recommended_models_runs_and_resumes_stage_by_sta
     root = tmp_path / "camvid"
     for i in range(6):
         labels = voronoi_labels((48, 64), 6, 11, seed=i).astype(np.uint8)
-        _write_png(root / "train" / f"0001TP_{i:06d}.png", np.stack([labels * 20] * 3, -1).astype(np.uint8))
-        _write_png(root / "trainannot" / f"0001TP_{i:06d}.png", labels)
+        write_png_at(root / "train" / f"0001TP_{i:06d}.png", np.stack([labels * 20] * 3, -1).astype(np.uint8))
+        write_png_at(root / "trainannot" / f"0001TP_{i:06d}.png", labels)
     run = tmp_path / "run"
     args = ["train", "--recipe", "camvid-lite0-v5", "--dataset", f"camvid={root}", "--output", str(run)]
     short = ["--iterations", "1", "--batch-size", "2", "--crop-size", "32", "--workers", "0", "--holdout", "3"]

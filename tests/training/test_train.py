@@ -10,52 +10,10 @@ import torch
 from PIL import Image
 
 import segfix
-from helpers import TINY, free_port, voronoi_labels
+from helpers import TINY, TRAIN_ARGS, TinySet, cityscapes_and_ade20k_folders, free_port, saved_weights, voronoi_labels
 from segfix.data.augment import TrainTransform
-from segfix.data.datasets import Sample
 from segfix.training.train import MixedBatchSampler, poly_lr, train
 from segfix.training.tuning import coarse_proxy
-
-TINY_MODEL = TINY
-
-
-class TinySet:
-    """In-memory dataset of Voronoi scenes whose image colours follow the labels."""
-
-    num_classes, ignore_index, class_names = 4, 255, ["a", "b", "c", "d"]
-
-    def __init__(self, n=6, size=(40, 48), seed=0):
-        self.samples = []
-        for i in range(n):
-            label = voronoi_labels(size, 6, 4, seed=seed * 100 + i).astype(np.int64)
-            image = np.stack([(label * 60) % 256, (label * 90) % 256, (label * 30) % 256], -1).astype(np.uint8)
-            self.samples.append(Sample(image=image, label=label, name=f"s{i}"))
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        return self.samples[i]
-
-
-def weights(folder):
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "model.safetensors"))
-
-
-COMMON = dict(
-    model=TINY_MODEL,
-    imagenet=False,
-    batch_size=2,
-    crop_size=32,
-    workers=0,
-    lr=0.01,
-    progress=False,
-    checkpoint_every=1,
-    scale_range=(0.8, 1.2),
-    seed=5,
-)
 
 
 def _ddp_worker(rank: int, world: int, port: int, folder: str) -> None:
@@ -72,42 +30,11 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str) -> None:
         final.update({k: v.detach().clone() for k, v in model.named_parameters()})
 
     try:
-        train([TinySet()], folder, iterations=3, on_step_end=keep, **{**COMMON, "batch_size": 4})
+        train([TinySet()], folder, iterations=3, on_step_end=keep, **{**TRAIN_ARGS, "batch_size": 4})
         torch.save(final, os.path.join(folder, f"rank{rank}.pt"))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _write_png(path, array) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-def _cityscapes_and_ade20k_fixtures(root, count: int = 8):
-    """Folders laid out exactly as the two datasets ship: Cityscapes' leftImg8bit/ + gtFine/ (labelIds and
-    labelTrainIds), ADE20K's ADEChallengeData2016/images + annotations (0 = "other", not scored)."""
-    from segfix.data.datasets import CITYSCAPES_LABEL_TO_TRAIN
-
-    to_train = np.full(256, 255, np.uint8)
-    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
-        to_train[label_id] = train_id
-    label_ids = np.array(
-        [7, 8, 11, 21, 23, 24, 26, 0]
-    )  # road, sidewalk, building, vegetation, sky, person, car, unlabeled
-    for i in range(count):
-        city = ("aachen", "bremen")[i % 2]
-        stem = f"{city}_{i:06d}_000019"
-        segments = voronoi_labels((64, 96), 6, len(label_ids), seed=i)
-        ids = label_ids[segments].astype(np.uint8)
-        image = np.stack([ids * 9, ids * 5, 255 - ids * 7], -1).astype(np.uint8)
-        _write_png(root / "cityscapes" / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png", image)
-        _write_png(root / "cityscapes" / "gtFine" / "train" / city / f"{stem}_gtFine_labelIds.png", ids)
-        _write_png(root / "cityscapes" / "gtFine" / "train" / city / f"{stem}_gtFine_labelTrainIds.png", to_train[ids])
-        ade = voronoi_labels((64, 96), 6, 5, seed=100 + i).astype(np.uint8)  # 0 = other, 1..4 = classes
-        base = root / "ade20k" / "ADEChallengeData2016"
-        _write_png(base / "images" / "training" / f"ADE_train_{i + 1:08d}.jpg", np.stack([ade * 50] * 3, -1))
-        _write_png(base / "annotations" / "training" / f"ADE_train_{i + 1:08d}.png", ade)
 
 
 def test_poly_lr():
@@ -137,10 +64,10 @@ def test_tiny_training_run(tmp_path):
     the trained weights (not the initial ones, not a copy of another run), and the checkpoint says three steps."""
     from segfix.training.train import build_network
 
-    final = train([TinySet(), TinySet(seed=1)], tmp_path / "run", iterations=3, proportions=(0.5, 0.5), **COMMON)
+    final = train([TinySet(), TinySet(seed=1)], tmp_path / "run", iterations=3, proportions=(0.5, 0.5), **TRAIN_ARGS)
     loaded = segfix.SegFix.from_pretrained(final)
-    initial = build_network({**TINY_MODEL, "ignore_index": 255}, init=None, imagenet=False, seed=COMMON["seed"])
-    saved = weights(final)
+    initial = build_network({**TINY, "ignore_index": 255}, init=None, imagenet=False, seed=TRAIN_ARGS["seed"])
+    saved = saved_weights(final)
     start = {k: v.detach() for k, v in initial.named_parameters()}
     convs = [k for k in start if k.endswith(".weight") and start[k].ndim == 4]
     assert convs and all(not torch.equal(start[k], saved[k].float()) for k in convs), "a conv kept its initial weights"
@@ -152,7 +79,7 @@ def test_tiny_training_run(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    full = train([TinySet()], tmp_path / "full", iterations=4, **COMMON)
+    full = train([TinySet()], tmp_path / "full", iterations=4, **TRAIN_ARGS)
 
     class Killed(Exception):
         pass
@@ -162,11 +89,11 @@ def test_resume_continues_exactly(tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        train([TinySet()], tmp_path / "resumed", iterations=4, on_step_end=kill_after_two, **COMMON)
+        train([TinySet()], tmp_path / "resumed", iterations=4, on_step_end=kill_after_two, **TRAIN_ARGS)
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["step"] == 2
     assert not (tmp_path / "resumed" / "model").exists()
-    resumed = train([TinySet()], tmp_path / "resumed", iterations=4, resume=True, **COMMON)
-    a, b = weights(full), weights(resumed)
+    resumed = train([TinySet()], tmp_path / "resumed", iterations=4, resume=True, **TRAIN_ARGS)
+    a, b = saved_weights(full), saved_weights(resumed)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
@@ -176,7 +103,7 @@ def test_validation_scores(tmp_path):
 
     from segfix.training.train import evaluate_offsets
 
-    model = segfix.SegFix(**TINY_MODEL).eval()
+    model = segfix.SegFix(**TINY).eval()
     scores = evaluate_offsets(model, TinySet(2))
     assert 0.0 <= scores["boundary_f1"] <= 1.0 and 0.0 <= scores["direction_acc"] <= 1.0
     coarse_dir = tmp_path / "coarse"
@@ -202,7 +129,7 @@ def test_two_process_gloo_ranks_agree(tmp_path):
 
     initial = dict(
         build_network(
-            {**TINY_MODEL, "ignore_index": 255}, init=None, imagenet=False, seed=COMMON["seed"]
+            {**TINY, "ignore_index": 255}, init=None, imagenet=False, seed=TRAIN_ARGS["seed"]
         ).named_parameters()
     )
     assert initial.keys() == p0.keys()
@@ -229,8 +156,8 @@ def test_cached_targets_with_flips_equal_recomputed_ones(tmp_path):
 
 
 def test_fine_tuning_starts_from_the_given_model(tmp_path):
-    first = train([TinySet()], tmp_path / "first", iterations=2, **COMMON)
-    settings = {k: v for k, v in COMMON.items() if k not in ("lr", "model")}
+    first = train([TinySet()], tmp_path / "first", iterations=2, **TRAIN_ARGS)
+    settings = {k: v for k, v in TRAIN_ARGS.items() if k not in ("lr", "model")}
     # lr 0: the parameters must stay those of the model it started from (only BN statistics move)
     tuned = train([TinySet()], tmp_path / "tuned", iterations=1, init=first, lr=0.0, class_balance=0.5, **settings)
     a, b = segfix.SegFix.from_pretrained(first), segfix.SegFix.from_pretrained(tuned)
@@ -258,7 +185,7 @@ def test_the_unified_recipe_trains_on_cityscapes_and_ade20k_layouts(tmp_path):
     from segfix.data import datasets as data
     from segfix.training.recipes import RECIPES
 
-    _cityscapes_and_ade20k_fixtures(tmp_path)
+    cityscapes_and_ade20k_folders(tmp_path)
     cityscapes, ade20k = data.Cityscapes(tmp_path / "cityscapes", "train"), data.ADE20K(tmp_path / "ade20k", "training")
     assert len(cityscapes) == len(ade20k) == 8
     for sample, (_, label_file) in zip([cityscapes[i] for i in range(8)], cityscapes.pairs):
