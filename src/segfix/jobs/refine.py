@@ -78,8 +78,8 @@ class _SemanticMaps:
         if field.size != stored.shape:
             raise ValueError(f"prediction size {stored.shape} does not match offsets/image {field.size}")
         pool = self.folder_thin_classes
-        needs_pool = field.thin_guard and isinstance(field.thin_guard_classes, str) and pool is not None
-        pooled = pool(field.thin_guard) if needs_pool and pool is not None else None
+        auto = field.thin_guard and isinstance(field.thin_guard_classes, str)
+        pooled = pool(field.thin_guard) if auto and pool is not None else None
         space = self.label_space()
         return refine_labels(field, stored, label_space=space, pooled=pooled), style, stored
 

@@ -61,15 +61,32 @@ _lock = threading.Lock()
 _state = {"allowed": True, "applied": False}
 
 
-def glibc_mallopt():
-    """glibc's ``mallopt``, or None where the C library is not glibc."""
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"
+    )]  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    """The C library where it is glibc (loaded once), else None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.mallopt if hasattr(libc, "gnu_get_libc_version") else None
     except OSError:
         return None
+    if not hasattr(libc, "gnu_get_libc_version"):
+        return None
+    if hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
+    return libc
+
+
+def glibc_mallopt():
+    """glibc's ``mallopt``, or None where the C library is not glibc."""
+    libc = _glibc()
+    return None if libc is None else libc.mallopt
 
 
 def _set(thresholds: dict[str, int]) -> bool:
@@ -86,34 +103,23 @@ def keep_freed_memory() -> bool:
     glibc then keeps up to 256 MiB of free memory per malloc arena, and a process meeting images of every size (or
     running threads of its own) would pile up what each left. So before each pass, where the free memory held in
     all arenas together exceeds :data:`KEPT_FREE_BYTES`, it is given back (``malloc_trim``): a folder of one size
-    never reaches it (a 1024x2048 refine leaves about 175 MiB) and keeps its speed."""
+    never reaches it (a 1024x2048 refine leaves about 400 MiB) and keeps its speed."""
     with _lock:
         if _state["allowed"] and not _state["applied"]:
             _state["applied"] = _set(KEPT_THRESHOLDS)
             if _state["applied"]:
                 _LOG.debug("glibc keeps freed blocks under 64 MiB for reuse (segfix.prediction.memory)")
-        if _state["applied"] and _free_bytes() > KEPT_FREE_BYTES:
-            _libc().malloc_trim(0)
+        libc = _glibc() if _state["applied"] else None
+        if libc is not None and _free_bytes() > KEPT_FREE_BYTES:
+            libc.malloc_trim(0)
         return _state["applied"]
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"
-    )]  # fmt: skip
-
-
-@functools.lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def _free_bytes() -> int:
     """The free memory glibc holds in all its arenas (``mallinfo2().fordblks``; 0 before glibc 2.33)."""
-    libc = _libc()
-    if not hasattr(libc, "mallinfo2"):
+    libc = _glibc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
         return 0
-    libc.mallinfo2.restype = _MallInfo2
     return int(libc.mallinfo2().fordblks)
 
 

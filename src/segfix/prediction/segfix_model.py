@@ -271,13 +271,13 @@ class SegFix(
         return self._refine(image, label_map, scale, iterations, inference, None)
 
     def _refine(self, image: ImageInput, label_map: Any, scale, iterations, inference, pooled) -> Any:
-        ids, _ = label_map_as_ids(label_map)  # refused before the network runs
+        ids, restore = label_map_as_ids(label_map)  # refused before the network runs; converted once
         check_steps(scale, iterations)
         batch = to_batch(image, self.device)
         field = inputs.one_field(self._fields(batch, inference, instance=False))
         check_field_labels(ids, field, single=batch.single)
         space = LabelSpace(ignore_index=self.settings.decision.ignore_index)
-        return refine_labels(field.with_steps(scale, iterations), label_map, label_space=space, pooled=pooled)
+        return restore(refine_labels(field.with_steps(scale, iterations), ids, label_space=space, pooled=pooled))
 
     def _pooled_thin_classes(self, label_maps: list[Any]) -> tuple[int, ...] | None:
         """The ``"auto"`` thin classes of a list of maps given to one call, read from the whole list (as a batch

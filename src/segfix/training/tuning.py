@@ -231,7 +231,8 @@ class _Scorer:
         space = LabelSpace(ignore_index=self.dataset.ignore_index)
         refined = {}
         for name, maps in self.coarse.items():
-            pooled = self._pooled(name, fields[0].thin_guard) if fields and fields[0].thin_guard else None
+            auto = bool(fields) and fields[0].thin_guard > 0 and isinstance(fields[0].thin_guard_classes, str)
+            pooled = self._pooled(name, fields[0].thin_guard) if auto else None  # fixed classes need no pool
             per_sample = [
                 refine_labels_by_steps(f, m, steps, label_space=space, pooled=pooled) for f, m in zip(fields, maps)
             ]
