@@ -9,7 +9,8 @@ never shipped):
   chosen on;
 * ``cityscapes-held``: the 15 Cityscapes frames held out for reporting (:data:`CITYSCAPES_HELD_OUT`, 2048x1024)
   and the distilled ESPNet's predictions; never trained or tuned on;
-* ``cityscapes-tune``: the other 35 Cityscapes frames: what training and tuning may use.
+* ``cityscapes-tune``: the other 35 Cityscapes frames: what training and tuning may use;
+* ``example``: the bundled photo (600x400, :func:`segfix.load_example`), which needs no data.
 
 Rows: the coarse input; SegFix as users call it, ``model.refine(image, label_map)`` one image at a time; the same
 with the ``"auto"`` thin classes pooled over the whole set (as ``segfix refine`` pools a folder); optional levers
@@ -21,7 +22,7 @@ Run::
 
     python benchmarks/refine_eval.py                                  # CamVid val, the recommended model
     python benchmarks/refine_eval.py --data cityscapes-held           # the held-out Cityscapes frames
-    python benchmarks/refine_eval.py --data camvid-val cityscapes-held --json results.json
+    python benchmarks/refine_eval.py --data camvid-val cityscapes-held example --json results.json
 """
 
 from __future__ import annotations
@@ -125,7 +126,17 @@ def cityscapes(root: Path, names: tuple[str, ...], title: str) -> Benchmark:
     return Benchmark(title, tuple(CITYSCAPES_CLASSES), [Frame(n, loader(n)) for n in names], thin)
 
 
+def example() -> Benchmark:
+    """The bundled photo: a blocky coarse map and a colour-clustering reference (no class is ignored)."""
+    shipped = segfix.load_example()
+    names = tuple(f"class {i}" for i in range(shipped.num_classes))
+    frame = Frame("coffee", lambda: (shipped.image, shipped.coarse, shipped.reference.astype(np.int64)))
+    return Benchmark("the bundled photo (coffee, 600x400)", names, [frame], {})
+
+
 def benchmark_of(data: str, args: argparse.Namespace) -> Benchmark:
+    if data == "example":
+        return example()
     if data in ("camvid-val", "camvid-holdout"):
         root = Path(args.camvid_root)
         return camvid(root, data.split("-")[1], holdout=args.holdout, holdout_coarse=args.holdout_coarse)
@@ -133,7 +144,9 @@ def benchmark_of(data: str, args: argparse.Namespace) -> Benchmark:
         held = data == "cityscapes-held"
         names = CITYSCAPES_HELD_OUT if held else CITYSCAPES_TUNE
         return cityscapes(Path(args.cityscapes_root), names, f"Cityscapes {'held-out' if held else 'tune'} (ESPNet)")
-    raise SystemExit(f"--data: expected camvid-val, camvid-holdout, cityscapes-held or cityscapes-tune, got {data!r}")
+    raise SystemExit(
+        f"--data: expected camvid-val, camvid-holdout, cityscapes-held, cityscapes-tune or example, got {data!r}"
+    )
 
 
 def frames_of(bench: Benchmark, limit: int | None) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
@@ -247,9 +260,9 @@ def report(bench: Benchmark, outcome: dict) -> dict:
         per_class,
     )
     worse = [n for i, n in enumerate(bench.class_names) if after.iou[i] < base.iou[i]]
-    thin = ", ".join(f"{n} {accuracy[i]:.1%}" for n, i in bench.thin_classes.items())
+    thin = "".join(f", {n} {accuracy[i]:.1%}" for n, i in bench.thin_classes.items())
     print(f"\ndirection accuracy (boundary in both prediction and ground truth): all "
-          f"{outcome['direction_accuracy_all']:.1%}, {thin}")  # fmt: skip
+          f"{outcome['direction_accuracy_all']:.1%}{thin}")  # fmt: skip
     print(f"classes whose IoU fell ({main}): {worse or 'none'}")
     print("seconds per SegFix.refine (mean, first call included): "
           + "; ".join(f"{row} {s:.3f}" for row, s in outcome["seconds"].items()))  # fmt: skip
@@ -278,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         "--data",
         nargs="+",
         default=["camvid-val"],
-        choices=["camvid-val", "camvid-holdout", "cityscapes-held", "cityscapes-tune"],
+        choices=["camvid-val", "camvid-holdout", "cityscapes-held", "cityscapes-tune", "example"],
         help="the labelled sets to report (default: camvid-val)",
     )
     parser.add_argument("--model", default=segfix.list_models()[0], help="default: the recommended bundled model")

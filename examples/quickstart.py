@@ -14,7 +14,7 @@ from segfix.metrics import SegmentationMetrics
 
 def main(output: Path = Path("quickstart.png")) -> None:
     example = segfix.load_example()  # a CC0 photo, a coarse map (any model's prediction), a reference
-    model = SegFix.from_pretrained("camvid-lite0-v6")  # bundled: no download
+    model = SegFix.from_pretrained("camvid-lite0-v7")  # bundled: no download
     refined = model.refine(example.image, example.coarse)
 
     for name, labels in (("coarse", example.coarse), ("refined", refined)):

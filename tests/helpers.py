@@ -214,3 +214,14 @@ def cityscapes_and_ade20k_folders(root, count: int = 8):
         base = root / "ade20k" / "ADEChallengeData2016"
         write_png_at(base / "images" / "training" / f"ADE_train_{i + 1:08d}.jpg", np.stack([ade * 50] * 3, -1))
         write_png_at(base / "annotations" / "training" / f"ADE_train_{i + 1:08d}.png", ade)
+
+
+def noise_and_blob_maps(seed: int, classes: int, *, blob_size: int, min_side: int = 1, count: int = 12):
+    """``count`` random int64 label maps of random sizes up to 39 x 39: every other one pure noise, the rest
+    median-filtered (``blob_size``) into blobs with thin bridges and wide interiors, for ops checked against
+    scipy."""
+    rng = np.random.default_rng(seed)
+    for trial in range(count):
+        h, w = rng.integers(min_side, 40, 2)
+        labels = rng.integers(0, classes, (h, w)).astype(np.int64)
+        yield ndimage.median_filter(labels, blob_size) if trial % 2 else labels

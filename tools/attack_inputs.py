@@ -402,6 +402,12 @@ def file_cases(base: Path, rng: np.random.Generator) -> list[Case]:
         "npz with rule beside direction_vote": lambda f: np.savez(
             f / "a.npz", offsets=offsets, rule=np.array("vote"), direction_vote=np.array(True)
         ),
+        "npz with max_edge_distance beyond its bound": lambda f: np.savez(
+            f / "a.npz", offsets=offsets, max_edge_distance=np.int64(10**6)
+        ),
+        "npz with a fractional max_edge_distance": lambda f: np.savez(
+            f / "a.npz", offsets=offsets, max_edge_distance=np.float64(1.5)
+        ),
         "npz vote without probabilities": lambda f: np.savez(f / "a.npz", offsets=offsets, rule=np.array("vote")),
         "npz vote with wrong rows": lambda f: np.savez(
             f / "a.npz", offsets=offsets, rule=np.array("vote"), vote_prob=np.zeros((3, 8), np.float32)

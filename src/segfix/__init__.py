@@ -33,6 +33,7 @@ _HOMES = {
     "vote_labels": "ops.vote",
     "thin_classes": "ops.thin",
     "thin_parts": "ops.thin",
+    "far_from_edges": "ops.edges",
     "RefinementField": "ops.field",
     "apply_field": "ops.field",
     "apply_field_to_instances": "ops.field",
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
         direction_vectors,
         flip_direction,
     )
+    from .ops.edges import far_from_edges
     from .ops.field import RefinementField, apply_field, apply_field_to_instances, field_from_offsets
     from .ops.refine import refine_instances, refine_semantic
     from .ops.shift import shift_labels
@@ -110,6 +112,7 @@ __all__ = [
     "boundary_targets",
     "direction_to_offset",
     "direction_vectors",
+    "far_from_edges",
     "field_from_offsets",
     "flip_direction",
     "gradient_kernels",

@@ -13,7 +13,7 @@ from ._version import __version__
 from .data.datasets import parse_holdout
 from .data.registry import DATASETS, LABEL_FORMATS
 from .limits import MAX_ITERATIONS
-from .training.recipes import SEARCH_ARGUMENTS, TUNED_THIN_GUARDS
+from .training.recipes import SEARCH_ARGUMENTS, TUNED_EDGE_DISTANCES, TUNED_THIN_GUARDS
 
 __all__ = ["build_parser", "command_parsers", "main", "option_help"]
 
@@ -224,6 +224,15 @@ def _add_tune_command(sub) -> None:
         help="candidate radii of the thin-part guard: coarse segments narrower than 2R+1 px keep their labels, "
         "either of every class or of the classes most of whose held-out label pixels are that thin (poles); "
         "0: off; default: 0 1 2 3 4",
+    )
+    tu.add_argument(
+        "--max-edge-distance",
+        nargs="+",
+        type=_non_negative_int,
+        default=list(TUNED_EDGE_DISTANCES),
+        metavar="D",
+        help="candidate limits on how far from the coarse map's edges a pixel may change: only pixels with "
+        "another label within D px; 0: no limit; default: 0 1 2 3 4",
     )
     tu.add_argument(
         "--set",

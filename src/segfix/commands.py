@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .limits import MAX_EDGE_DISTANCE
+
 __all__ = [
     "UsageError",
     "check_device",
@@ -178,11 +180,15 @@ def tune(args: argparse.Namespace) -> int:
     print(f"segfix tune: {args.model} on {type(dataset).__name__} ({len(dataset)} images, {what}) -> {target}")
     flips = {"search": (False, True), "on": (True,), "off": (False,)}[args.flip]
     guards = tuple(sorted(set(args.thin_guard)))
+    edges = tuple(sorted(set(args.max_edge_distance)))
+    if edges[-1] > MAX_EDGE_DISTANCE:
+        raise UsageError(f"--max-edge-distance: expected values up to {MAX_EDGE_DISTANCE}, got {edges[-1]}")
     overrides = dict(args.set)
     search = tuple(args.search) if args.search else None
     best = tune_and_save(
-        args.model, dataset, target, target / "settings.json", args.device, coarse, flips, guards, overrides, search
-    )
+        args.model, dataset, target, target / "settings.json", args.device, coarse, flips, guards, overrides, search,
+        edges,
+    )  # fmt: skip
     print(f"  settings chosen on {len(dataset)} held-out images: {best}")
     print(f"  model written to {target} (load with SegFix.from_pretrained({str(target)!r}))")
     return 0

@@ -17,6 +17,7 @@ __all__ = [
     "check_int_range",
     "is_int",
     "MAX_BACKBONE_PARAMETERS",
+    "MAX_EDGE_DISTANCE",
     "MAX_FEATURE_CHANNELS",
     "MAX_FILE_PIXELS",
     "MAX_ITERATIONS",
@@ -37,6 +38,9 @@ a model config. The paper takes one step, the bundled models five."""
 MAX_SCALE = 64
 """Largest offset scale a model config may hold (the paper: 2 for semantic maps, 1 for instances). A call's
 ``scale`` is not bounded: a step longer than the image lands on its border whatever its length."""
+
+MAX_EDGE_DISTANCE = 16
+"""Largest ``max_edge_distance`` (the recommended model: 2); each unit widens the window searched by 2 px."""
 
 MAX_THIN_GUARD = 16
 """Largest ``thin_guard`` radius (the bundled model: 4); each unit widens the opening window by 2 px."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import segfix
 from segfix.data import registry
 from segfix.jobs import formats
 
@@ -120,3 +121,22 @@ def test_offsets_files_of_earlier_versions_read_under_todays_names(tmp_path):
     np.savez(tmp_path / "both.npz", offsets=offsets, min_share=np.float64(0.3), min_vote_share=np.float64(0.5))
     with pytest.raises(ValueError, match="both.npz: min_share: the old name of min_vote_share, given beside it"):
         formats.read_offset_settings(tmp_path / "both.npz")
+
+
+def test_a_field_s_limit_on_the_distance_from_edges_travels_in_its_file(tmp_path):
+    """``write_field`` records ``max_edge_distance``; ``read_field`` gives a field that refines as the one written
+    (files written before the setting existed read as 0, no limit)."""
+    offsets = np.zeros((1, 2, 3, 9), np.int8)
+    offsets[0, 1] = 1  # every pixel steps right
+    labels = np.zeros((3, 9), np.int64)
+    labels[:, 6:] = 1
+    field = segfix.field_from_offsets(offsets, scale=1, iterations=5, max_edge_distance=1)
+    formats.write_field(tmp_path / "f.npz", field)
+    assert formats.read_offset_settings(tmp_path / "f.npz").max_edge_distance == 1
+    again = formats.read_field(tmp_path / "f.npz", default_scale=2)
+    assert again.max_edge_distance == 1
+    refined = segfix.apply_field(again, labels)
+    np.testing.assert_array_equal(refined, segfix.apply_field(field, labels))
+    np.testing.assert_array_equal(refined[0], [0, 0, 0, 0, 0, 1, 1, 1, 1])  # only column 5 had a 1 within 1 px
+    formats.write_offsets(tmp_path / "old.npz", offsets[0], formats.OffsetSettings(scale=1, iterations=5))
+    assert formats.read_field(tmp_path / "old.npz", default_scale=2).max_edge_distance == 0

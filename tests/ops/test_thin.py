@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 import segfix
-from helpers import voronoi_labels
+from helpers import noise_and_blob_maps, voronoi_labels
 from segfix.hub.settings import DecisionSettings
 from segfix.ops.field import RefinementField, apply_field
 from segfix.prediction.decision import decide
@@ -29,12 +29,7 @@ def scipy_thin(labels: np.ndarray, radius: int) -> np.ndarray:
 
 @pytest.mark.parametrize("radius", [1, 2, 3])
 def test_thin_parts_match_scipy_opening_class_by_class(radius):
-    rng = np.random.default_rng(radius)
-    for trial in range(12):
-        h, w = rng.integers(2, 40, 2)
-        labels = rng.integers(0, 5, (h, w)).astype(np.int64)
-        if trial % 2:  # blobs with thin bridges, not only noise
-            labels = ndimage.median_filter(labels, 3)
+    for labels in noise_and_blob_maps(radius, 5, blob_size=3, min_side=2):  # blobs with thin bridges, not only noise
         np.testing.assert_array_equal(segfix.thin_parts(labels, radius, ignore_index=None), scipy_thin(labels, radius))
 
 

@@ -44,8 +44,10 @@ def scenes():
     return data, maps
 
 
-def test_the_model_the_folder_job_and_tuning_refine_alike(model, scenes, tmp_path):
+@pytest.mark.parametrize("max_edge_distance", [0, 1])
+def test_the_model_the_folder_job_and_tuning_refine_alike(model, scenes, tmp_path, max_edge_distance):
     data, maps = scenes
+    model = model.with_settings(max_edge_distance=max_edge_distance)
     by_model = model.refine([s.image for s in data.samples], maps)  # a list: "auto" pooled over it
     assert sum(int((a != b).sum()) for a, b in zip(by_model, maps)) > 50  # pixels move: the equalities mean something
     pooled = pooled_thin_classes(maps, 1)
@@ -66,12 +68,12 @@ def test_the_model_the_folder_job_and_tuning_refine_alike(model, scenes, tmp_pat
     # gain is the gain of the model's maps, to the last bit of a float
     grid = dict(
         scales=(1,), iterations=(1, 2), thresholds=(0.3,), confidences=(0.0,), vote_shares=(0.0,), votes=(True,),
-        flips=(False,), thin_guards=((1, "auto"),),
+        flips=(False,), thin_guards=((1, "auto"),), edge_distances=(max_edge_distance,),
     )  # fmt: skip
     coarse = {"net": [m.astype(np.int64) for m in maps]}
     _, rows = select_settings(model, data, coarse=coarse, min_class_gain=None, **grid)
     (row,) = [r for r in rows if r["iterations"] == 2]
-    assert row["thin_guard_classes"] == "auto"
+    assert row["thin_guard_classes"] == "auto" and row["max_edge_distance"] == max_edge_distance
     before, after = (SegmentationMetrics(4, tolerances=(1,), boundary_iou_dilation=None) for _ in range(2))
     for sample, m, refined in zip(data.samples, maps, by_model):
         before.update(m, sample.label)

@@ -73,7 +73,7 @@ def test_image_errors_name_what_arrived(tiny_vote_model):
 def test_from_pretrained_refuses_none_and_suggests_names():
     with pytest.raises(TypeError, match="pretrained_model_name_or_path"):
         segfix.SegFix.from_pretrained(None)
-    with pytest.raises(segfix.ModelLoadError, match="did you mean 'camvid-lite0-v[456]'"):
+    with pytest.raises(segfix.ModelLoadError, match="did you mean 'camvid-lite0-v[4-7]'"):
         segfix.SegFix.from_pretrained("camvid-lite")
 
 

@@ -64,6 +64,13 @@ def test_tune_searches_only_what_it_is_told_from_the_settings_it_is_given(folder
     assert_one_error_line(capsys, "tune", r"--set: expected settings among .*, got \['threshold'\]")
     assert main([*args[:-1], str(tmp_path / "other"), "--set", "boundary_threshold=2"]) == 2
     assert_one_error_line(capsys, "tune", "--set: boundary_threshold: expected a probability")
+    assert main([*args[:-1], str(tmp_path / "other"), "--max-edge-distance", "0", "17"]) == 2
+    assert_one_error_line(capsys, "tune", "--max-edge-distance: expected values up to 16, got 17")
+    limits = tmp_path / "limits"
+    searched = ["--search", "max_edge_distance", "--max-edge-distance", "0", "2"]
+    assert main([*args[:-1], str(limits), "--set", *start, "thin_guard=0", *searched]) == 0
+    rows = json.loads((limits / "settings.json").read_text())["candidates"]
+    assert sorted({r["max_edge_distance"] for r in rows}) == [0, 2] and {r["thin_guard"] for r in rows} == {0}
     with pytest.raises(SystemExit):
         main([*args[:-1], str(tmp_path / "other"), "--search", "thresholds"])
     assert "invalid choice: 'thresholds'" in capsys.readouterr().err

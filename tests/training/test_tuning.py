@@ -27,7 +27,7 @@ def test_select_settings_searches_the_vote_and_restores_the_model():
     assert set(best) == {
         "boundary_threshold", "min_direction_confidence", "min_vote_share", "semantic_scale", "iterations",
         "direction_vote", "flip_tta",
-        "min_short_side", "max_network_pixels", "thin_guard", "thin_guard_classes",
+        "min_short_side", "max_network_pixels", "thin_guard", "thin_guard_classes", "max_edge_distance",
     }  # fmt: skip
     assert len(rows) == 2 * 2 * 2 * 2 and {r["direction_vote"] for r in rows} == {False, True}
     assert {r["flip_tta"] for r in rows} == {False, True}
@@ -111,6 +111,39 @@ def test_the_thin_part_guard_is_chosen_only_where_it_pays_by_more_than_the_margi
     # On CamVid's held-out images the guard led by 0.007 points and cost 0.3 on val: a tie keeps the paper's rule.
     assert choose_row([row(1.976, 0), row(1.983, 1)], samples)["thin_guard"] == 0
     assert choose_row([row(1.976, 0), row(1.976 + 2 * COST_MARGIN, 1)], samples)["thin_guard"] == 1
+
+
+def test_further_edge_limits_are_tried_on_the_best_candidates_and_score_as_the_model_refines():
+    """The grid runs at the smallest ``max_edge_distance``; each further limit is tried on the EDGE_SEARCH_TOP
+    best candidates found there, and such a row's gain is the gain of the model refining with that limit."""
+    from segfix.metrics import SegmentationMetrics
+    from segfix.training.tuning import EDGE_SEARCH_TOP, select_settings
+
+    model = segfix.SegFix(**TINY_MODEL).eval()
+    data = TinySet(2)
+    grid = dict(scales=(1,), iterations=(1, 3), thresholds=(0.3, 0.5), votes=(True,), vote_shares=(0.0, 0.5))
+    best, rows = select_settings(model, data, flips=(False,), edge_distances=(0, 1, 2), **grid)
+    unlimited = [r for r in rows if r["max_edge_distance"] == 0]
+    assert len(unlimited) == 2 * 2 * 2  # thresholds x shares x step counts
+    keys = ("boundary_threshold", "min_vote_share")
+    top = sorted({tuple(r[k] for k in keys) for r in rows if r["max_edge_distance"] == 1})
+    ranked = sorted(unlimited, key=lambda r: -r["miou_gain"])
+    expected = []
+    for r in ranked:  # the best candidates, step counts together
+        if tuple(r[k] for k in keys) not in expected:
+            expected.append(tuple(r[k] for k in keys))
+    assert top == sorted(expected[:EDGE_SEARCH_TOP])
+    assert len([r for r in rows if r["max_edge_distance"] == 2]) == 2 * EDGE_SEARCH_TOP
+    assert best["max_edge_distance"] in (0, 1, 2)
+    row = next(r for r in rows if r["max_edge_distance"] == 2 and r["iterations"] == 3)
+    settings = {k: row[k] for k in ("boundary_threshold", "min_vote_share", "iterations", "max_edge_distance")}
+    tuned = model.with_settings(direction_vote=True, semantic_scale=1, flip_tta=False, **settings)
+    before, after = (SegmentationMetrics(4, ignore_index=255) for _ in range(2))
+    for sample in data.samples:
+        coarse = coarse_proxy(sample.label, 4, 255)
+        before.update(coarse, sample.label)
+        after.update(tuned.refine(sample.image, coarse), sample.label)
+    assert row["miou_gain"] == pytest.approx((after.compute().miou - before.compute().miou) * 100, abs=1e-9)
 
 
 def test_the_tuner_tries_each_guard_on_every_class_and_on_the_thin_classes_alone():

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..checks import check_guard_classes
 from ..limits import (
+    MAX_EDGE_DISTANCE,
     MAX_ITERATIONS,
     MAX_SCALE,
     MAX_SHORT_SIDE,
@@ -203,6 +204,10 @@ class DecisionSettings:
             folder in ``segfix refine``), so that the rule holds on any label space; or fixed class ids,
             ascending, of one label space (None: of every class). Meant for the classes that are thin by nature
             (:func:`segfix.thin_classes`), so that a thick class's ragged slivers are still refined.
+        max_edge_distance: semantic refinement changes only the pixels that have another label within this many
+            pixels (a square of side ``2 max_edge_distance + 1``) in the label map it refines, so that steps
+            along an unsure field do not carry labels deep into segments the map had right. 0 = no limit (the
+            original).
         ignore_index: label never moved or created.
     """
 
@@ -215,6 +220,7 @@ class DecisionSettings:
     iterations: int = 1
     thin_guard: int = 0
     thin_guard_classes: tuple[int, ...] | str | None = None
+    max_edge_distance: int = 0
     ignore_index: int | None = 255
 
     def __post_init__(self) -> None:
@@ -228,6 +234,7 @@ class DecisionSettings:
         check_int_range(self.iterations, "iterations", 1, MAX_ITERATIONS)
         check_int_range(self.thin_guard, "thin_guard", 0, MAX_THIN_GUARD)
         object.__setattr__(self, "thin_guard_classes", check_guard_classes(self.thin_guard_classes))
+        check_int_range(self.max_edge_distance, "max_edge_distance", 0, MAX_EDGE_DISTANCE)
         ignore = self.ignore_index
         if ignore is not None and not is_int(ignore):
             raise ValueError(f"ignore_index: expected an integer or None, got {ignore!r}")

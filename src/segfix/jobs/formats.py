@@ -42,9 +42,10 @@ class OffsetSettings:
     """How stored offsets are meant to be applied, by the names a :class:`~segfix.ops.field.RefinementField` and
     ``config.json`` give them: ``out[p] = labels[p + scale * offset]``, ``iterations`` times, following the offset
     or, with ``direction_vote``, by the vote of the stored direction probabilities (``min_vote_share``), leaving
-    the label map's thin parts of radius ``thin_guard`` (of the classes ``thin_guard_classes``, None: of all) as
-    they are. The original's ``.mat`` files carry none (None: the reader's default). Files that earlier versions
-    wrote (``rule``, ``min_share``) read through :func:`segfix.hub.config.translate_legacy_names`."""
+    the label map's thin parts of radius ``thin_guard`` (of the classes ``thin_guard_classes``, None: of all) and
+    its pixels farther than ``max_edge_distance`` from another label as they are. The original's ``.mat`` files
+    carry none (None: the reader's default). Files that earlier versions wrote (``rule``, ``min_share``) read
+    through :func:`segfix.hub.config.translate_legacy_names`."""
 
     scale: int | None = None
     iterations: int | None = None
@@ -52,6 +53,7 @@ class OffsetSettings:
     min_vote_share: float | None = None
     thin_guard: int | None = None
     thin_guard_classes: tuple[int, ...] | str | None = None
+    max_edge_distance: int | None = None
 
 
 def write_offsets(
@@ -113,6 +115,7 @@ def _settings_of(data, path: Path) -> OffsetSettings:
         "min_vote_share": scalar("min_vote_share", "fiu", float),
         "min_share": scalar("min_share", "fiu", float),
         "thin_guard": scalar("thin_guard", "iu", int),
+        "max_edge_distance": scalar("max_edge_distance", "iu", int),
     }
     try:
         named = translate_legacy_names({k: v for k, v in stored.items() if v is not None})
@@ -150,6 +153,7 @@ def read_field(path: Path, *, default_scale: int, size: tuple[int, int] | None =
         vote_prob=vote_prob,
         thin_guard=settings.thin_guard or 0,
         thin_guard_classes=settings.thin_guard_classes,
+        max_edge_distance=settings.max_edge_distance or 0,
     )
 
 
@@ -163,7 +167,9 @@ def write_field(path: Path, field: RefinementField) -> None:
     vote = bool(one.direction_vote)
     classes = one.thin_guard_classes if one.thin_guard else None
     min_vote_share = one.min_vote_share if vote else None
-    settings = OffsetSettings(one.scale, one.iterations, vote, min_vote_share, one.thin_guard or None, classes)
+    settings = OffsetSettings(
+        one.scale, one.iterations, vote, min_vote_share, one.thin_guard or None, classes, one.max_edge_distance or None
+    )
     # The file marks the moving pixels by their nonzero offsets; the vote's rows follow them in the same order.
     vote_prob = one.direction_prob if vote else None
     write_offsets(path, one.offsets[0], settings, vote_prob=vote_prob)

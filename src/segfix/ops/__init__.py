@@ -2,7 +2,8 @@
 
 ``directions`` (the 8 direction classes and their offsets), ``targets`` (training targets from a ground-truth
 map), ``shift`` and ``refine`` (the exact integer gather), ``vote`` (the direction vote), ``thin`` (thin parts
-and thin classes), and ``field`` (a :class:`~segfix.ops.field.RefinementField` and applying it to labels).
+and thin classes), ``edges`` (how far a pixel lies from another label), and ``field`` (a
+:class:`~segfix.ops.field.RefinementField` and applying it to labels).
 Nothing here loads a network; every public function checks its inputs once, at the door.
 """
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
         direction_vectors,
         flip_direction,
     )
+    from .edges import far_from_edges
     from .field import RefinementField, apply_field, apply_field_to_instances, field_from_offsets
     from .refine import refine_instances, refine_semantic
     from .shift import shift_labels
@@ -37,6 +39,7 @@ __all__ = [
     "boundary_targets",
     "direction_to_offset",
     "direction_vectors",
+    "far_from_edges",
     "field_from_offsets",
     "flip_direction",
     "gradient_kernels",
@@ -61,6 +64,7 @@ __getattr__ = lazy_getattr(
         "boundary_targets": "targets",
         "direction_to_offset": "directions",
         "direction_vectors": "directions",
+        "far_from_edges": "edges",
         "field_from_offsets": "field",
         "flip_direction": "directions",
         "gradient_kernels": "targets",

@@ -34,6 +34,8 @@ from ..checks import (
     describe,
     is_integer_dtype,
 )
+from ..limits import MAX_EDGE_DISTANCE, check_int_range
+from .edges import far_from_edges_at
 from .refine import refine_instances, unchecked_refine_semantic
 from .thin import thin_parts_of_thin_classes, unchecked_thin_parts
 from .vote import unchecked_vote_labels
@@ -61,6 +63,9 @@ class RefinementField:
             radius, found once on the map given) as they are; 0 = off. Instance masks ignore it.
         thin_guard_classes: the guard keeps only the thin parts of these class ids (None: of every class;
             ``"auto"``: of the classes most of whose pixels are thin in the label maps it is applied to).
+        max_edge_distance: :func:`apply_field` changes only the pixels that have another label within this many
+            pixels in the label map given (:func:`segfix.ops.edges.far_from_edges`), so that labels are not
+            carried deep into segments; 0 = no limit. Instance masks ignore it.
     """
 
     moving: Any
@@ -72,10 +77,12 @@ class RefinementField:
     min_vote_share: float = 0.0
     thin_guard: int = 0
     thin_guard_classes: tuple[int, ...] | str | None = None
+    max_edge_distance: int = 0
 
     def __post_init__(self) -> None:
         # Checked here, once: apply_field hands these to the inner functions, which trust them.
         check_positive_int(self.thin_guard, "thin_guard", minimum=0)
+        check_int_range(self.max_edge_distance, "max_edge_distance", 0, MAX_EDGE_DISTANCE)
         object.__setattr__(self, "scale", check_scale(self.scale))
         object.__setattr__(self, "iterations", check_iterations(self.iterations))
         if isinstance(self.min_vote_share, bool) or not isinstance(self.min_vote_share, (int, float, np.floating)):
@@ -193,13 +200,14 @@ def field_from_offsets(
     vote_prob: np.ndarray | None = None,
     thin_guard: int = 0,
     thin_guard_classes: Sequence[int] | str | None = None,
+    max_edge_distance: int = 0,
 ) -> RefinementField:
     """A field from stored offsets ``(2, H, W)`` or ``(N, 2, H, W)`` (e.g.
     :func:`segfix.jobs.formats.read_offset_file`).
 
     ``vote_prob``: for the vote (``direction_vote``), the direction probabilities of the moving pixels
     (``offsets != 0``), ``(K, D)`` in row-major pixel order, as ``segfix offsets`` stores them. ``thin_guard``,
-    ``thin_guard_classes``: see :class:`RefinementField`.
+    ``thin_guard_classes``, ``max_edge_distance``: see :class:`RefinementField`.
     """
     offsets = offsets[None] if offsets.ndim == 3 else offsets
     moving = (offsets != 0).any(1)
@@ -215,7 +223,7 @@ def field_from_offsets(
             prob = torch.from_numpy(prob).to(offsets.device)
     classes = check_guard_classes(thin_guard_classes)
     return RefinementField(
-        moving, offsets, prob, scale, iterations, direction_vote, min_vote_share, thin_guard, classes
+        moving, offsets, prob, scale, iterations, direction_vote, min_vote_share, thin_guard, classes, max_edge_distance
     )
 
 
@@ -259,7 +267,7 @@ def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | N
     def own(x: Any) -> Any:  # the field's arrays in the layout of the labels: (H, W) maps drop the batch axis
         return x[0] if labels.ndim == 2 else x
 
-    field = _frozen_at_thin_parts(field, labels, ignore_index)
+    field = _frozen_by_label_map(field, labels, ignore_index)
     if not field.direction_vote:
         refined = unchecked_refine_semantic(
             labels, own(field.offsets), scale=field.scale, iterations=field.iterations, ignore_index=ignore_index
@@ -277,16 +285,22 @@ def apply_field(field: RefinementField, label_map: Any, *, ignore_index: int | N
     return back(refined)
 
 
-def freeze_thin_parts(field: RefinementField, label_map: Any, *, ignore_index: int | None = 255) -> RefinementField:
-    """The field with its thin-part guard spent: the thin parts of ``label_map`` (``(H, W)`` for a field of one
-    image, or ``(N, H, W)``; by ``thin_guard`` and ``thin_guard_classes``) no longer move, and ``thin_guard`` is 0.
-    Applying the result step by step, each step on the last one's output, gives what :func:`apply_field` gives
-    with all the steps at once: the guard reads the map it was given, never a half-refined one."""
+def freeze_by_label_map(field: RefinementField, label_map: Any, *, ignore_index: int | None = 255) -> RefinementField:
+    """The field with the guards that read the label map spent: the thin parts of ``label_map`` (``(H, W)`` for a
+    field of one image, or ``(N, H, W)``; by ``thin_guard`` and ``thin_guard_classes``) and its pixels farther than
+    ``max_edge_distance`` from another label no longer move, and both settings are 0. Applying the result step by
+    step, each step on the last one's output, gives what :func:`apply_field` gives with all the steps at once: the
+    guards read the map they were given, never a half-refined one."""
     ignore_index = check_label_map(label_map, ignore_index)
     labels, _ = _labels_where_field_is(label_map, field)
     field = _field_where_labels_are(field, labels)
     check_field_labels(labels, field, single=len(field) == 1)
-    return dataclasses.replace(_frozen_at_thin_parts(field, labels, ignore_index), thin_guard=0)
+    frozen = _frozen_by_label_map(field, labels, ignore_index)
+    return dataclasses.replace(frozen, thin_guard=0, max_edge_distance=0)
+
+
+def _frozen_by_label_map(field: RefinementField, labels: Any, ignore_index: int | None) -> RefinementField:
+    return _frozen_far_from_edges(_frozen_at_thin_parts(field, labels, ignore_index), labels)
 
 
 def _frozen_at_thin_parts(field: RefinementField, labels: Any, ignore_index: int | None) -> RefinementField:
@@ -298,6 +312,18 @@ def _frozen_at_thin_parts(field: RefinementField, labels: Any, ignore_index: int
     else:
         thin = unchecked_thin_parts(labels, field.thin_guard, ignore_index=ignore_index, classes=classes)
     return field.frozen_at(thin if labels.ndim == 3 else thin[None])
+
+
+def _frozen_far_from_edges(field: RefinementField, labels: Any) -> RefinementField:
+    """The moving pixels are asked about alone (a few % of a frame's), each reading its own square."""
+    if not field.max_edge_distance:
+        return field
+    maps = labels if labels.ndim == 3 else labels[None]
+    moving = field.moving.reshape(-1)
+    index = np.flatnonzero(moving) if isinstance(moving, np.ndarray) else moving.nonzero()[:, 0]
+    stopped = np.zeros_like(moving) if isinstance(moving, np.ndarray) else torch.zeros_like(moving)
+    stopped[index[far_from_edges_at(maps, field.max_edge_distance, index)]] = True
+    return field.frozen_at(stopped.reshape(field.moving.shape))
 
 
 def apply_field_to_instances(

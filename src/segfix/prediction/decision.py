@@ -37,7 +37,7 @@ def uses_vote(decision: DecisionSettings, *, instance: bool = False) -> bool:
 def field_settings(decision: DecisionSettings, *, instance: bool = False) -> dict[str, Any]:
     """The settings a :class:`~segfix.ops.field.RefinementField` carries, by their names there, from the decision's:
     ``semantic_scale`` or ``instance_scale`` become the field's ``scale``; instance masks are shifted (no vote,
-    no thin-part guard)."""
+    no thin-part guard, no limit on the distance from edges)."""
     vote = uses_vote(decision, instance=instance)
     return {
         "scale": decision.instance_scale if instance else decision.semantic_scale,
@@ -46,6 +46,7 @@ def field_settings(decision: DecisionSettings, *, instance: bool = False) -> dic
         "min_vote_share": decision.min_vote_share if vote else 0.0,
         "thin_guard": 0 if instance else decision.thin_guard,
         "thin_guard_classes": decision.thin_guard_classes,
+        "max_edge_distance": 0 if instance else decision.max_edge_distance,
     }
 
 

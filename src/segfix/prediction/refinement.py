@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..limits import is_int
-from ..ops.field import RefinementField, apply_field, freeze_thin_parts
+from ..ops.field import RefinementField, apply_field, freeze_by_label_map
 from ..ops.thin import thin_classes
 from .labels import LabelSpace, label_map_as_ids
 
@@ -81,7 +81,7 @@ def refine_labels_by_steps(
     ids, restore = label_map_as_ids(label_map)
     current = label_space.encode(ids)
     ignore = label_space.class_ignore
-    frozen = freeze_thin_parts(_with_pool(field, pooled), current, ignore_index=ignore)
+    frozen = freeze_by_label_map(_with_pool(field, pooled), current, ignore_index=ignore)
     results, done = [], 0
     for count in steps:
         current = apply_field(frozen.with_steps(iterations=int(count) - done), current, ignore_index=ignore)

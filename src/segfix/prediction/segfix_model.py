@@ -1,5 +1,5 @@
 """``SegFix``: the user-facing model. Load it, hand it an image and any model's label map, get the refined map
-(``SegFix.from_pretrained("camvid-lite0-v6").refine(image, label_map)``).
+(``SegFix.from_pretrained("camvid-lite0-v7").refine(image, label_map)``).
 
 It holds the pipeline together and rebuilds none of it: inputs (:mod:`~segfix.prediction.inputs`), the network
 (:mod:`~segfix.network.segfix_net`) run by :mod:`~segfix.prediction.inference`, the decision

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..data.files import atomic_write
 from ..prediction.segfix_model import SegFix
-from .recipes import TRAIN_THIN_GUARDS, TUNED_MIN_SHORT_SIDES
+from .recipes import TRAIN_EDGE_DISTANCES, TRAIN_THIN_GUARDS, TUNED_MIN_SHORT_SIDES
 from .tuning import kept_grids, select_settings
 
 __all__ = ["tune_and_save"]
@@ -29,6 +29,7 @@ def tune_and_save(
     thin_guards: tuple[int, ...] = TRAIN_THIN_GUARDS,
     overrides: dict[str, Any] | None = None,
     search: tuple[str, ...] | None = None,
+    edge_distances: tuple[int, ...] = TRAIN_EDGE_DISTANCES,
 ) -> dict:
     """Choose the settings of the model at ``source`` (with the settings ``overrides``) on ``held_out``
     (refining the ``coarse`` maps, or stand-ins), save the model so tuned to ``target`` and every candidate's
@@ -36,7 +37,9 @@ def tune_and_save(
     model's values. Returns the chosen settings by flat name."""
     overrides = overrides or {}
     model = SegFix.from_pretrained(source, device=device, **overrides)
-    grids: dict[str, Any] = dict(min_short_sides=TUNED_MIN_SHORT_SIDES, flips=flips, thin_guards=thin_guards)
+    grids: dict[str, Any] = dict(
+        min_short_sides=TUNED_MIN_SHORT_SIDES, flips=flips, thin_guards=thin_guards, edge_distances=edge_distances
+    )
     if search is not None:
         grids.update(kept_grids(model, search))
     best, rows = select_settings(model, held_out, coarse=coarse, **grids)

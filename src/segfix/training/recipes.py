@@ -262,8 +262,9 @@ RECIPE_CHAINS: dict[str, RecipeChain] = {
         settings_of="camvid-lite0-v5",
     ),
 }
-# The recommended model: v5's weights (the same four runs) with v6's settings (its card says how they were chosen).
+# v5's weights (the same four runs) with v6's and v7's settings (their cards say how they were chosen).
 RECIPE_CHAINS["camvid-lite0-v6"] = RecipeChain(RECIPE_CHAINS["camvid-lite0-v5"].stages, settings_of="camvid-lite0-v6")
+RECIPE_CHAINS["camvid-lite0-v7"] = RecipeChain(RECIPE_CHAINS["camvid-lite0-v5"].stages, settings_of="camvid-lite0-v7")
 """Named chains of recipes: ``segfix train --recipe NAME`` runs every stage, resumably (plain data)."""
 
 
@@ -277,6 +278,7 @@ SEARCH_ARGUMENTS = {
     "flip_tta": "flips",
     "min_short_side": "min_short_sides",
     "thin_guard": "thin_guards",
+    "max_edge_distance": "edge_distances",
 }
 """Each searchable setting and the :func:`select_settings` argument holding its candidates (``thin_guard``
 stands for the guard's radius and its classes together)."""
@@ -286,6 +288,13 @@ TUNED_MIN_SHORT_SIDES = (0, 540, 720)
 
 TUNED_THIN_GUARDS = (0, 1, 2, 3, 4)
 """Thin-part guard radii ``segfix tune`` tries by default."""
+
+TUNED_EDGE_DISTANCES = (0, 1, 2, 3, 4)
+"""``max_edge_distance`` values ``segfix tune`` tries by default (0: no limit)."""
+
+TRAIN_EDGE_DISTANCES = (0,)
+"""``segfix train --holdout`` keeps refinement unlimited: the stand-in coarse maps it refines are blocky, their
+errors as far from their edges as the block is wide, which says nothing about a real network's."""
 
 TRAIN_THIN_GUARDS = (0, 1, 2)
 """The narrower grid of the search that ends ``segfix train --holdout``: it refines stand-ins, whose blocky

@@ -45,6 +45,7 @@ TUNED_KEYS = (
     "min_short_side",
     "thin_guard",
     "thin_guard_classes",
+    "max_edge_distance",
 )
 """The settings :func:`select_settings` chooses (flat names, see :data:`segfix.hub.settings.FLAT_NAMES`)."""
 
@@ -97,6 +98,7 @@ def select_settings(
     flips: Sequence[bool] = (False, True),
     min_short_sides: Sequence[int] = (0,),
     thin_guards: Sequence[int | tuple[int, tuple[int, ...] | None]] = (0,),
+    edge_distances: Sequence[int] = (0,),
     stride: int = 8,
     coarse: Mapping[str, Sequence[np.ndarray]] | None = None,
     min_class_gain: float | None = 0.0,
@@ -118,6 +120,9 @@ def select_settings(
             Each radius is tried on the thin parts of every class (``thin_guard_classes`` None) and on those of
             the classes that are thin by nature at that radius alone (:func:`segfix.thin_classes` of the held-out
             labels: poles, not the ragged edges of thick classes).
+        edge_distances: candidate ``max_edge_distance`` values (0: no limit), each read on each network's own
+            maps. The smallest is part of the grid; the others are tried on the :data:`EDGE_SEARCH_TOP` best
+            candidates found with it (a limit only drops moving pixels, so it refines what the rest decided).
 
     Returns:
         (the chosen settings by flat name, with the :func:`pixel_budget` they were chosen at as
@@ -139,17 +144,41 @@ def select_settings(
     # First every candidate by its IoU alone (a confusion matrix per map); then the boundary F-score, which
     # costs twenty times more, only for those close enough to the best to be chosen.
     guards = guard_candidates(thin_guards, [s.label for s in samples], dataset.ignore_index)
+    first_edge, *other_edges = sorted(set(edge_distances))
     rows = []
     for threshold, vote, flip, short_side in itertools.product(thresholds, votes, flips, min_short_sides):
         for minimum in vote_shares if vote else confidences:
             decided = {"boundary_threshold": threshold, "direction_vote": vote, "flip_tta": flip}
             decided.update(_minimums(vote, minimum), min_short_side=short_side)
-            rows += search.rows(decided, scales, iterations, guards)
+            rows += search.rows(decided, scales, iterations, guards, [first_edge])
+    rows += _with_other_edge_limits(search, rows, other_edges, iterations)
     for row in _contenders(rows, min_class_gain):
         row["f1px_gain"] = search.boundary_gain(row)
     chosen = choose_row(rows, samples, input_scale, min_class_gain=min_class_gain)
     budget = pixel_budget([s.image.shape[:2] for s in samples], chosen["min_short_side"], input_scale)
     return {**{k: chosen[k] for k in TUNED_KEYS}, "max_network_pixels": budget}, rows
+
+
+EDGE_SEARCH_TOP = 3
+"""How many of the best candidates (by mIoU gain, step counts together) :func:`select_settings` tries each further
+``max_edge_distance`` on: the whole grid at every limit would multiply the search's time by the number of limits."""
+
+
+def _with_other_edge_limits(search: _Search, rows: Sequence[dict], edges: Sequence[int], iterations) -> list[dict]:
+    """Rows of each limit in ``edges`` on the :data:`EDGE_SEARCH_TOP` best candidates of ``rows``."""
+    keys = (*_DECIDED_KEYS, "flip_tta", "min_short_side", "semantic_scale", "thin_guard", "thin_guard_classes")
+    tried, extra = set(), []
+    for row in sorted(rows, key=lambda r: -r["miou_gain"]) if edges else []:
+        key = tuple(repr(row[k]) for k in keys)
+        if key in tried:
+            continue
+        tried.add(key)
+        decided = {k: row[k] for k in (*_DECIDED_KEYS, "flip_tta", "min_short_side")}
+        guard = (row["thin_guard"], row["thin_guard_classes"])
+        extra += search.rows(decided, [row["semantic_scale"]], iterations, [guard], edges)
+        if len(tried) == EDGE_SEARCH_TOP:
+            break
+    return extra
 
 
 def _minimums(vote: bool, minimum: float) -> dict[str, float]:
@@ -177,31 +206,33 @@ class _Search:
         decision = self.model.settings.replace(**{k: row[k] for k in _DECIDED_KEYS}).decision
         return [decide(out, decision) for out in self.outputs[row["flip_tta"], row["min_short_side"]]]
 
-    def rows(self, decided: dict, scales: Sequence[int], iterations: Sequence[int], guards: Sequence) -> list[dict]:
+    def rows(
+        self, decided: dict, scales: Sequence[int], iterations: Sequence[int], guards: Sequence, edges: Sequence[int]
+    ) -> list[dict]:
         fields = self.fields(decided)
         steps = sorted(set(iterations))
         rows = []
-        for scale, guard in itertools.product(scales, guards):
-            guarded = [_guarded_field(f, scale, *guard) for f in fields]
+        for scale, guard, edge in itertools.product(scales, guards, sorted(set(edges))):
+            guarded = [_guarded_field(f, scale, guard[0], guard[1], edge) for f in fields]
             refined = self.scorer.refine_by_steps(guarded, steps)
             for i, count in enumerate(steps):
                 row = {**decided, "semantic_scale": scale, "iterations": count}
-                row.update(thin_guard=guard[0], thin_guard_classes=guard[1])
+                row.update(thin_guard=guard[0], thin_guard_classes=guard[1], max_edge_distance=edge)
                 rows.append({**row, **self.scorer.gains({name: maps[i] for name, maps in refined.items()})})
         return rows
 
     def boundary_gain(self, row: Mapping[str, Any]) -> float:
-        guarded = [
-            _guarded_field(f, row["semantic_scale"], row["thin_guard"], row["thin_guard_classes"])
-            for f in self.fields(row)
-        ]
+        limits = (row["semantic_scale"], row["thin_guard"], row["thin_guard_classes"], row["max_edge_distance"])
+        guarded = [_guarded_field(f, *limits) for f in self.fields(row)]
         refined = self.scorer.refine_by_steps(guarded, [row["iterations"]])
         return self.scorer.boundary_gain({name: maps[0] for name, maps in refined.items()})
 
 
-def _guarded_field(field, scale: int, thin_guard: int, classes) -> Any:
-    """A decided field with a candidate's scale and thin-part guard (the steps are set by the scorer)."""
-    return dataclasses.replace(field.with_steps(scale=scale), thin_guard=thin_guard, thin_guard_classes=classes)
+def _guarded_field(field, scale: int, thin_guard: int, classes, max_edge_distance: int) -> Any:
+    """A decided field with a candidate's scale, thin-part guard and limit on the distance from edges (the steps
+    are set by the scorer)."""
+    changes = dict(thin_guard=thin_guard, thin_guard_classes=classes, max_edge_distance=max_edge_distance)
+    return dataclasses.replace(field.with_steps(scale=scale), **changes)
 
 
 def pixel_budget(sizes: Sequence[tuple[int, int]], min_short_side: int, input_scale: float = 1.0) -> int:
