@@ -63,9 +63,9 @@ def far_from_edges(label_map: LabelArray, radius: int) -> LabelArray:
 
 def far_from_edges_at(labels: Any, radius: int, index: Any) -> Any:
     """bool ``(K,)``: :func:`far_from_edges` at the flat pixel indices ``index`` (int64 ``(K,)``, row-major) of
-    checked labels ``(N, H, W)``; numpy or torch like ``labels``. A few % of the pixels of a frame are asked about
-    (the moving ones): the compiled kernel reads their squares alone, where numba serves; elsewhere every pixel
-    is compared."""
+    checked labels ``(N, H, W)``; numpy or torch like ``labels``. Only the moving pixels are asked about (a fifth
+    of a Cityscapes frame's, most of them at an edge): the compiled kernel reads their squares alone, where numba
+    serves; elsewhere every pixel is compared."""
     height, width = int(labels.shape[-2]), int(labels.shape[-1])
     on_cpu = isinstance(labels, np.ndarray) or labels.device.type == "cpu"
     if on_cpu and kernels.HAVE_NUMBA and kernels.vote_kernel_ready():

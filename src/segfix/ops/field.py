@@ -315,7 +315,7 @@ def _frozen_at_thin_parts(field: RefinementField, labels: Any, ignore_index: int
 
 
 def _frozen_far_from_edges(field: RefinementField, labels: Any) -> RefinementField:
-    """The moving pixels are asked about alone (a few % of a frame's), each reading its own square."""
+    """The moving pixels are asked about alone, each reading its own square."""
     if not field.max_edge_distance:
         return field
     maps = labels if labels.ndim == 3 else labels[None]
