@@ -20,7 +20,6 @@ import torch
 
 from ..checks import (
     LabelArray,
-    as_numpy,
     check_array,
     check_ndim,
     check_positive_int,
@@ -28,7 +27,6 @@ from ..checks import (
     describe,
     is_integer_dtype,
 )
-from . import kernels
 
 __all__ = ["far_from_edges"]
 
@@ -57,36 +55,48 @@ def far_from_edges(label_map: LabelArray, radius: int) -> LabelArray:
     maps = label_map[None] if label_map.ndim == 2 else label_map
     if isinstance(maps, torch.Tensor):
         maps = computable(maps, "label_map")
-    far = _far_dense(maps, int(radius))
+    far = unchecked_far_from_edges(maps, int(radius))
     return far[0] if label_map.ndim == 2 else far
 
 
-def far_from_edges_at(labels: Any, radius: int, index: Any) -> Any:
-    """bool ``(K,)``: :func:`far_from_edges` at the flat pixel indices ``index`` (int64 ``(K,)``, row-major) of
-    checked labels ``(N, H, W)``; numpy or torch like ``labels``. Only the moving pixels are asked about (a fifth
-    of a Cityscapes frame's, most of them at an edge): the compiled kernel reads their squares alone, where numba
-    serves; elsewhere every pixel is compared."""
-    height, width = int(labels.shape[-2]), int(labels.shape[-1])
-    on_cpu = isinstance(labels, np.ndarray) or labels.device.type == "cpu"
-    if on_cpu and kernels.HAVE_NUMBA and kernels.vote_kernel_ready():
-        flat = np.ascontiguousarray(as_numpy(labels)).reshape(-1)
-        at = np.ascontiguousarray(as_numpy(index), dtype=np.int64)
-        far = kernels.far_from_edges_flat(flat, (height, width), at, int(radius))
-        return far if isinstance(labels, np.ndarray) else torch.from_numpy(far)
-    return _far_dense(computable(labels, "label_map"), int(radius)).reshape(-1)[index]
+def unchecked_far_from_edges(maps: Any, radius: int) -> Any:
+    """:func:`far_from_edges` of checked ``(N, H, W)`` maps, numpy or torch (uint16 and wider unsigned tensors
+    widened by the caller): the square's maximum equals its minimum.
 
-
-def _far_dense(maps: Any, radius: int) -> Any:
-    """:func:`far_from_edges` of every pixel of ``(N, H, W)`` maps, numpy or torch: one comparison per offset of
-    the square, with indices clamped to the map (the square cut at the border)."""
+    The maps are padded once by repeating their border (the square cut at the border holds the same values);
+    the maximum and minimum are then taken along the rows and along the columns, in place: 4 x 2r comparisons
+    of views rather than (2r+1)^2 - 1 gathers, 6.5 ms instead of 230 ms on a uint8 1024x2048 map at radius 2.
+    Every pixel is computed, not only the moving ones: a numba kernel that read the moving pixels' squares alone
+    took 6 ms there, and loading it delayed the compiled vote of each new process by a few refines."""
     height, width = maps.shape[-2:]
-    module = np if isinstance(maps, np.ndarray) else torch
-    device = {} if module is np else {"device": maps.device}
-    rows, cols = module.arange(height, **device), module.arange(width, **device)
-    far = module.ones(maps.shape, dtype=module.bool_ if module is np else torch.bool, **device)
-    for dy in range(-radius, radius + 1):
-        shifted_rows = maps[:, (rows + dy).clip(0, height - 1)]
-        for dx in range(-radius, radius + 1):
-            if dy or dx:
-                far &= shifted_rows[:, :, (cols + dx).clip(0, width - 1)] == maps
-    return far
+    if not height or not width or not len(maps):  # nothing to pad: no pixel, so none is near an edge
+        return np.zeros(maps.shape, bool) if isinstance(maps, np.ndarray) else torch.zeros_like(maps, dtype=torch.bool)
+    maps = _as_bytes_if_they_fit(maps)
+    if isinstance(maps, np.ndarray):
+        padded = np.pad(maps, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+        module: Any = np
+    else:
+        rows = torch.arange(-radius, height + radius, device=maps.device).clip(0, height - 1)
+        cols = torch.arange(-radius, width + radius, device=maps.device).clip(0, width - 1)
+        padded = maps[:, rows][:, :, cols]
+        module = torch
+    # The first comparison of each pass makes the arrays the rest update in place (radius >= 1: two at least).
+    high = module.maximum(padded[:, :, :width], padded[:, :, 1 : width + 1])
+    low = module.minimum(padded[:, :, :width], padded[:, :, 1 : width + 1])
+    for dx in range(2, 2 * radius + 1):
+        module.maximum(high, padded[:, :, dx : dx + width], out=high)
+        module.minimum(low, padded[:, :, dx : dx + width], out=low)
+    column_high = module.maximum(high[:, :height], high[:, 1 : height + 1])
+    column_low = module.minimum(low[:, :height], low[:, 1 : height + 1])
+    for dy in range(2, 2 * radius + 1):
+        module.maximum(column_high, high[:, dy : dy + height], out=column_high)
+        module.minimum(column_low, low[:, dy : dy + height], out=column_low)
+    return column_high == column_low
+
+
+def _as_bytes_if_they_fit(maps: Any) -> Any:
+    """The maps as uint8 when every value is in 0..255 (only equality matters here): the passes then move an
+    eighth of the memory of int64 labels (an argmax's), 10 ms instead of 28 ms at 1024x2048 with the cast."""
+    if maps.dtype in (np.uint8, torch.uint8) or int(maps.min()) < 0 or int(maps.max()) > 255:
+        return maps
+    return maps.astype(np.uint8) if isinstance(maps, np.ndarray) else maps.to(torch.uint8)

@@ -31,11 +31,12 @@ from ..checks import (
     check_label_map,
     check_positive_int,
     check_scale,
+    computable,
     describe,
     is_integer_dtype,
 )
 from ..limits import MAX_EDGE_DISTANCE, check_int_range
-from .edges import far_from_edges_at
+from .edges import unchecked_far_from_edges
 from .refine import refine_instances, unchecked_refine_semantic
 from .thin import thin_parts_of_thin_classes, unchecked_thin_parts
 from .vote import unchecked_vote_labels
@@ -315,15 +316,12 @@ def _frozen_at_thin_parts(field: RefinementField, labels: Any, ignore_index: int
 
 
 def _frozen_far_from_edges(field: RefinementField, labels: Any) -> RefinementField:
-    """The moving pixels are asked about alone, each reading its own square."""
     if not field.max_edge_distance:
         return field
     maps = labels if labels.ndim == 3 else labels[None]
-    moving = field.moving.reshape(-1)
-    index = np.flatnonzero(moving) if isinstance(moving, np.ndarray) else moving.nonzero()[:, 0]
-    stopped = np.zeros_like(moving) if isinstance(moving, np.ndarray) else torch.zeros_like(moving)
-    stopped[index[far_from_edges_at(maps, field.max_edge_distance, index)]] = True
-    return field.frozen_at(stopped.reshape(field.moving.shape))
+    if isinstance(maps, torch.Tensor):
+        maps = computable(maps, "label_map")
+    return field.frozen_at(unchecked_far_from_edges(maps, field.max_edge_distance))
 
 
 def apply_field_to_instances(

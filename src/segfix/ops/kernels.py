@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     numba = None  # type: ignore[assignment]
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "far_from_edges_flat", "shift_single", "vote_flat", "vote_kernel_ready"]
+__all__ = ["HAVE_NUMBA", "shift_single", "vote_flat", "vote_kernel_ready"]
 
 
 def _shift_once(labels, dy, dx, scale, out):  # pragma: no cover - compiled by numba
@@ -170,31 +170,6 @@ def _vote_once(
             dst[here] = best_label
 
 
-def _far_from_edges(labels, index, radius, height, width, out):  # pragma: no cover - compiled by numba
-    """``out[k]``: whether every pixel of the ``(2 radius + 1)``-square around the pixel at flat ``index[k]`` of
-    ``(N * H * W)`` labels (the square cut at its map's border) holds that pixel's label; see
-    :func:`segfix.ops.edges.far_from_edges`. Most pixels asked about lie at an edge, so the scan stops at the first
-    other label."""
-    for k in numba.prange(index.shape[0]):
-        here = index[k]
-        base = here - here % (height * width)
-        y = (here - base) // width
-        x = (here - base) % width
-        own = labels[here]
-        top, bottom = max(y - radius, 0), min(y + radius, height - 1)
-        left, right = max(x - radius, 0), min(x + radius, width - 1)
-        far = True
-        for qy in range(top, bottom + 1):
-            row = base + qy * width
-            for qx in range(left, right + 1):
-                if labels[row + qx] != own:
-                    far = False
-                    break
-            if not far:
-                break
-        out[k] = far
-
-
 def _mark_changed(src, dst, b, y, x, steps, height, width, stamps, iteration):  # pragma: no cover - numba
     """Stamp ``iteration`` on every pixel one of whose candidates is a moving pixel that this vote changed
     (``dst != src``): the pixels ``q`` with ``clamp(q + steps[d]) == p``. Inside the map that is ``p - steps[d]``;
@@ -267,9 +242,8 @@ if HAVE_NUMBA:
     _sources = numba.njit(inline="always")(_clamp_sources)  # looked up by _mark_changed
     vote_kernel = _compile(_vote_once)
     mark_kernel = _compile(_mark_changed)
-    far_kernel = _compile(_far_from_edges)
 else:  # pragma: no cover
-    shift_kernel = shift_kernel_int8 = walk_kernel = vote_kernel = mark_kernel = far_kernel = None
+    shift_kernel = shift_kernel_int8 = walk_kernel = vote_kernel = mark_kernel = None
 
 
 def shift_single(labels: np.ndarray, dy: np.ndarray, dx: np.ndarray, scale: int, iterations: int) -> np.ndarray:
@@ -320,14 +294,6 @@ def vote_flat(
     return out
 
 
-def far_from_edges_flat(labels: np.ndarray, shape: tuple[int, int], index: np.ndarray, radius: int) -> np.ndarray:
-    """bool ``(K,)``: whether the pixels at flat ``index`` (int64 ``(K,)``) of the flat C-contiguous
-    ``(N * H * W)`` labels have no other label within ``radius`` (``shape`` is (H, W))."""
-    out = np.empty(len(index), np.bool_)
-    far_kernel(labels, index, np.int64(radius), np.int64(shape[0]), np.int64(shape[1]), out)
-    return out
-
-
 def _fits(value: int, dtype: np.dtype) -> bool:
     info = np.iinfo(dtype)
     return info.min <= value <= info.max
@@ -353,15 +319,13 @@ def vote_kernel_ready() -> bool:
 
 def _warm_up_vote() -> None:
     """Run the vote kernels once on a tiny map for the common label dtypes (loading their cached compilations);
-    two votes in a row, so that the kernel marking what changed is loaded too; and the edge-distance kernel
-    that decides which pixels may vote."""
+    two votes in a row, so that the kernel marking what changed is loaded too."""
     try:
         for dtype in (np.uint8, np.int64):
             labels = np.zeros(4, dtype)
             pixels = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64))
             steps = np.zeros((8, 2), np.int64)
             vote_flat(labels, (2, 2), pixels, steps, np.full((1, 8), 0.125, np.float32), 0.0, 255, 2)
-            far_from_edges_flat(labels, (2, 2), pixels[0], 1)
         _VOTE_WARM.set()
     except Exception as error:  # noqa: BLE001 - the torch vote keeps serving; say why the kernel does not
         _logger.warning("the compiled vote could not be set up (%s); the torch vote serves", error)
