@@ -336,9 +336,9 @@ def test_a_finished_folder_is_done_only_for_what_made_it(tmp_path, capsys):
     assert len(again.skipped) == 2 and not again.done
     other_weights = segfix.SegFix(**TINY).eval()
     for other, differs in (
-        (dict(model=model.with_settings(iterations=3)), "config"),
-        (dict(model=other_weights), "weights_sha256"),
-        (dict(model=model, iterations=2), "iterations"),
+        (dict(model=model.with_settings(iterations=3)), r"config \(config.decision.iterations 1 there, 3 now;"),
+        (dict(model=other_weights), r"config, weights_sha256 \(.*; weights_sha256 differs;"),
+        (dict(model=model, iterations=2), "iterations None there, 2 now"),
     ):
         with pytest.raises(ValueError, match=f"holds outputs made with other .*{differs}.*remove this one to redo"):
             refine_folder(preds, out, images_dir=images, **other)
