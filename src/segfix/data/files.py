@@ -83,6 +83,19 @@ def differences_from_record(path: Path, record: dict[str, Any], *, write: bool =
     return []
 
 
+def describe_change(key: str, there: Any, now: Any, limit: int = 4) -> str:
+    """How a recorded value differs from today's, for :func:`differences_from_record`'s callers:
+    ``"iterations 1 there, 2 now"``; a nested record names its differing leaves (``"config.decision.iterations 1
+    there, 3 now"``, at most ``limit`` per level), and a digest (a key ending in ``sha256``) only that it differs."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        keys = [k for k in sorted(set(there) | set(now)) if there.get(k) != now.get(k)]
+        leaves = [describe_change(f"{key}.{k}", there.get(k), now.get(k)) for k in keys[:limit]]
+        return "; ".join(leaves) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
+    if key.endswith("sha256"):
+        return f"{key} differs"
+    return f"{key} {there!r} there, {now!r} now"
+
+
 def _temp_owner(name: str) -> tuple[int, str] | None:
     """(pid, host) of a temporary file's name from :func:`atomic_write`, None for any other name."""
     if not name.startswith(TEMP_PREFIX) or ".partial" not in name:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..data.files import differences_from_record, display_name, remove_own_stale_temp_files
+from ..data.files import describe_change, differences_from_record, display_name, remove_own_stale_temp_files
 from .report import JobReport
 from .sharding import WHOLE_JOB, Shard
 
@@ -60,23 +60,11 @@ def claim_output(outputs: OutputFolder, job: str, made_by: dict[str, Any]) -> No
     differ = differences_from_record(path, made_by)
     if differ:
         recorded, now = json.loads(path.read_text()), json.loads(json.dumps(made_by, default=str))
-        details = "; ".join(_changes(key, recorded.get(key), now.get(key)) for key in differ)
+        details = "; ".join(describe_change(key, recorded.get(key), now.get(key)) for key in differ)
         raise ValueError(
             f"{outputs.root} holds outputs made with other {', '.join(differ)} ({details}; recorded in {path.name}); "
             "choose another output folder, or remove this one to redo it (nothing is overwritten)"
         )
-
-
-def _changes(key: str, there: Any, now: Any, limit: int = 4) -> str:
-    """``key``'s differing leaves, ``"config.decision.iterations 1 there, 3 now"``: a model's config is a nested
-    record, and "other config" alone does not say which setting. At most ``limit`` leaves are named."""
-    if isinstance(there, dict) and isinstance(now, dict):
-        keys = [k for k in sorted(set(there) | set(now)) if there.get(k) != now.get(k)]
-        leaves = [_changes(f"{key}.{k}", there.get(k), now.get(k)) for k in keys[:limit]]
-        return "; ".join(leaves) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
-    if key.endswith("sha256"):
-        return f"{key} differs"
-    return f"{key} {there!r} there, {now!r} now"
 
 
 def model_fingerprint(model) -> dict[str, Any]:

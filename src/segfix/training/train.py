@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.augment import TrainTransform
-from ..data.files import atomic_write, differences_from_record
+from ..data.files import atomic_write, describe_change, differences_from_record
 from ..hub.registry import hub_reachable
 from ..network.precision import autocast_context, resolve_precision
 from ..prediction.segfix_model import SegFix
@@ -492,7 +492,7 @@ def claim_run(output: Path, recipe: TrainRecipe, *, write: bool) -> None:
     if changed:
         recorded = json.loads(path.read_text())
         now = json.loads(json.dumps(wanted, default=str))
-        what = "; ".join(f"{k} {recorded.get(k)!r} there, {now.get(k)!r} now" for k in changed)
+        what = "; ".join(describe_change(k, recorded.get(k), now.get(k)) for k in changed)
         raise ValueError(
             f"{output} was trained by another recipe ({what}); choose another --output, or remove that folder to "
             "train it again"
